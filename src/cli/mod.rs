@@ -31,6 +31,8 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo => anyhow::bail!("`photoseg demo` is not built yet: it needs the built-in model (issue 3) and the library (issue 4)"),
+        Command::Demo => anyhow::bail!(
+            "`photoseg demo` is not built yet: it needs the built-in model (issue 3) and the library (issue 4)"
+        ),
     }
 }

@@ -1,0 +1,83 @@
+//! Reading public checkpoints into the names our modules ask for. The only file in `model` that opens files.
+//!
+//! - timm's safetensors (`swin_base_patch4_window12_384.ms_in22k`): already in our layout.
+//! - Microsoft's original `.pth` (`swin_base_patch4_window12_384_22k.pth`, a pickled `{"model": state_dict}`):
+//!   downsampling sits at the end of stage i there and at the start of stage i + 1 in timm, the classifier
+//!   is `head.*`, and derived buffers (`relative_position_index`, `attn_mask`) are stored; [`rename_microsoft_swin`]
+//!   maps it to timm's names, as timm's own `checkpoint_filter_fn` does.
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+/// The timm name of a Microsoft Swin key, or `None` for keys we do not load (buffers, classifier).
+pub fn rename_microsoft_swin(key: &str) -> Option<String> {
+    if key.ends_with("relative_position_index") || key.ends_with("attn_mask") || key.starts_with("head.") {
+        return None;
+    }
+    if let Some(rest) = key.strip_prefix("layers.") {
+        let (stage, tail) = rest.split_once('.')?;
+        if tail.starts_with("downsample.") {
+            let stage: usize = stage.parse().ok()?;
+            return Some(format!("layers.{}.{tail}", stage + 1));
+        }
+    }
+    Some(key.to_string())
+}
+
+/// Swin weights from a timm `.safetensors` or a Microsoft `.pth`, as tensors named in timm's layout.
+pub fn load_swin_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tensors: HashMap<String, Tensor> = match ext {
+        "safetensors" => candle_core::safetensors::load(path, device)
+            .with_context(|| format!("reading swin weights {}", path.display()))?,
+        "pth" | "pt" | "bin" => {
+            let raw = candle_core::pickle::read_all_with_key(path, Some("model"))
+                .or_else(|_| candle_core::pickle::read_all(path))
+                .with_context(|| format!("reading pytorch checkpoint {}", path.display()))?;
+            let microsoft = raw.iter().any(|(k, _)| k == "layers.0.downsample.reduction.weight");
+            raw.into_iter()
+                .filter_map(|(k, t)| {
+                    let k = if microsoft { rename_microsoft_swin(&k)? } else { k };
+                    Some(t.to_device(device).map(|t| (k, t)))
+                })
+                .collect::<candle_core::Result<_>>()?
+        }
+        _ => bail!("unknown checkpoint format {}: expected .safetensors or .pth", path.display()),
+    };
+    // timm classification checkpoints carry `head.fc.*`; strip a wrapper prefix if there is one.
+    let tensors = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("head."))
+        .map(|(k, t)| (k.strip_prefix("model.").map(str::to_string).unwrap_or(k), t))
+        .collect();
+    Ok(tensors)
+}
+
+/// A VarBuilder over in-memory tensors, converting to `dtype`.
+pub fn var_builder(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_tensors(tensors, dtype, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microsoft_names_map_to_timm() {
+        assert_eq!(
+            rename_microsoft_swin("layers.0.downsample.reduction.weight").as_deref(),
+            Some("layers.1.downsample.reduction.weight")
+        );
+        assert_eq!(
+            rename_microsoft_swin("layers.2.blocks.3.attn.qkv.weight").as_deref(),
+            Some("layers.2.blocks.3.attn.qkv.weight")
+        );
+        assert_eq!(rename_microsoft_swin("layers.1.blocks.1.attn_mask"), None);
+        assert_eq!(rename_microsoft_swin("layers.1.blocks.1.attn.relative_position_index"), None);
+        assert_eq!(rename_microsoft_swin("head.weight"), None);
+        assert_eq!(rename_microsoft_swin("norm.weight").as_deref(), Some("norm.weight"));
+    }
+}

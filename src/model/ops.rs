@@ -1,0 +1,106 @@
+//! Normalisation and softmax that keep their gradients.
+//!
+//! candle-nn's fused `layer_norm` and `softmax_last_dim` are the fast path for inference but have no
+//! backward: a training graph through them silently stops its gradients there. Each function here looks
+//! at whether any input tracks gradients (`Tensor::track_op`) and takes the fused kernel only when none
+//! does, so one model definition serves both inference and training.
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// LayerNorm over the last dimension, PyTorch's `nn.LayerNorm` (weight and bias, biased variance).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get(dim, "weight")?;
+        let bias = vb.get(dim, "bias")?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn from_tensors(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        Self { weight, bias, eps }
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.track_op() || self.weight.track_op() || self.bias.track_op() {
+            return layer_norm_composite(x, &self.weight, &self.bias, self.eps);
+        }
+        let x = x.contiguous()?;
+        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32)
+    }
+}
+
+/// LayerNorm from elementary ops, all of which have a backward.
+pub fn layer_norm_composite(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+/// Softmax over the last dimension: fused kernel for inference, composite (differentiable) for training.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_and_composite_layer_norm_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (3, 5, 16), &dev)?;
+        let w = Tensor::randn(1f32, 0.1, 16, &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 16, &dev)?;
+        let fused = LayerNorm::from_tensors(w.clone(), b.clone(), 1e-5).forward(&x)?;
+        let slow = layer_norm_composite(&x, &w, &b, 1e-5)?;
+        let diff = (fused - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "fused vs composite layer norm differ by {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn layer_norm_and_softmax_pass_gradients_when_training() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::ones(8, candle_core::DType::F32, &dev)?)?;
+        let b = Var::from_tensor(&Tensor::zeros(8, candle_core::DType::F32, &dev)?)?;
+        let ln = LayerNorm::from_tensors(w.as_tensor().clone(), b.as_tensor().clone(), 1e-5);
+        let y = softmax_last_dim(&ln.forward(x.as_tensor())?)?;
+        // Weight the outputs unevenly so the gradient is not trivially zero.
+        let coeff = Tensor::arange(0f32, 32.0, &dev)?.reshape((4, 8))?;
+        let loss = (y * coeff)?.sum_all()?;
+        let grads = loss.backward()?;
+        for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+            assert!(norm > 0.0, "zero gradient for {name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_and_composite_softmax_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (2, 7, 9), &dev)?;
+        let fused = softmax_last_dim(&x)?;
+        let slow = candle_nn::ops::softmax(&x, D::Minus1)?;
+        let diff = (fused - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "softmax paths differ by {diff}");
+        Ok(())
+    }
+}

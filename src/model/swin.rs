@@ -1,0 +1,530 @@
+//! Swin Transformer (Liu et al., ICCV 2021), the visual encoder of GRSer.
+//!
+//! Weight names follow timm's `SwinTransformer` state dict (`patch_embed.proj`, `layers.{i}.downsample`
+//! at the start of stage i > 0, `layers.{i}.blocks.{j}.attn.qkv`...), so timm's safetensors load with no
+//! mapping; Microsoft's original `.pth` layout is renamed at the edge by [`crate::model::checkpoint`].
+//! Behaviour follows timm 1.0 exactly (proven by the parity tests in `tests/parity.rs`): windows shrink to
+//! the feature map when the map is smaller (per dimension, with no shift there), maps that are not a
+//! multiple of the window are zero-padded after the cyclic shift, and the shifted-window mask is built on
+//! the padded map. Any input size works: an input that is not a multiple of the patch size is zero-padded
+//! on the right and bottom.
+//!
+//! A relative-position table whose window differs from the one a stage runs with (a checkpoint trained
+//! with window 7 run with window 12, or a stage whose window shrank at another input size) is resized
+//! with timm's algorithm at run time ([`crate::model::relpos`]).
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{bail, DType, Device, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::ops::{softmax_last_dim, LayerNorm};
+use super::relpos;
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_patch() -> usize {
+    4
+}
+
+fn default_in_chans() -> usize {
+    3
+}
+
+/// Swin hyper-parameters, field names as in timm's model arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default = "default_patch")]
+    pub patch_size: usize,
+    #[serde(default = "default_in_chans")]
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    pub depths: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    pub window_size: usize,
+    pub mlp_ratio: f64,
+    /// timm's `always_partition`: when false (timm's default) a stage whose map is smaller than the window
+    /// uses a window the size of the map and no shift.
+    #[serde(default)]
+    pub always_partition: bool,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+impl Config {
+    fn preset(embed_dim: usize, depths: [usize; 4], num_heads: [usize; 4], window_size: usize) -> Self {
+        Self {
+            patch_size: 4,
+            in_chans: 3,
+            embed_dim,
+            depths: depths.to_vec(),
+            num_heads: num_heads.to_vec(),
+            window_size,
+            mlp_ratio: 4.0,
+            always_partition: false,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// Swin-T (`swin_tiny_patch4_window7_224`).
+    pub fn swin_t() -> Self {
+        Self::preset(96, [2, 2, 6, 2], [3, 6, 12, 24], 7)
+    }
+
+    /// Swin-S (`swin_small_patch4_window7_224`).
+    pub fn swin_s() -> Self {
+        Self::preset(96, [2, 2, 18, 2], [3, 6, 12, 24], 7)
+    }
+
+    /// Swin-B (`swin_base_patch4_window12_384`), the paper's backbone.
+    pub fn swin_b() -> Self {
+        Self::preset(128, [2, 2, 18, 2], [4, 8, 16, 32], 12)
+    }
+
+    /// Swin-L (`swin_large_patch4_window12_384`).
+    pub fn swin_l() -> Self {
+        Self::preset(192, [2, 2, 18, 2], [6, 12, 24, 48], 12)
+    }
+
+    /// A few-thousand-parameter Swin for tests.
+    pub fn tiny() -> Self {
+        Self { mlp_ratio: 2.0, ..Self::preset(24, [2, 2, 2, 2], [2, 2, 4, 4], 7) }
+    }
+
+    /// Channels of each stage's output: `embed_dim * 2^i`.
+    pub fn stage_channels(&self) -> Vec<usize> {
+        (0..self.depths.len()).map(|i| self.embed_dim << i).collect()
+    }
+
+    /// Spatial size of each stage's output for an input of `h x w` pixels.
+    pub fn stage_sizes(&self, h: usize, w: usize) -> Vec<(usize, usize)> {
+        let mut size = (h.div_ceil(self.patch_size), w.div_ceil(self.patch_size));
+        let mut out = Vec::with_capacity(self.depths.len());
+        for i in 0..self.depths.len() {
+            if i > 0 {
+                size = (size.0.div_ceil(2), size.1.div_ceil(2));
+            }
+            out.push(size);
+        }
+        out
+    }
+}
+
+/// Window and shift a block runs with on an `h x w` map (timm's `_calc_window_shift`, per dimension).
+fn window_and_shift(cfg: &Config, shifted: bool, h: usize, w: usize) -> ((usize, usize), (usize, usize)) {
+    let win = cfg.window_size;
+    let shift = if shifted { win / 2 } else { 0 };
+    if cfg.always_partition {
+        return ((win, win), (shift, shift));
+    }
+    let dim = |r: usize| if r <= win { (r, 0) } else { (win, shift) };
+    let (wh, sh) = dim(h);
+    let (ww, sw) = dim(w);
+    ((wh, ww), (sh, sw))
+}
+
+/// Pairwise relative-position index of a `wh x ww` window (Microsoft's / timm's
+/// `get_relative_position_index`), flattened to `[N * N]` with `N = wh * ww`.
+fn relative_position_index(wh: usize, ww: usize) -> Vec<u32> {
+    let n = wh * ww;
+    let mut idx = Vec::with_capacity(n * n);
+    for a in 0..n {
+        let (ya, xa) = (a / ww, a % ww);
+        for b in 0..n {
+            let (yb, xb) = (b / ww, b % ww);
+            let dy = ya + wh - 1 - yb;
+            let dx = xa + ww - 1 - xb;
+            idx.push((dy * (2 * ww - 1) + dx) as u32);
+        }
+    }
+    idx
+}
+
+/// Shifted-window attention mask for a padded `hp x wp` map: `[nW, N, N]`, 0 within a region and -100
+/// across regions. A literal port of timm's `get_attn_mask`, Python slice semantics included: with a
+/// zero shift along one axis, `[-0:]` covers the whole axis, so that axis forms a single region.
+fn shifted_window_mask(hp: usize, wp: usize, win: (usize, usize), shift: (usize, usize)) -> Vec<f32> {
+    // Python's `a[start:stop]` for start/stop given as signed offsets (None = end).
+    let range = |len: usize, start: isize, stop: Option<isize>| -> std::ops::Range<usize> {
+        let at = |i: isize| if i < 0 { (len as isize + i).max(0) as usize } else { (i as usize).min(len) };
+        let (a, b) = (at(start), stop.map_or(len, at));
+        a..b.max(a)
+    };
+    let slices = |w: usize, s: usize| -> [(isize, Option<isize>); 3] {
+        let (w, s) = (w as isize, s as isize);
+        [(0, Some(-w)), (-w, Some(-s)), (-s, None)]
+    };
+    let mut label = vec![0usize; hp * wp];
+    let mut cnt = 0;
+    for (hs, he) in slices(win.0, shift.0) {
+        for (ws, we) in slices(win.1, shift.1) {
+            for y in range(hp, hs, he) {
+                for x in range(wp, ws, we) {
+                    label[y * wp + x] = cnt;
+                }
+            }
+            cnt += 1;
+        }
+    }
+    let (nh, nw) = (hp / win.0, wp / win.1);
+    let n = win.0 * win.1;
+    let mut mask = Vec::with_capacity(nh * nw * n * n);
+    for wy in 0..nh {
+        for wx in 0..nw {
+            let labels: Vec<usize> =
+                (0..n).map(|i| label[(wy * win.0 + i / win.1) * wp + wx * win.1 + i % win.1]).collect();
+            for &a in &labels {
+                for &b in &labels {
+                    mask.push(if a == b { 0.0 } else { -100.0 });
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// Window multi-head self-attention with a learned relative position bias.
+#[derive(Debug)]
+struct WindowAttention {
+    qkv: Linear,
+    proj: Linear,
+    num_heads: usize,
+    scale: f64,
+    /// `[(2*wh-1)*(2*ww-1), heads]`, for the window it was trained with.
+    table: Tensor,
+    table_window: (usize, usize),
+    /// Bias `[1, heads, N, N]` per window size, built on first use.
+    bias_cache: Mutex<HashMap<(usize, usize), Tensor>>,
+}
+
+impl WindowAttention {
+    fn new(dim: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
+        let qkv = candle_nn::linear(dim, dim * 3, vb.pp("qkv"))?;
+        let proj = candle_nn::linear(dim, dim, vb.pp("proj"))?;
+        let table = vb.get_unchecked("relative_position_bias_table")?;
+        let (rows, heads) = table.dims2()?;
+        if heads != num_heads {
+            bail!("relative_position_bias_table {:?} has {heads} heads, config says {num_heads}", vb.prefix());
+        }
+        let side = (rows as f64).sqrt().round() as usize;
+        if side * side != rows || side % 2 == 0 {
+            bail!("relative_position_bias_table {:?} has {rows} rows: not a square window table", vb.prefix());
+        }
+        let w = side.div_ceil(2);
+        Ok(Self {
+            qkv,
+            proj,
+            num_heads,
+            scale: ((dim / num_heads) as f64).powf(-0.5),
+            table: table.to_dtype(DType::F32)?,
+            table_window: (w, w),
+            bias_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Relative position bias `[1, heads, N, N]` for a `win` window.
+    fn bias(&self, win: (usize, usize), device: &Device) -> Result<Tensor> {
+        // While training, the table is a variable: rebuild each time so the gradient reaches it.
+        if self.table.track_op() && win == self.table_window {
+            return self.bias_from_table(&self.table, win, device);
+        }
+        let mut cache = self.bias_cache.lock().expect("bias cache poisoned");
+        if let Some(b) = cache.get(&win) {
+            return Ok(b.clone());
+        }
+        let table = if win == self.table_window {
+            self.table.clone()
+        } else {
+            relpos::resize_table(&self.table, self.table_window, win)?
+        };
+        let b = self.bias_from_table(&table, win, device)?;
+        cache.insert(win, b.clone());
+        Ok(b)
+    }
+
+    fn bias_from_table(&self, table: &Tensor, win: (usize, usize), device: &Device) -> Result<Tensor> {
+        let n = win.0 * win.1;
+        let idx = Tensor::from_vec(relative_position_index(win.0, win.1), n * n, device)?;
+        table
+            .index_select(&idx, 0)? // [N*N, heads]
+            .reshape((n, n, self.num_heads))?
+            .permute((2, 0, 1))?
+            .contiguous()?
+            .unsqueeze(0) // [1, heads, N, N]
+    }
+
+    /// `x`: `[B*nW, N, C]`; `mask`: `[nW, N, N]` for shifted windows.
+    fn forward(&self, x: &Tensor, win: (usize, usize), mask: Option<&Tensor>) -> Result<Tensor> {
+        let (bw, n, c) = x.dims3()?;
+        let hd = c / self.num_heads;
+        let qkv = self.qkv.forward(x)?.reshape((bw, n, 3, self.num_heads, hd))?.permute((2, 0, 3, 1, 4))?; // [3, B*nW, heads, N, hd]
+        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let attn = q.matmul(&k.t()?)?; // [B*nW, heads, N, N]
+        let attn = attn.broadcast_add(&self.bias(win, x.device())?)?;
+        let attn = match mask {
+            Some(mask) => {
+                let nw = mask.dim(0)?;
+                attn.reshape((bw / nw, nw, self.num_heads, n, n))?
+                    .broadcast_add(&mask.unsqueeze(1)?.unsqueeze(0)?)?
+                    .reshape((bw, self.num_heads, n, n))?
+            }
+            None => attn,
+        };
+        let attn = softmax_last_dim(&attn)?;
+        let y = attn.matmul(&v)?; // [B*nW, heads, N, hd]
+        let y = y.transpose(1, 2)?.reshape((bw, n, c))?;
+        self.proj.forward(&y)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: candle_nn::linear(dim, hidden, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(hidden, dim, vb.pp("fc2"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+    }
+}
+
+/// One Swin block: (shifted) window attention and an MLP, each with a pre-norm residual.
+#[derive(Debug)]
+struct Block {
+    norm1: LayerNorm,
+    attn: WindowAttention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    shifted: bool,
+    cfg: Config,
+    mask_cache: Mutex<HashMap<(usize, usize, usize, usize, usize, usize), Tensor>>,
+}
+
+impl Block {
+    fn new(cfg: &Config, dim: usize, heads: usize, shifted: bool, vb: VarBuilder) -> Result<Self> {
+        let eps = cfg.layer_norm_eps;
+        let hidden = (dim as f64 * cfg.mlp_ratio) as usize;
+        Ok(Self {
+            norm1: LayerNorm::new(dim, eps, vb.pp("norm1"))?,
+            attn: WindowAttention::new(dim, heads, vb.pp("attn"))?,
+            norm2: LayerNorm::new(dim, eps, vb.pp("norm2"))?,
+            mlp: Mlp::new(dim, hidden, vb.pp("mlp"))?,
+            shifted,
+            cfg: cfg.clone(),
+            mask_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn mask(&self, hp: usize, wp: usize, win: (usize, usize), shift: (usize, usize), dev: &Device) -> Result<Tensor> {
+        let mut cache = self.mask_cache.lock().expect("mask cache poisoned");
+        let key = (hp, wp, win.0, win.1, shift.0, shift.1);
+        if let Some(m) = cache.get(&key) {
+            return Ok(m.clone());
+        }
+        let n = win.0 * win.1;
+        let nw = (hp / win.0) * (wp / win.1);
+        let m = Tensor::from_vec(shifted_window_mask(hp, wp, win, shift), (nw, n, n), dev)?;
+        cache.insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// Attention branch on a normalised `[B, H, W, C]` map.
+    fn attention(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let (win, shift) = window_and_shift(&self.cfg, self.shifted, h, w);
+        // Cyclic shift first, then pad to a multiple of the window (timm's order).
+        let x = if shift != (0, 0) { x.roll(-(shift.0 as i32), 1)?.roll(-(shift.1 as i32), 2)? } else { x.clone() };
+        let (hp, wp) = (h.div_ceil(win.0) * win.0, w.div_ceil(win.1) * win.1);
+        let x = x.pad_with_zeros(1, 0, hp - h)?.pad_with_zeros(2, 0, wp - w)?;
+        let (nh, nw) = (hp / win.0, wp / win.1);
+        let n = win.0 * win.1;
+        // Partition: [B, nh, wh, nw, ww, C] -> [B*nW, N, C].
+        let windows =
+            x.reshape((b, nh, win.0, nw, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b * nh * nw, n, c))?;
+        let mask = if shift != (0, 0) { Some(self.mask(hp, wp, win, shift, x.device())?) } else { None };
+        let y = self.attn.forward(&windows, win, mask.as_ref())?;
+        // Reverse the partition, crop the padding, undo the shift.
+        let y = y.reshape((b, nh, nw, win.0, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, hp, wp, c))?;
+        let y = if hp != h || wp != w { y.narrow(1, 0, h)?.narrow(2, 0, w)? } else { y };
+        if shift != (0, 0) {
+            y.roll(shift.0 as i32, 1)?.roll(shift.1 as i32, 2)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+impl Module for Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attention(&self.norm1.forward(x)?)?)?;
+        &x + self.mlp.forward(&self.norm2.forward(&x)?)?
+    }
+}
+
+/// 2x2 patch merging: concatenate each 2x2 neighbourhood (odd sizes zero-padded), norm, reduce to 2C.
+#[derive(Debug)]
+struct PatchMerging {
+    norm: LayerNorm,
+    reduction: Linear,
+}
+
+impl PatchMerging {
+    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: LayerNorm::new(4 * dim, eps, vb.pp("norm"))?,
+            reduction: candle_nn::linear_no_bias(4 * dim, 2 * dim, vb.pp("reduction"))?,
+        })
+    }
+}
+
+impl Module for PatchMerging {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let x = x.pad_with_zeros(1, 0, h % 2)?.pad_with_zeros(2, 0, w % 2)?;
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        // [B, H/2, 2(h), W/2, 2(w), C] -> [B, H/2, W/2, 2(w), 2(h), C]: neighbours in Microsoft's x0..x3 order.
+        let x = x.reshape((b, h2, 2, w2, 2, c))?.permute((0, 1, 3, 4, 2, 5))?.reshape((b, h2, w2, 4 * c))?;
+        self.reduction.forward(&self.norm.forward(&x)?)
+    }
+}
+
+#[derive(Debug)]
+struct Stage {
+    downsample: Option<PatchMerging>,
+    blocks: Vec<Block>,
+}
+
+/// The Swin backbone; `forward` returns every stage's output, the decoder needs all of them.
+#[derive(Debug)]
+pub struct Swin {
+    patch_proj: Conv2d,
+    patch_norm: LayerNorm,
+    stages: Vec<Stage>,
+    cfg: Config,
+}
+
+impl Swin {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        if cfg.depths.len() != cfg.num_heads.len() || cfg.depths.is_empty() {
+            bail!("swin config: {} depths but {} head counts", cfg.depths.len(), cfg.num_heads.len());
+        }
+        let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
+        let patch_proj =
+            candle_nn::conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, conv_cfg, vb.pp("patch_embed.proj"))?;
+        let patch_norm = LayerNorm::new(cfg.embed_dim, cfg.layer_norm_eps, vb.pp("patch_embed.norm"))?;
+        let mut stages = Vec::new();
+        for (i, (&depth, &heads)) in cfg.depths.iter().zip(&cfg.num_heads).enumerate() {
+            let vb = vb.pp("layers").pp(i);
+            let dim = cfg.embed_dim << i;
+            if dim % heads != 0 {
+                bail!("swin config: stage {i} has {dim} channels, not divisible by {heads} heads");
+            }
+            let downsample =
+                if i > 0 { Some(PatchMerging::new(dim / 2, cfg.layer_norm_eps, vb.pp("downsample"))?) } else { None };
+            let blocks = (0..depth)
+                .map(|j| Block::new(cfg, dim, heads, j % 2 == 1, vb.pp("blocks").pp(j)))
+                .collect::<Result<Vec<_>>>()?;
+            stages.push(Stage { downsample, blocks });
+        }
+        Ok(Self { patch_proj, patch_norm, stages, cfg: cfg.clone() })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Patch embedding: `[B, 3, H, W]` -> `[B, H/4, W/4, C]` (NHWC, normalised).
+    pub fn patch_embed(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        if c != self.cfg.in_chans {
+            bail!("swin expects {} input channels, got {c}", self.cfg.in_chans);
+        }
+        let p = self.cfg.patch_size;
+        let x = x.pad_with_zeros(2, 0, h.div_ceil(p) * p - h)?.pad_with_zeros(3, 0, w.div_ceil(p) * p - w)?;
+        let x = self.patch_proj.forward(&x)?.permute((0, 2, 3, 1))?; // [B, h, w, C]
+        self.patch_norm.forward(&x)
+    }
+
+    /// `[B, 3, H, W]` -> each stage's output, NCHW `[B, C*2^i, H/2^(i+2), W/2^(i+2)]`, before any final norm.
+    pub fn forward_stages(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut x = self.patch_embed(x)?;
+        let mut outs = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            if let Some(ds) = &stage.downsample {
+                x = ds.forward(&x)?;
+            }
+            for block in &stage.blocks {
+                x = block.forward(&x)?;
+            }
+            outs.push(x.permute((0, 3, 1, 2))?.contiguous()?);
+        }
+        Ok(outs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_index_matches_hand_computed_2x2() {
+        // For a 2x2 window the table is 3x3; token 0 vs token 3 is offset (-1,-1) -> (0,0) -> row 0.
+        let idx = relative_position_index(2, 2);
+        assert_eq!(idx.len(), 16);
+        assert_eq!(idx[0], 4); // same token: centre of the 3x3 table
+        assert_eq!(idx[3], 0); // (0,0) vs (1,1)
+        assert_eq!(idx[3 * 4], 8); // (1,1) vs (0,0)
+        assert_eq!(idx[1], 3); // (0,0) vs (0,1): dx = -1
+    }
+
+    #[test]
+    fn window_shrinks_per_dimension_like_timm() {
+        let cfg = Config::tiny();
+        assert_eq!(window_and_shift(&cfg, true, 25, 29), ((7, 7), (3, 3)));
+        assert_eq!(window_and_shift(&cfg, true, 7, 8), ((7, 7), (0, 3)));
+        assert_eq!(window_and_shift(&cfg, true, 4, 4), ((4, 4), (0, 0)));
+        let always = Config { always_partition: true, ..cfg };
+        assert_eq!(window_and_shift(&always, true, 4, 4), ((7, 7), (3, 3)));
+    }
+
+    #[test]
+    fn shift_mask_separates_the_wrapped_regions() {
+        // 4x4 map, 2x2 windows, shift 1: the last window mixes 4 regions.
+        let m = shifted_window_mask(4, 4, (2, 2), (1, 1));
+        assert_eq!(m.len(), 4 * 4 * 4);
+        assert!(m[..16].iter().all(|&v| v == 0.0), "first window lies in one region");
+        let last = &m[48..];
+        assert_eq!(last.iter().filter(|&&v| v == 0.0).count(), 4, "last window: each token only sees itself");
+    }
+
+    #[test]
+    fn zero_shift_axis_is_one_region() {
+        // Shift only along x: windows split left/right only, never top/bottom.
+        let m = shifted_window_mask(4, 4, (2, 2), (0, 1));
+        // Second window (top-right): tokens (0,0),(0,1),(1,0),(1,1) of the window; columns 2 and 3 differ.
+        let w = &m[16..32];
+        assert_eq!(w[0 * 4 + 2], 0.0, "same column, different row: same region");
+        assert_eq!(w[0 * 4 + 1], -100.0, "different column across the shift seam");
+    }
+
+    #[test]
+    fn stage_sizes_round_up() {
+        assert_eq!(Config::tiny().stage_sizes(100, 116), vec![(25, 29), (13, 15), (7, 8), (4, 4)]);
+        assert_eq!(Config::swin_b().stage_sizes(416, 416), vec![(104, 104), (52, 52), (26, 26), (13, 13)]);
+    }
+}
