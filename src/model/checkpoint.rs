@@ -56,6 +56,33 @@ pub fn load_swin_tensors(path: &Path, device: &Device) -> Result<HashMap<String,
     Ok(tensors)
 }
 
+/// BERT weights from a Hugging Face `.safetensors` or `.bin`, in `BertModel`'s names: a `bert.` prefix
+/// (pre-training checkpoints) is stripped, old `LayerNorm.gamma`/`beta` become `weight`/`bias`, and heads
+/// (`cls.*`) are dropped.
+pub fn load_bert_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let raw: Vec<(String, Tensor)> = match ext {
+        "safetensors" => candle_core::safetensors::load(path, device)
+            .with_context(|| format!("reading bert weights {}", path.display()))?
+            .into_iter()
+            .collect(),
+        "bin" | "pth" | "pt" => candle_core::pickle::read_all(path)
+            .with_context(|| format!("reading pytorch checkpoint {}", path.display()))?,
+        _ => bail!("unknown checkpoint format {}: expected .safetensors or .bin", path.display()),
+    };
+    Ok(raw.into_iter().filter_map(|(k, t)| Some((rename_bert(&k)?, t))).collect())
+}
+
+/// `BertModel`'s name for a key of a Hugging Face BERT checkpoint, or `None` for keys GRSer does not use.
+pub fn rename_bert(key: &str) -> Option<String> {
+    let key = key.strip_prefix("bert.").unwrap_or(key);
+    if key.starts_with("cls.") || key.ends_with("position_ids") || key == "embeddings.token_type_ids" {
+        return None;
+    }
+    let key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias");
+    Some(key)
+}
+
 /// A VarBuilder over in-memory tensors, converting to `dtype`.
 pub fn var_builder(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> VarBuilder<'static> {
     VarBuilder::from_tensors(tensors, dtype, device)
@@ -79,5 +106,15 @@ mod tests {
         assert_eq!(rename_microsoft_swin("layers.1.blocks.1.attn.relative_position_index"), None);
         assert_eq!(rename_microsoft_swin("head.weight"), None);
         assert_eq!(rename_microsoft_swin("norm.weight").as_deref(), Some("norm.weight"));
+    }
+
+    #[test]
+    fn bert_pretraining_names_map_to_bert_model() {
+        assert_eq!(rename_bert("bert.embeddings.LayerNorm.gamma").as_deref(), Some("embeddings.LayerNorm.weight"));
+        assert_eq!(rename_bert("cls.predictions.bias"), None);
+        assert_eq!(
+            rename_bert("encoder.layer.0.attention.self.query.weight").as_deref(),
+            Some("encoder.layer.0.attention.self.query.weight")
+        );
     }
 }

@@ -4,3 +4,4 @@ pub mod checkpoint;
 pub mod ops;
 pub mod relpos;
 pub mod swin;
+pub mod text;
