@@ -1,7 +1,14 @@
 //! The GRSer network (Wu et al., "Advancing Referring Expression Segmentation Beyond Single Image",
-//! ICCV 2023): a Swin visual encoder, a BERT text encoder and the group-wise head. Free of I/O.
+//! ICCV 2023): a Swin visual encoder, a BERT text encoder and the group-wise head. Free of I/O except
+//! [`checkpoint`], which reads weight files it is pointed at.
 pub mod checkpoint;
+pub mod decoder;
+pub mod grser;
+pub mod hierarchizer;
+pub mod neck;
 pub mod ops;
+pub mod preprocess;
 pub mod relpos;
 pub mod swin;
 pub mod text;
+pub mod tqm;

@@ -52,6 +52,10 @@ pub struct Config {
     pub always_partition: bool,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Input side the model is built for (timm's `img_size`). Only used to size relative-position tables
+    /// when they are created from scratch; loaded tables keep their own size and are resized as needed.
+    #[serde(default)]
+    pub img_size: Option<usize>,
 }
 
 impl Config {
@@ -66,6 +70,7 @@ impl Config {
             mlp_ratio: 4.0,
             always_partition: false,
             layer_norm_eps: 1e-5,
+            img_size: None,
         }
     }
 
@@ -201,10 +206,17 @@ struct WindowAttention {
 }
 
 impl WindowAttention {
-    fn new(dim: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
+    /// `window`: the window this block runs with at the configured size, used only to size a new table.
+    fn new(dim: usize, num_heads: usize, window: (usize, usize), vb: VarBuilder) -> Result<Self> {
         let qkv = candle_nn::linear(dim, dim * 3, vb.pp("qkv"))?;
         let proj = candle_nn::linear(dim, dim, vb.pp("proj"))?;
-        let table = vb.get_unchecked("relative_position_bias_table")?;
+        let name = "relative_position_bias_table";
+        let table = if vb.contains_tensor(name) {
+            vb.get_unchecked(name)?
+        } else {
+            let rows = (2 * window.0 - 1) * (2 * window.1 - 1);
+            vb.get_with_hints((rows, num_heads), name, candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?
+        };
         let (rows, heads) = table.dims2()?;
         if heads != num_heads {
             bail!("relative_position_bias_table {:?} has {heads} heads, config says {num_heads}", vb.prefix());
@@ -316,12 +328,21 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &Config, dim: usize, heads: usize, shifted: bool, vb: VarBuilder) -> Result<Self> {
+    /// `size`: the map this block sees at the configured input size (sizes a new relative-position table).
+    fn new(
+        cfg: &Config,
+        dim: usize,
+        heads: usize,
+        shifted: bool,
+        size: (usize, usize),
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
         let hidden = (dim as f64 * cfg.mlp_ratio) as usize;
+        let (window, _) = window_and_shift(cfg, shifted, size.0, size.1);
         Ok(Self {
             norm1: LayerNorm::new(dim, eps, vb.pp("norm1"))?,
-            attn: WindowAttention::new(dim, heads, vb.pp("attn"))?,
+            attn: WindowAttention::new(dim, heads, window, vb.pp("attn"))?,
             norm2: LayerNorm::new(dim, eps, vb.pp("norm2"))?,
             mlp: Mlp::new(dim, hidden, vb.pp("mlp"))?,
             shifted,
@@ -428,6 +449,8 @@ impl Swin {
             candle_nn::conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, conv_cfg, vb.pp("patch_embed.proj"))?;
         let patch_norm = LayerNorm::new(cfg.embed_dim, cfg.layer_norm_eps, vb.pp("patch_embed.norm"))?;
         let mut stages = Vec::new();
+        let side = cfg.img_size.unwrap_or(cfg.window_size * cfg.patch_size << (cfg.depths.len() - 1));
+        let sizes = cfg.stage_sizes(side, side);
         for (i, (&depth, &heads)) in cfg.depths.iter().zip(&cfg.num_heads).enumerate() {
             let vb = vb.pp("layers").pp(i);
             let dim = cfg.embed_dim << i;
@@ -437,7 +460,7 @@ impl Swin {
             let downsample =
                 if i > 0 { Some(PatchMerging::new(dim / 2, cfg.layer_norm_eps, vb.pp("downsample"))?) } else { None };
             let blocks = (0..depth)
-                .map(|j| Block::new(cfg, dim, heads, j % 2 == 1, vb.pp("blocks").pp(j)))
+                .map(|j| Block::new(cfg, dim, heads, j % 2 == 1, sizes[i], vb.pp("blocks").pp(j)))
                 .collect::<Result<Vec<_>>>()?;
             stages.push(Stage { downsample, blocks });
         }

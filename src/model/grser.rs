@@ -1,0 +1,237 @@
+//! GRSer put together: Swin -> neck (cached per photo) and, per query, BERT -> TQM -> hierarchizer ->
+//! decision -> decoder, over one group (album) of any size.
+//!
+//! Weights live in one safetensors file with prefixes `swin.` (timm names), `text.` (Hugging Face
+//! `BertModel` names), `neck.` and `head.`, and a `config.json` ([`Config`]) beside it.
+use candle_core::{bail, Device, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::decoder::Decoder;
+use super::hierarchizer;
+use super::neck::{Neck, VisualFeatures};
+use super::swin::{self, Swin};
+use super::text::{self, TextEncoder};
+use super::tqm::{self, Tqm};
+
+fn default_margin() -> f64 {
+    1.0
+}
+
+/// The head's choices (GRSER.md names): see docs/model.md for why each value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadConfig {
+    /// C_v, the visual space TQM works in (paper: 512).
+    pub c_v: usize,
+    /// K: visual maps the decoder reads (= the training group size, paper N = 8).
+    pub k: usize,
+    /// Channels of each cached lateral map.
+    pub lateral: usize,
+    /// Decoder width.
+    pub decoder_dim: usize,
+    /// m of the decision rule d_pos + m < d_neg and of the triplet loss.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+}
+
+/// Everything needed to rebuild a model from its weights (`config.json` beside `model.safetensors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub swin: swin::Config,
+    pub bert: text::Config,
+    pub head: HeadConfig,
+    /// Side of the square the photos are resized to before Swin.
+    pub image_size: usize,
+    /// What the model knows, shown to users (e.g. "synthetic demo world").
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Config {
+    /// The paper's configuration: Swin-B, bert-base-uncased, C_v = 512, K = 8, 416 px.
+    pub fn paper() -> Self {
+        Self {
+            swin: swin::Config::swin_b(),
+            bert: text::Config::bert_base_uncased(),
+            head: HeadConfig { c_v: 512, k: 8, lateral: 32, decoder_dim: 256, margin: 1.0 },
+            image_size: 416,
+            description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
+        }
+    }
+
+    /// A tiny model for tests (random weights are fine for plumbing, never for answers).
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self {
+            swin: swin::Config::tiny(),
+            bert: text::Config::tiny(vocab_size),
+            head: HeadConfig { c_v: 32, k: 4, lateral: 8, decoder_dim: 16, margin: 1.0 },
+            image_size: 64,
+            description: "tiny test model".into(),
+        }
+    }
+}
+
+/// How the visual maps of a group are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairs {
+    /// Maps only for the K best-ranked prototypes: O(N K H W), what photoseg runs on albums.
+    TopK,
+    /// All N x N maps, then the K best-ranked kept: the reference the top-K path is checked against.
+    AllPairs,
+}
+
+/// The query-time head (everything after the neck).
+#[derive(Debug)]
+pub struct Head {
+    tqm: Tqm,
+    /// Pooled z_n -> the decision space (C_v), where it is compared with L' and L'_anti.
+    w_z: Linear,
+    decoder: Decoder,
+    cfg: HeadConfig,
+}
+
+/// The triphasic feature and decision of every photo of a group.
+#[derive(Debug)]
+pub struct Triphasic {
+    /// z_n = concat(V_n, ordered M_v[n, :K]): `[N, C_v + K, h, w]`.
+    pub z: Tensor,
+    /// d(z_n, L) and d(z_n, L_anti): `[N]` each.
+    pub d_pos: Tensor,
+    pub d_neg: Tensor,
+    /// Prototype order chosen by the hierarchizer (indices into the group), best first.
+    pub order: Vec<usize>,
+    /// The language maps M_l: `[N, h, w]`.
+    pub language_map: Tensor,
+}
+
+/// GRSER.md's decision: photo n holds the object when d_pos + m < d_neg.
+pub fn is_positive(d_pos: f32, d_neg: f32, margin: f64) -> bool {
+    (d_pos as f64) + margin < d_neg as f64
+}
+
+impl Head {
+    pub fn new(cfg: &HeadConfig, c_l: usize, vb: VarBuilder) -> Result<Self> {
+        let c_z = cfg.c_v + cfg.k;
+        Ok(Self {
+            tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
+            w_z: candle_nn::linear(2 * c_z, cfg.c_v, vb.pp("w_z"))?,
+            decoder: Decoder::new(c_z, cfg.lateral, cfg.decoder_dim, vb.pp("decoder"))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &HeadConfig {
+        &self.cfg
+    }
+
+    /// TQM, hierarchizer and decision for one group. `l`, `l_anti`: `[C_l]`.
+    pub fn triphasic(&self, feats: &VisualFeatures, l: &Tensor, l_anti: &Tensor, pairs: Pairs) -> Result<Triphasic> {
+        let v = &feats.v;
+        let (n, c, _, _) = v.dims4()?;
+        if c != self.cfg.c_v {
+            bail!("features have {c} channels, the head expects C_v = {}", self.cfg.c_v);
+        }
+        if n == 0 {
+            bail!("an empty group has nothing to segment");
+        }
+        let k = self.cfg.k;
+        let l_proj = self.tqm.project_text(l)?;
+        let anti_proj = self.tqm.project_text(l_anti)?;
+        let (language_map, protos) = tqm::prototypes(v, &l_proj)?; // [N, h, w], [N, C]
+        let order = hierarchizer::rank_prototypes(&protos.detach(), &l_proj.detach(), &anti_proj.detach())?;
+        let keep: Vec<u32> = order.iter().take(k).map(|&i| i as u32).collect();
+        let keep_t = Tensor::new(keep.as_slice(), v.device())?;
+        let maps = match pairs {
+            Pairs::TopK => tqm::visual_maps(v, &protos.index_select(&keep_t, 0)?)?,
+            Pairs::AllPairs => tqm::visual_maps(v, &protos)?.index_select(&keep_t, 1)?,
+        }; // [N, min(N, K), h, w]
+           // A group smaller than K: the missing maps are zeros ("no other photo's opinion").
+        let maps = if keep.len() < k { maps.pad_with_zeros(1, 0, k - keep.len())? } else { maps };
+        let z = Tensor::cat(&[v, &maps], 1)?; // [N, C_v + K, h, w]
+        let flat = z.flatten_from(2)?;
+        let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 (C_v + K)]
+        let e = self.w_z.forward(&pooled)?; // [N, C_v]
+        let dist = |x: &Tensor| -> Result<Tensor> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt() };
+        Ok(Triphasic { d_pos: dist(&l_proj)?, d_neg: dist(&anti_proj)?, z, order, language_map })
+    }
+
+    /// Mask logits `[M, 2, h4, w4]` for the photos `idx` of the group (decode only what is needed).
+    pub fn decode(&self, tri: &Triphasic, feats: &VisualFeatures, idx: &[usize]) -> Result<Tensor> {
+        let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        let ids = Tensor::new(ids.as_slice(), tri.z.device())?;
+        let sub = feats.select(idx)?;
+        self.decoder.forward(&tri.z.index_select(&ids, 0)?, &sub.lat0, &sub.lat1, &sub.lat3)
+    }
+
+    /// Decoder over every photo of the group (training).
+    pub fn decode_all(&self, tri: &Triphasic, feats: &VisualFeatures) -> Result<Tensor> {
+        self.decoder.forward(&tri.z, &feats.lat0, &feats.lat1, &feats.lat3)
+    }
+}
+
+/// The answer for one photo of a group.
+#[derive(Debug, Clone)]
+pub struct PhotoAnswer {
+    pub positive: bool,
+    pub d_pos: f32,
+    pub d_neg: f32,
+    /// Object logit minus background logit `[h4, w4]`, for positives only.
+    pub mask_logits: Option<Tensor>,
+}
+
+/// The whole network.
+pub struct Grser {
+    pub swin: Swin,
+    pub neck: Neck,
+    pub text: TextEncoder,
+    pub head: Head,
+    pub cfg: Config,
+    pub device: Device,
+}
+
+impl Grser {
+    pub fn new(cfg: &Config, tokenizer: tokenizers::Tokenizer, vb: VarBuilder) -> Result<Self> {
+        let device = vb.device().clone();
+        let swin_cfg = swin::Config { img_size: cfg.swin.img_size.or(Some(cfg.image_size)), ..cfg.swin.clone() };
+        let swin = Swin::new(&swin_cfg, vb.pp("swin"))?;
+        let neck = Neck::new(&cfg.swin.stage_channels(), cfg.head.c_v, cfg.head.lateral, vb.pp("neck"))?;
+        let bert = text::Bert::new(&cfg.bert, vb.pp("text"))?;
+        let head = Head::new(&cfg.head, cfg.bert.hidden_size, vb.pp("head"))?;
+        Ok(Self { swin, neck, text: TextEncoder::new(bert, tokenizer, &device), head, cfg: cfg.clone(), device })
+    }
+
+    /// Photos `[N, 3, S, S]` (normalised, see [`super::preprocess`]) -> their cacheable features.
+    pub fn featurize(&self, images: &Tensor) -> Result<VisualFeatures> {
+        self.neck.forward(&self.swin.forward_stages(images)?)
+    }
+
+    /// One expression over one group: a decision for every photo, mask logits for the positives.
+    pub fn answer(&self, feats: &VisualFeatures, expression: &str, pairs: Pairs) -> anyhow::Result<Vec<PhotoAnswer>> {
+        let (l, anti) = self.text.encode_with_anti(&[expression])?;
+        let tri = self.head.triphasic(feats, &l.squeeze(0)?, &anti.squeeze(0)?, pairs)?;
+        let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
+        let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
+        let margin = self.head.config().margin;
+        let positives: Vec<usize> = (0..d_pos.len()).filter(|&i| is_positive(d_pos[i], d_neg[i], margin)).collect();
+        let mut answers: Vec<PhotoAnswer> = (0..d_pos.len())
+            .map(|i| PhotoAnswer { positive: false, d_pos: d_pos[i], d_neg: d_neg[i], mask_logits: None })
+            .collect();
+        if !positives.is_empty() {
+            let logits = self.head.decode(&tri, feats, &positives)?; // [M, 2, h, w]
+            let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+            for (j, &i) in positives.iter().enumerate() {
+                answers[i].positive = true;
+                answers[i].mask_logits = Some(fg.get(j)?);
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// Binary mask at the photo's own resolution from `[h4, w4]` logits: bilinear upsampling of the logits,
+/// then > 0 (object more likely than background). Row-major, 1 = object.
+pub fn mask_at(logits: &Tensor, height: usize, width: usize) -> Result<Vec<u8>> {
+    let up = logits.unsqueeze(0)?.unsqueeze(0)?.upsample_bilinear2d(height, width, false)?;
+    let v: Vec<f32> = up.flatten_all()?.to_vec1()?;
+    Ok(v.into_iter().map(|x| u8::from(x > 0.0)).collect())
+}
