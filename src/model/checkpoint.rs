@@ -83,6 +83,65 @@ pub fn rename_bert(key: &str) -> Option<String> {
     Some(key)
 }
 
+/// File names of a GRSer model directory.
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Reads `config.json` of a model directory.
+pub fn read_config(dir: &Path) -> Result<crate::model::grser::Config> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading model config {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing model config {}", path.display()))
+}
+
+/// Loads a GRSer model directory (`config.json`, `model.safetensors`, `tokenizer.json`).
+pub fn load_model_dir(dir: &Path, device: &Device) -> Result<crate::model::grser::Grser> {
+    if !dir.is_dir() {
+        bail!("model directory {} does not exist", dir.display());
+    }
+    let cfg = read_config(dir)?;
+    let tok_path = dir.join(TOKENIZER_FILE);
+    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| anyhow::anyhow!("reading tokenizer {}: {e}", tok_path.display()))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tensors = candle_core::safetensors::load(&weights, device)
+        .with_context(|| format!("reading model weights {}", weights.display()))?;
+    load_model(&cfg, tokenizer, tensors, device).with_context(|| format!("loading model from {}", dir.display()))
+}
+
+/// Writes a model directory: weights of `varmap`, `cfg` as JSON and the tokenizer. Each file is written to a
+/// temporary name and renamed, so a crash never leaves a half-written model behind.
+pub fn save_model_dir(
+    varmap: &candle_nn::VarMap,
+    cfg: &crate::model::grser::Config,
+    tokenizer: &tokenizers::Tokenizer,
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating model directory {}", dir.display()))?;
+    let tmp = |name: &str| dir.join(format!(".{name}.tmp"));
+    varmap.save(tmp(WEIGHTS_FILE)).with_context(|| format!("writing weights into {}", dir.display()))?;
+    std::fs::write(tmp(CONFIG_FILE), serde_json::to_string_pretty(cfg)?)?;
+    tokenizer
+        .save(tmp(TOKENIZER_FILE), false)
+        .map_err(|e| anyhow::anyhow!("writing tokenizer into {}: {e}", dir.display()))?;
+    for name in [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE] {
+        std::fs::rename(tmp(name), dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// Builds a GRSer from in-memory weights (e.g. a model embedded in the binary).
+pub fn load_model(
+    cfg: &crate::model::grser::Config,
+    tokenizer: tokenizers::Tokenizer,
+    tensors: HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<crate::model::grser::Grser> {
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    Ok(crate::model::grser::Grser::new(cfg, tokenizer, vb)?)
+}
+
 /// A VarBuilder over in-memory tensors, converting to `dtype`.
 pub fn var_builder(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> VarBuilder<'static> {
     VarBuilder::from_tensors(tensors, dtype, device)

@@ -180,6 +180,7 @@ pub struct PhotoAnswer {
 }
 
 /// The whole network.
+#[derive(Debug)]
 pub struct Grser {
     pub swin: Swin,
     pub neck: Neck,

@@ -234,6 +234,7 @@ pub struct Batch {
 }
 
 /// Tokeniser + BERT: sentences in, sentence features `[B, C_l]` out.
+#[derive(Debug)]
 pub struct TextEncoder {
     pub bert: Bert,
     tokenizer: tokenizers::Tokenizer,
