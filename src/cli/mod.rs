@@ -1,7 +1,10 @@
 //! Command line: one file per subcommand; this file only parses and dispatches.
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod model;
 
 /// Find things in your photos by what you say, with a pixel mask of where they are.
 #[derive(Debug, Parser)]
@@ -13,8 +16,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Not built yet: see issue "The photo library" (index, query, demo).
+    /// Generate a synthetic photo library, index it and run a few queries against the known truth.
     Demo,
+    /// Index photo folders (features cached in SQLite); skips what is already current.
+    Index {
+        /// Folders to index (default: the watched roots).
+        paths: Vec<PathBuf>,
+    },
+    /// Find the photos of every album that show EXPRESSION, with masks.
+    Query {
+        /// What to look for, e.g. "my bike".
+        expression: String,
+    },
+    /// Serve queries on D-Bus and keep the cache current while folders change.
+    Daemon,
+    /// Train GRSer on a data set.
+    Train,
+    /// Measure a model on a data set (mIoU, positive / negative accuracy, Co-SOD metrics).
+    Eval,
+    /// Inspect a GRSer model directory.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 /// Entry point of the binary: parse, run, print `photoseg: {err:#}` on failure.
@@ -29,10 +51,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The error of a subcommand whose issue is still open: never fake output.
+fn not_built(command: &str, issue: &str) -> anyhow::Error {
+    anyhow::anyhow!("`photoseg {command}` is not built yet (issue: {issue})")
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo => anyhow::bail!(
-            "`photoseg demo` is not built yet: it needs the built-in model (issue 3) and the library (issue 4)"
-        ),
+        Command::Demo => Err(not_built("demo", "the photo library, `photoseg query`, and the demo")),
+        Command::Index { .. } => Err(not_built("index", "the photo library, `photoseg query`, and the demo")),
+        Command::Query { .. } => Err(not_built("query", "the photo library, `photoseg query`, and the demo")),
+        Command::Daemon => Err(not_built("daemon", "the daemon on D-Bus")),
+        Command::Train => Err(not_built("train", "training on the GPU, evaluation and a built-in model")),
+        Command::Eval => Err(not_built("eval", "training on the GPU, evaluation and a built-in model")),
+        Command::Model(cmd) => model::run(cmd),
     }
 }
