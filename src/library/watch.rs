@@ -307,7 +307,8 @@ impl SettleGate {
             LibraryEvent::Renamed(from, to) => {
                 let mut origin = from.clone();
                 self.pending.retain(|e| match e {
-                    LibraryEvent::Changed(q) if *q == from => false, // re-checked at `to` anyway
+                    // Re-checked at `to` anyway; a removal of `from` cannot precede its move.
+                    LibraryEvent::Changed(q) | LibraryEvent::Removed(q) if *q == from => false,
                     LibraryEvent::Changed(q) | LibraryEvent::Removed(q) => *q != to,
                     LibraryEvent::Renamed(a, b) if *b == from => {
                         origin = a.clone(); // a -> from -> to is a -> to
