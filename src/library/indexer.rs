@@ -72,7 +72,7 @@ pub fn index(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<IndexReport> {
     let backbone = f.backbone_id();
-    let scanned = scan::scan(roots);
+    let mut scanned = scan::scan(roots);
     let mut report = IndexReport {
         albums: scanned.albums.len(),
         photos: scanned.photo_count(),
@@ -88,13 +88,14 @@ pub fn index(
             cached.insert(photo.path.clone(), photo);
         }
     }
-    let candidates: Vec<PathBuf> = scanned.albums.into_iter().flat_map(|a| a.photos).collect();
+    let candidates: Vec<PathBuf> = std::mem::take(&mut scanned.albums)
+        .into_iter()
+        .flat_map(|a| a.photos)
+        .collect();
     let present: HashSet<&PathBuf> = candidates.iter().collect();
     let vanished: Vec<CachedPhoto> = cached
         .values()
-        .filter(|c| {
-            !present.contains(&c.path) && !scanned.unlisted.iter().any(|d| c.path.starts_with(d))
-        })
+        .filter(|c| !present.contains(&c.path) && !scanned.is_unlisted(&c.path))
         .cloned()
         .collect();
     let mut run = Run {

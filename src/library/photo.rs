@@ -4,7 +4,7 @@
 //! The format is sniffed from the content (a PNG saved as `.jpg` is common and fine; a text file
 //! named `.jpg` is "not an image"). Sizes are checked from the header before any pixel buffer is
 //! allocated, so a small file that declares 20000 x 20000 pixels is refused, not decoded.
-use std::fs::{self, File, Metadata};
+use std::fs::{File, Metadata};
 use std::io::{self, Cursor, Read};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{self, AssertUnwindSafe};
@@ -241,9 +241,4 @@ pub fn has_photo_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-/// Stat that reports a photo-style reason (used by the scanner for dangling links and the like).
-pub fn stat(path: &Path) -> Result<Metadata, PhotoErrorKind> {
-    fs::metadata(path).map_err(|e| io_kind(&e))
 }
