@@ -81,10 +81,7 @@ pub fn index(
     };
     let mut cached = HashMap::new();
     for root in roots {
-        let Ok(root) = fs::canonicalize(root) else {
-            continue;
-        };
-        for photo in cache.photos_under(&root, &backbone)? {
+        for photo in cache.photos_under(&scan::absolute(root), &backbone)? {
             cached.insert(photo.path.clone(), photo);
         }
     }

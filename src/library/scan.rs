@@ -45,23 +45,24 @@ impl ScanReport {
     }
 }
 
-/// Walks every root (canonicalised first, so paths match what the config stores).
+/// Walks every root. Paths keep the root's spelling (made absolute, not resolved): the config
+/// stores canonical roots and the watcher reports paths under those same roots, so a scan of a
+/// subfolder named by an event files its photos under the same paths as a full scan.
 pub fn scan(roots: &[PathBuf]) -> ScanReport {
     let mut report = ScanReport::default();
     let mut visited = HashSet::new();
     for root in roots {
-        match fs::canonicalize(root) {
-            Ok(canon) if canon.is_dir() => walk(&canon, &mut visited, &mut report),
+        let root = absolute(root);
+        match fs::canonicalize(&root) {
+            Ok(canon) if canon.is_dir() => walk(&root, &canon, &mut visited, &mut report),
             Ok(_) => {
                 report.problems.push((root.clone(), "not a folder".into()));
-                report.unlisted.push(root.clone());
+                report.unlisted.push(root);
             }
             Err(e) => {
-                report.problems.push((
-                    root.clone(),
-                    format!("cannot open folder: {}", io_reason(&e)),
-                ));
-                report.unlisted.push(root.clone());
+                let reason = format!("cannot open folder: {}", io_reason(&e));
+                report.problems.push((root.clone(), reason));
+                report.unlisted.push(root);
             }
         }
     }
@@ -69,10 +70,17 @@ pub fn scan(roots: &[PathBuf]) -> ScanReport {
     report
 }
 
-fn walk(root: &Path, visited: &mut HashSet<PathBuf>, report: &mut ScanReport) {
-    visited.insert(root.to_path_buf());
+/// `path` made absolute against the current directory, without resolving links.
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn walk(root: &Path, root_canon: &Path, visited: &mut HashSet<PathBuf>, report: &mut ScanReport) {
+    if !visited.insert(root_canon.to_path_buf()) {
+        return; // a root inside another root, already walked
+    }
     // (path as walked, canonical path): the walked path keeps symlinked folder names.
-    let mut stack = vec![(root.to_path_buf(), root.to_path_buf())];
+    let mut stack = vec![(root.to_path_buf(), root_canon.to_path_buf())];
     // Symlinked folders wait until every real folder is walked, so a folder reachable both
     // directly and through a link is filed under its real path.
     let mut links: VecDeque<(PathBuf, PathBuf)> = VecDeque::new();
