@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod library;
 pub mod model;
+pub mod train;

@@ -1,0 +1,307 @@
+//! `photoseg train`: GRSer's objective (see [`loss`]) with AdamW over groups of photos, positives and
+//! negatives 1:1, on CPU or CUDA, with checkpoints that resume exactly.
+//!
+//! Exact resume: the photos of step t are drawn from an RNG seeded with (seed, t) alone, and a checkpoint
+//! holds the weights, the optimizer's moments and t; so a run stopped after a checkpoint and resumed
+//! takes the same steps as one never stopped.
+pub mod data;
+pub mod loss;
+pub mod optim;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::model::checkpoint;
+use crate::model::grser::{Config as ModelConfig, Grser, Pairs};
+pub use data::{TrainGroup, TrainSet};
+use optim::{AdamW, AdamWConfig};
+
+/// Training settings (`photoseg train` flags); defaults follow the paper where it gives one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Optimizer steps in all (T).
+    pub steps: usize,
+    /// Groups per step (paper: 4).
+    pub groups_per_step: usize,
+    /// Photos per group, positives:negatives 1:1 (paper: 8; must not exceed the head's K).
+    pub group_size: usize,
+    pub optim: AdamWConfig,
+    /// Weight of the mirror (anti-expression) cross entropy.
+    pub lambda_mirror: f64,
+    /// Share of steps for linear warm-up; then polynomial decay (power 0.9, as LAVT) to 0.
+    pub warmup: f64,
+    /// One group in `small_group_every` is drawn smaller than `group_size` (2..group_size photos), so the
+    /// decoder also learns the zero maps of albums smaller than K. 0 disables.
+    pub small_group_every: usize,
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            groups_per_step: 4,
+            group_size: 8,
+            optim: AdamWConfig::default(),
+            lambda_mirror: 0.5,
+            warmup: 0.05,
+            small_group_every: 4,
+            seed: 0,
+            checkpoint_every: 100,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate at step `t` (0-based).
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let warm = ((self.steps as f64) * self.warmup).round().max(1.0);
+        let t = t as f64;
+        if t < warm {
+            return self.optim.lr * (t + 1.0) / warm;
+        }
+        let rest = (self.steps as f64 - warm).max(1.0);
+        self.optim.lr * (1.0 - (t - warm) / rest).max(0.0).powf(0.9)
+    }
+}
+
+/// What one step did (for the progress bar and the log).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: usize,
+    pub loss: f32,
+    pub ce: f32,
+    pub mirror: f32,
+    pub triplet: f32,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// The photos of one group for one step: indices into the pool and, for positives, the group-photo slot.
+#[derive(Debug, Clone)]
+struct Draw {
+    group: usize,
+    /// (pool index, Some(positive slot) | None for a negative)
+    photos: Vec<(usize, Option<usize>)>,
+}
+
+/// Draws step `t`'s groups: each half positives, half negatives (from the group's own negatives, else
+/// from other groups' photos that are not positives of this expression).
+fn draw_step(set: &TrainSet, cfg: &TrainConfig, t: usize) -> Vec<Draw> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..cfg.groups_per_step)
+        .map(|gi| {
+            let group = rng.random_range(0..set.groups.len());
+            let g = &set.groups[group];
+            let small = cfg.small_group_every > 0 && (t * cfg.groups_per_step + gi) % cfg.small_group_every == 0;
+            let n = if small { rng.random_range(2..=cfg.group_size.max(2)) } else { cfg.group_size };
+            let n_pos = n.div_ceil(2);
+            let mut photos = Vec::with_capacity(n);
+            for _ in 0..n_pos {
+                let slot = rng.random_range(0..g.positives.len());
+                photos.push((g.positives[slot].0, Some(slot)));
+            }
+            for _ in n_pos..n {
+                let neg = if !g.negatives.is_empty() {
+                    g.negatives[rng.random_range(0..g.negatives.len())]
+                } else {
+                    set.random_negative_for(group, &mut rng)
+                };
+                photos.push((neg, None));
+            }
+            photos.shuffle(&mut rng);
+            Draw { group, photos }
+        })
+        .collect()
+}
+
+/// A training run: the model's variables, the optimizer and the data.
+pub struct Trainer {
+    pub model: Grser,
+    pub varmap: VarMap,
+    pub opt: AdamW,
+    pub cfg: TrainConfig,
+    pub model_cfg: ModelConfig,
+    tokenizer: tokenizers::Tokenizer,
+    /// Next step to run (0-based).
+    pub step: usize,
+}
+
+const STATE_FILE: &str = "state.json";
+const OPTIM_FILE: &str = "optimizer.safetensors";
+const LATEST_FILE: &str = "latest";
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    next_step: usize,
+    train: TrainConfig,
+}
+
+impl Trainer {
+    /// A fresh run. `init`: optional model directory or tensors to start from (e.g. public Swin and BERT
+    /// weights renamed to `swin.` / `text.`); what it lacks is initialised at random.
+    pub fn new(
+        model_cfg: &ModelConfig,
+        tokenizer: tokenizers::Tokenizer,
+        cfg: &TrainConfig,
+        init: Option<&std::collections::HashMap<String, Tensor>>,
+        device: &Device,
+    ) -> Result<Self> {
+        if cfg.group_size > model_cfg.head.k {
+            bail!("group size {} is larger than the head's K = {}", cfg.group_size, model_cfg.head.k);
+        }
+        if cfg.group_size < 2 {
+            bail!("a group needs at least 2 photos (one positive, one negative), got {}", cfg.group_size);
+        }
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = Grser::new(model_cfg, tokenizer.clone(), vb)?;
+        if let Some(init) = init {
+            let mut data = varmap.data().lock().expect("varmap lock");
+            for (name, var) in data.iter_mut() {
+                if let Some(t) = init.get(name) {
+                    if t.dims() != var.dims() {
+                        bail!("initial weight {name} has shape {:?}, the model needs {:?}", t.dims(), var.dims());
+                    }
+                    var.set(&t.to_dtype(DType::F32)?.to_device(device)?)?;
+                }
+            }
+        }
+        let vars: Vec<(String, candle_core::Var)> =
+            varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let opt = AdamW::new(vars, cfg.optim)?;
+        Ok(Self { model, varmap, opt, cfg: cfg.clone(), model_cfg: model_cfg.clone(), tokenizer, step: 0 })
+    }
+
+    /// Resumes from `out`'s latest checkpoint, if there is one; `Ok(false)` when there is none.
+    pub fn resume(&mut self, out: &Path) -> Result<bool> {
+        let Some(dir) = latest_checkpoint(out)? else { return Ok(false) };
+        self.varmap
+            .load(dir.join(checkpoint::WEIGHTS_FILE))
+            .with_context(|| format!("loading weights from {}", dir.display()))?;
+        self.opt.load(&dir.join(OPTIM_FILE))?;
+        let state: State = serde_json::from_str(&std::fs::read_to_string(dir.join(STATE_FILE))?)
+            .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
+        if state.train.steps != self.cfg.steps || state.train.seed != self.cfg.seed {
+            bail!(
+                "checkpoint in {} was made with {} steps and seed {}, this run asks for {} and {}: use another --out",
+                out.display(),
+                state.train.steps,
+                state.train.seed,
+                self.cfg.steps,
+                self.cfg.seed
+            );
+        }
+        self.step = state.next_step;
+        Ok(true)
+    }
+
+    /// Writes `out/ckpt-<step>/` (model directory + optimizer + state), then points `out/latest` at it
+    /// (an atomic rename), then removes older checkpoints: a kill at any moment leaves a usable one.
+    pub fn save(&self, out: &Path) -> Result<PathBuf> {
+        let name = format!("ckpt-{:07}", self.step);
+        let dir = out.join(&name);
+        checkpoint::save_model_dir(&self.varmap, &self.model_cfg, &self.tokenizer, &dir)?;
+        self.opt.save(&dir.join(OPTIM_FILE))?;
+        let state = State { next_step: self.step, train: self.cfg.clone() };
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
+        let tmp = out.join(".latest.tmp");
+        std::fs::write(&tmp, &name)?;
+        std::fs::rename(&tmp, out.join(LATEST_FILE))?;
+        for entry in std::fs::read_dir(out)? {
+            let entry = entry?;
+            let n = entry.file_name().to_string_lossy().to_string();
+            if n.starts_with("ckpt-") && n != name {
+                std::fs::remove_dir_all(entry.path()).ok();
+            }
+        }
+        Ok(dir)
+    }
+
+    /// One optimizer step on `set`; returns its statistics.
+    pub fn train_step(&mut self, set: &TrainSet) -> Result<StepStats> {
+        let start = Instant::now();
+        let t = self.step;
+        let draws = draw_step(set, &self.cfg, t);
+        let dev = self.model.device.clone();
+        // One Swin pass for every photo of the step.
+        let pool: Vec<Tensor> = draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| set.images[i].clone())).collect();
+        let images = Tensor::stack(&pool, 0)?.to_device(&dev)?;
+        let feats = self.model.featurize(&images)?;
+        let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
+        let (l, l_anti) = self.model.text.encode_with_anti(&exprs)?;
+        let progress = t as f64 / self.cfg.steps.max(1) as f64;
+        let margin = self.model_cfg.head.margin;
+        let mut total: Option<Tensor> = None;
+        let (mut ce_sum, mut mirror_sum, mut triplet_sum) = (0f32, 0f32, 0f32);
+        let mut offset = 0;
+        for (gi, d) in draws.iter().enumerate() {
+            let n = d.photos.len();
+            let idx: Vec<usize> = (offset..offset + n).collect();
+            offset += n;
+            let gf = feats.select(&idx)?;
+            let (lg, ag) = (l.get(gi)?, l_anti.get(gi)?);
+            let pos: Vec<usize> = (0..n).filter(|&j| d.photos[j].1.is_some()).collect();
+            let masks: Vec<Tensor> = pos
+                .iter()
+                .map(|&j| set.groups[d.group].positives[d.photos[j].1.expect("positive")].1.clone())
+                .collect();
+            let target = Tensor::stack(&masks, 0)?.to_device(&dev)?; // [P, h4, w4]
+            let tri = self.model.head.triphasic(&gf, &lg, &ag, Pairs::TopK)?;
+            let ce = loss::pixel_ce(&self.model.head.decode(&tri, &gf, &pos)?, &target)?;
+            let anti = self.model.head.triphasic(&gf, &ag, &lg, Pairs::TopK)?;
+            let mirror = loss::pixel_ce(&self.model.head.decode(&anti, &gf, &pos)?, &loss::invert(&target)?)?;
+            let is_pos: Vec<f32> = d.photos.iter().map(|p| if p.1.is_some() { 1.0 } else { 0.0 }).collect();
+            let is_pos = Tensor::new(is_pos.as_slice(), &dev)?;
+            let trip = loss::triplet(&tri.d_pos, &tri.d_neg, &is_pos, margin)?;
+            let parts = loss::GroupLoss { ce, mirror, triplet: trip };
+            ce_sum += parts.ce.to_scalar::<f32>()?;
+            mirror_sum += parts.mirror.to_scalar::<f32>()?;
+            triplet_sum += parts.triplet.to_scalar::<f32>()?;
+            let g = parts.total(self.cfg.lambda_mirror, progress)?;
+            total = Some(match total {
+                Some(acc) => (acc + g)?,
+                None => g,
+            });
+        }
+        let groups = draws.len() as f64;
+        let loss = (total.expect("at least one group") / groups)?;
+        let grads = loss.backward()?;
+        self.opt.step(&grads, self.cfg.lr_at(t))?;
+        self.step += 1;
+        let g = groups as f32;
+        Ok(StepStats {
+            step: t,
+            loss: loss.to_scalar::<f32>()?,
+            ce: ce_sum / g,
+            mirror: mirror_sum / g,
+            triplet: triplet_sum / g,
+            images: pool.len(),
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The checkpoint `out/latest` points at, if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    let latest = out.join(LATEST_FILE);
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&latest).with_context(|| format!("reading {}", latest.display()))?;
+    let dir = out.join(name.trim());
+    if !dir.is_dir() {
+        bail!("{} names {}, which does not exist", latest.display(), dir.display());
+    }
+    Ok(Some(dir))
+}
