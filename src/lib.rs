@@ -4,3 +4,4 @@
 //! `cli` turns subcommands into calls of the library.
 pub mod cli;
 pub mod model;
+pub mod synth;

@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod synth;
+
 /// Find things in your photos by what you say, with a pixel mask of where they are.
 #[derive(Debug, Parser)]
 #[command(name = "photoseg", version, about)]
@@ -15,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Not built yet: see issue "The photo library" (index, query, demo).
     Demo,
+    /// Write a synthetic data set: albums of generated scenes, referring expressions, exact masks.
+    Synth(synth::SynthArgs),
 }
 
 /// Entry point of the binary: parse, run, print `photoseg: {err:#}` on failure.
@@ -32,5 +36,6 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => anyhow::bail!("`photoseg demo` is not built yet: it needs the built-in model (issue 3) and the library (issue 4)"),
+        Command::Synth(args) => synth::run(args),
     }
 }
