@@ -44,7 +44,7 @@ pub struct SynthConfig {
     pub photos_max: usize,
     /// Most expressions per album (1 to 3); each album draws 1 to this many.
     pub expressions_max: usize,
-    /// Most objects per photo (4 to 12).
+    /// Most objects per photo (6 to 12; every photo holds at least 3).
     pub objects_max: usize,
     /// How many (colour, shape) combinations are held out (1 to 6; 0 only without a held-out split).
     pub heldout_combos: usize,
@@ -98,8 +98,8 @@ impl SynthConfig {
             self.expressions_max
         );
         ensure!(
-            (4..=12).contains(&self.objects_max),
-            "objects per photo must be 4 to 12, not {}",
+            (6..=12).contains(&self.objects_max),
+            "objects per photo must be 6 to 12, not {}",
             self.objects_max
         );
         let most = Color::ALL.len().min(Shape::ALL.len());
