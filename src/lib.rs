@@ -5,4 +5,5 @@
 pub mod cli;
 pub mod library;
 pub mod model;
+pub mod synth;
 pub mod train;

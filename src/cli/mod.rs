@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod model;
+mod synth;
 
 /// Find things in your photos by what you say, with a pixel mask of where they are.
 #[derive(Debug, Parser)]
@@ -37,6 +38,8 @@ pub enum Command {
     /// Inspect a GRSer model directory.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Write a synthetic data set: albums of generated scenes, referring expressions, exact masks.
+    Synth(synth::SynthArgs),
 }
 
 /// Entry point of the binary: parse, run, print `photoseg: {err:#}` on failure.
@@ -65,5 +68,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train => Err(not_built("train", "training on the GPU, evaluation and a built-in model")),
         Command::Eval => Err(not_built("eval", "training on the GPU, evaluation and a built-in model")),
         Command::Model(cmd) => model::run(cmd),
+        Command::Synth(args) => synth::run(args),
     }
 }

@@ -235,7 +235,8 @@ impl Trainer {
         let draws = draw_step(set, &self.cfg, t);
         let dev = self.model.device.clone();
         // One Swin pass for every photo of the step.
-        let pool: Vec<Tensor> = draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| set.images[i].clone())).collect();
+        let pool: Vec<Tensor> =
+            draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| set.images[i].clone())).collect();
         let images = Tensor::stack(&pool, 0)?.to_device(&dev)?;
         let feats = self.model.featurize(&images)?;
         let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
