@@ -34,11 +34,21 @@ fn time<F: FnMut()>(warmup: usize, iters: usize, mut f: F) -> f64 {
     )
 }
 
+/// Random weights as plain tensors: a VarMap's variables would take the (slower) training paths.
+fn inference_weights(init: impl FnOnce(VarBuilder)) -> VarBuilder<'static> {
+    let vm = VarMap::new();
+    init(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu));
+    let tensors = vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+    VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
+}
+
 fn swin_seconds(cfg: swin::Config, iters: usize) -> f64 {
     let dev = Device::Cpu;
-    let vm = VarMap::new();
     let cfg = swin::Config { img_size: Some(416), ..cfg };
-    let model = swin::Swin::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let vb = inference_weights(|vb| {
+        swin::Swin::new(&cfg, vb).unwrap();
+    });
+    let model = swin::Swin::new(&cfg, vb).unwrap();
     let x = Tensor::randn(0f32, 1.0, (1, 3, 416, 416), &dev).unwrap();
     time(1, iters, || {
         model.forward_stages(&x).unwrap();
@@ -47,9 +57,11 @@ fn swin_seconds(cfg: swin::Config, iters: usize) -> f64 {
 
 fn bert_seconds(iters: usize) -> f64 {
     let dev = Device::Cpu;
-    let vm = VarMap::new();
     let cfg = text::Config::bert_base_uncased();
-    let model = text::Bert::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let vb = inference_weights(|vb| {
+        text::Bert::new(&cfg, vb).unwrap();
+    });
+    let model = text::Bert::new(&cfg, vb).unwrap();
     let ids = Tensor::arange(1000u32, 1020, &dev).unwrap().unsqueeze(0).unwrap();
     let types = ids.zeros_like().unwrap();
     let mask = ids.ones_like().unwrap();

@@ -4,7 +4,9 @@
 //! Weights live in one safetensors file with prefixes `swin.` (timm names), `text.` (Hugging Face
 //! `BertModel` names), `neck.` and `head.`, and a `config.json` ([`Config`]) beside it.
 use candle_core::{bail, Device, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::ops::{linear, Linear};
 use serde::{Deserialize, Serialize};
 
 use super::decoder::Decoder;
@@ -114,7 +116,7 @@ impl Head {
         let c_z = cfg.c_v + cfg.k;
         Ok(Self {
             tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
-            w_z: candle_nn::linear(2 * c_z, cfg.c_v, vb.pp("w_z"))?,
+            w_z: linear(2 * c_z, cfg.c_v, vb.pp("w_z"))?,
             decoder: Decoder::new(c_z, cfg.lateral, cfg.decoder_dim, vb.pp("decoder"))?,
             cfg: cfg.clone(),
         })

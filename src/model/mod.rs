@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod decoder;
 pub mod grser;
 pub mod hierarchizer;
+pub mod kernels;
 pub mod neck;
 pub mod ops;
 pub mod preprocess;

@@ -10,10 +10,10 @@
 //! WordPiece vocabulary splits it into `<`, `no`, `>`, so no new token and no change to a public
 //! checkpoint's embedding table is needed; the model learns what the prefix means during training.
 use candle_core::{bail, DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::ops::{softmax_last_dim, LayerNorm};
+use super::ops::{gelu_erf, linear, softmax_last_dim, LayerNorm, Linear};
 
 fn default_eps() -> f64 {
     1e-12
@@ -82,7 +82,7 @@ pub fn anti_expression(text: &str) -> String {
 
 fn activation(name: &str, x: &Tensor) -> Result<Tensor> {
     match name {
-        "gelu" => x.gelu_erf(),
+        "gelu" => gelu_erf(x),
         "gelu_new" | "gelu_pytorch_tanh" => x.gelu(),
         "relu" => x.relu(),
         other => bail!("unsupported hidden_act {other:?} in bert config"),
@@ -135,13 +135,13 @@ impl Layer {
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let att = vb.pp("attention");
         Ok(Self {
-            query: candle_nn::linear(h, h, att.pp("self.query"))?,
-            key: candle_nn::linear(h, h, att.pp("self.key"))?,
-            value: candle_nn::linear(h, h, att.pp("self.value"))?,
-            attn_out: candle_nn::linear(h, h, att.pp("output.dense"))?,
+            query: linear(h, h, att.pp("self.query"))?,
+            key: linear(h, h, att.pp("self.key"))?,
+            value: linear(h, h, att.pp("self.value"))?,
+            attn_out: linear(h, h, att.pp("output.dense"))?,
             attn_norm: LayerNorm::new(h, eps, att.pp("output.LayerNorm"))?,
-            intermediate: candle_nn::linear(h, i, vb.pp("intermediate.dense"))?,
-            output: candle_nn::linear(i, h, vb.pp("output.dense"))?,
+            intermediate: linear(h, i, vb.pp("intermediate.dense"))?,
+            output: linear(i, h, vb.pp("output.dense"))?,
             out_norm: LayerNorm::new(h, eps, vb.pp("output.LayerNorm"))?,
             heads: cfg.num_attention_heads,
             act: cfg.hidden_act.clone(),
@@ -183,7 +183,7 @@ impl Bert {
             .map(|i| Layer::new(cfg, vb.pp("encoder.layer").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let pooler = if vb.contains_tensor("pooler.dense.weight") {
-            Some(candle_nn::linear(cfg.hidden_size, cfg.hidden_size, vb.pp("pooler.dense"))?)
+            Some(linear(cfg.hidden_size, cfg.hidden_size, vb.pp("pooler.dense"))?)
         } else {
             None
         };

@@ -1,7 +1,9 @@
 //! Triphasic Query Module (GRSER.md step 3): the language map of each photo, its prototype of the
 //! referred object, and the visual maps that search every photo with other photos' prototypes.
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::ops::{linear, Linear};
 
 /// Avoids 0/0 for all-zero vectors (padding); PyTorch's `cosine_similarity` uses 1e-8 likewise.
 const COS_EPS: f64 = 1e-8;
@@ -20,7 +22,7 @@ pub struct Tqm {
 
 impl Tqm {
     pub fn new(c_l: usize, c_v: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { w_l: candle_nn::linear(c_l, c_v, vb.pp("w_l"))? })
+        Ok(Self { w_l: linear(c_l, c_v, vb.pp("w_l"))? })
     }
 
     /// L' = w_l(L): `[C_l]` -> `[C_v]` (or `[B, C_l]` -> `[B, C_v]`).
