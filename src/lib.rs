@@ -3,4 +3,5 @@
 //! `model` is the network and nothing else (no file or network I/O beyond loading weights it is handed);
 //! `cli` turns subcommands into calls of the library.
 pub mod cli;
+pub mod data;
 pub mod model;
