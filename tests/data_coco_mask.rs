@@ -16,7 +16,8 @@ fn dims(case: &Value) -> (u32, u32) {
 /// The '0'/'1' row strings the fixture stores, as a mask.
 fn mask_from_rows(case: &Value) -> Mask {
     let (h, w) = dims(case);
-    let data: Vec<u8> = case["rows"].as_array().unwrap().iter().flat_map(|r| r.as_str().unwrap().bytes().map(|b| b - b'0')).collect();
+    let data: Vec<u8> =
+        case["rows"].as_array().unwrap().iter().flat_map(|r| r.as_str().unwrap().bytes().map(|b| b - b'0')).collect();
     Mask::from_data(w, h, data).unwrap()
 }
 
@@ -38,8 +39,14 @@ fn polygons_rasterise_pixel_for_pixel_like_pycocotools() {
         let want = case["counts"].as_str().unwrap();
         if rle.to_compressed() != want {
             let got = rows_of(&rle.decode());
-            let exp: Vec<String> = case["rows"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
-            failures.push(format!("{name}: counts {} != {want}\n got:\n{}\n want:\n{}", rle.to_compressed(), got.join("\n"), exp.join("\n")));
+            let exp: Vec<String> =
+                case["rows"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+            failures.push(format!(
+                "{name}: counts {} != {want}\n got:\n{}\n want:\n{}",
+                rle.to_compressed(),
+                got.join("\n"),
+                exp.join("\n")
+            ));
             continue;
         }
         assert_eq!(rle.area(), case["area"].as_u64().unwrap(), "{name}: area");

@@ -275,13 +275,7 @@ impl Rle {
         let mut col_major = vec![false; n];
         for r in rles {
             if (r.height, r.width) != (first.height, first.width) {
-                bail!(
-                    "cannot merge a {}x{} rle with a {}x{} one",
-                    r.height,
-                    r.width,
-                    first.height,
-                    first.width
-                );
+                bail!("cannot merge a {}x{} rle with a {}x{} one", r.height, r.width, first.height, first.width);
             }
             let mut pos = 0usize;
             for (i, &c) in r.counts.iter().enumerate() {

@@ -7,7 +7,10 @@
 //! - [`coco_mask`]: COCO run-length and polygon masks, bit-exact with pycocotools.
 //! - [`mask`]: the decoded binary [`Mask`].
 pub mod coco_mask;
+pub mod cosod;
 pub mod mask;
+pub mod refcoco;
+mod sample;
 
 use std::path::PathBuf;
 
