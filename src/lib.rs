@@ -4,4 +4,5 @@
 //! `cli` turns subcommands into calls of the library.
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod model;
