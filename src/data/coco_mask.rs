@@ -125,38 +125,33 @@ impl Rle {
     /// Run-length encodes a mask (`rleEncode`).
     pub fn encode(mask: &Mask) -> Rle {
         let (h, w) = (mask.height as usize, mask.width as usize);
-        let mut counts = Vec::new();
-        let (mut prev, mut run) = (0u8, 0u32);
-        for x in 0..w {
-            for y in 0..h {
-                let v = mask.data[y * w + x];
-                if v != prev {
-                    counts.push(run);
-                    run = 0;
-                    prev = v;
-                }
-                run += 1;
-            }
-        }
-        counts.push(run);
-        Rle { height: mask.height, width: mask.width, counts }
+        let col_major = (0..w).flat_map(|x| (0..h).map(move |y| mask.data[y * w + x] != 0));
+        Rle { height: mask.height, width: mask.width, counts: runs(col_major) }
     }
 
     /// Decodes into a row-major mask (`rleDecode`).
     pub fn decode(&self) -> Mask {
         let (h, w) = (self.height as usize, self.width as usize);
         let mut mask = Mask::new(self.width, self.height);
+        self.for_each_foreground_run(|start, end| {
+            for p in start..end {
+                mask.data[(p % h) * w + p / h] = 1;
+            }
+        });
+        mask
+    }
+
+    /// Calls `f(start, end)` with the column-major index range of each foreground run, clipped to the mask.
+    fn for_each_foreground_run(&self, mut f: impl FnMut(usize, usize)) {
+        let n = self.height as usize * self.width as usize;
         let mut pos = 0usize;
         for (i, &c) in self.counts.iter().enumerate() {
-            let end = (pos + c as usize).min(h * w);
+            let end = (pos + c as usize).min(n);
             if i % 2 == 1 {
-                for p in pos..end {
-                    mask.data[(p % h) * w + p / h] = 1;
-                }
+                f(pos, end);
             }
             pos = end;
         }
-        mask
     }
 
     /// Foreground pixel count (`rleArea`: the sum of the odd runs).
@@ -271,34 +266,32 @@ impl Rle {
         if rles.len() == 1 {
             return Ok(first.clone());
         }
-        let n = first.height as usize * first.width as usize;
-        let mut col_major = vec![false; n];
+        let mut col_major = vec![false; first.height as usize * first.width as usize];
         for r in rles {
             if (r.height, r.width) != (first.height, first.width) {
                 bail!("cannot merge a {}x{} rle with a {}x{} one", r.height, r.width, first.height, first.width);
             }
-            let mut pos = 0usize;
-            for (i, &c) in r.counts.iter().enumerate() {
-                let end = (pos + c as usize).min(n);
-                if i % 2 == 1 {
-                    col_major[pos..end].iter_mut().for_each(|b| *b = true);
-                }
-                pos = end;
-            }
+            r.for_each_foreground_run(|start, end| col_major[start..end].fill(true));
         }
-        let mut counts = Vec::new();
-        let (mut prev, mut run) = (false, 0u32);
-        for &b in &col_major {
-            if b != prev {
-                counts.push(run);
-                run = 0;
-                prev = b;
-            }
-            run += 1;
-        }
-        counts.push(run);
+        let counts = runs(col_major.into_iter());
         Ok(Rle { height: first.height, width: first.width, counts })
     }
+}
+
+/// COCO run lengths of a column-major bit sequence: background first (possibly 0), then alternating.
+fn runs(bits: impl Iterator<Item = bool>) -> Vec<u32> {
+    let mut counts = Vec::new();
+    let (mut prev, mut run) = (false, 0u32);
+    for b in bits {
+        if b != prev {
+            counts.push(run);
+            run = 0;
+            prev = b;
+        }
+        run += 1;
+    }
+    counts.push(run);
+    counts
 }
 
 impl Segmentation {

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::sample::SplitMix64;
-use super::{Group, GroupPhoto, MaskSource};
+use super::{normalise_expression, Group, GroupPhoto, MaskSource};
 
 const IMAGE_DIRS: &[&str] = &["image", "images", "img"];
 const MASK_DIRS: &[&str] = &["groundtruth", "gt", "binary", "mask", "masks"];
-const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png", "bmp"];
-const MASK_EXTS: &[&str] = &["png", "bmp"];
+// No .bmp: photoseg's `image` build has no BMP decoder, and these three sets ship JPEG and PNG.
+const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png"];
+const MASK_EXTS: &[&str] = &["png"];
 
 /// Reads every group under `root`, sorted by folder name, photos by file name. Each image must have a
 /// mask of the same stem; an empty group folder is skipped.
@@ -66,7 +67,7 @@ pub fn read_cosod(root: &Path) -> Result<Vec<Group>> {
 
 /// "Teddy_Bear" -> "teddy bear".
 pub fn expression_of(group_folder: &str) -> String {
-    group_folder.replace('_', " ").split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
+    normalise_expression(&group_folder.replace('_', " "))
 }
 
 /// Each group with as many negatives as positives added, sampled (seeded by `seed` and the expression)

@@ -52,6 +52,11 @@ impl MaskSource {
     }
 }
 
+/// Lower case, one space between words, trimmed: "Man on  left" and "man on left" are one expression.
+pub fn normalise_expression(s: &str) -> String {
+    s.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
+}
+
 impl Group {
     pub fn positives(&self) -> usize {
         self.photos.iter().filter(|p| p.mask.is_some()).count()
@@ -59,5 +64,16 @@ impl Group {
 
     pub fn negatives(&self) -> usize {
         self.photos.len() - self.positives()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_normalise_case_and_space() {
+        assert_eq!(normalise_expression("  Man on\tleft  "), "man on left");
+        assert_eq!(normalise_expression(""), "");
     }
 }

@@ -18,7 +18,7 @@ use serde_pickle::{HashableValue, Value};
 
 use super::coco_mask::{Rle, Segmentation};
 use super::sample::SplitMix64;
-use super::{Group, GroupPhoto, MaskSource};
+use super::{normalise_expression, Group, GroupPhoto, MaskSource};
 
 /// One referring expression record: an annotated object and the sentences that refer to it.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,14 +151,12 @@ impl RefCoco {
             .annotations
             .get(&ann_id)
             .ok_or_else(|| anyhow!("no annotation {ann_id} in {}", self.instances_path.display()))?;
-        let img = &self.images[&ann.image_id];
+        let img = self.images.get(&ann.image_id).ok_or_else(|| {
+            anyhow!("annotation {ann_id} is on image {}, which {} lacks", ann.image_id, self.instances_path.display())
+        })?;
         ann.segmentation
             .to_rle(img.height, img.width)
             .with_context(|| format!("annotation {ann_id} in {}", self.instances_path.display()))
-    }
-
-    pub fn image_path(&self, image_id: u64) -> PathBuf {
-        self.images_dir.join(&self.images[&image_id].file_name)
     }
 
     /// Regroups one split into G-RefC groups, sorted by expression. The rule (ours; the paper gives only
@@ -184,7 +182,7 @@ impl RefCoco {
         for r in self.refs.iter().filter(|r| r.split == cfg.split) {
             split_images.insert(r.image_id);
             for s in &r.sentences {
-                let key = normalise_sentence(s);
+                let key = normalise_expression(s);
                 if !key.is_empty() {
                     by_sentence.entry(key).or_default().entry(r.image_id).or_default().insert(r.ann_id);
                 }
@@ -250,19 +248,14 @@ impl RefCoco {
         Ok(groups)
     }
 
+    /// The image's file, which must exist (ids come from refs that [`RefCoco::open`] checked).
     fn checked_image_path(&self, image_id: u64) -> Result<PathBuf> {
-        let path = self.image_path(image_id);
+        let path = self.images_dir.join(&self.images[&image_id].file_name);
         if !path.is_file() {
             bail!("image {} (image {image_id} of {}) does not exist", path.display(), self.instances_path.display());
         }
         Ok(path)
     }
-}
-
-/// Lower case, one space between words, no leading or trailing space: "Man on  left" and "man on left" are
-/// one expression.
-pub fn normalise_sentence(s: &str) -> String {
-    s.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
 }
 
 /// Reads a COCO `instances.json` (only images and annotations; everything else is skipped).
@@ -352,12 +345,6 @@ fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sentences_normalise_case_and_space() {
-        assert_eq!(normalise_sentence("  Man on\tleft  "), "man on left");
-        assert_eq!(normalise_sentence(""), "");
-    }
 
     #[test]
     fn latin1_byte_strings_still_decode() {
