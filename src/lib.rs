@@ -1,7 +1,9 @@
 //! photoseg: group-wise referring expression segmentation (GRSer, ICCV 2023) over a personal photo library.
 //!
 //! `model` is the network and nothing else (no file or network I/O beyond loading weights it is handed);
+//! `library` finds, decodes and caches photos; `query` answers expressions over albums with the model;
 //! `cli` turns subcommands into calls of the library.
 pub mod cli;
 pub mod library;
 pub mod model;
+pub mod query;

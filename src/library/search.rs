@@ -60,7 +60,8 @@ pub struct AnswerKey<'a> {
 impl AnswerKey<'_> {
     fn digest(&self) -> String {
         let mut h = Sha256::new();
-        for part in [self.model.as_bytes(), self.album.as_os_str().as_bytes(), normalize_expression(self.expression).as_bytes()]
+        for part in
+            [self.model.as_bytes(), self.album.as_os_str().as_bytes(), normalize_expression(self.expression).as_bytes()]
         {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
