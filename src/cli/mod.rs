@@ -1,10 +1,11 @@
 //! Command line: one file per subcommand; this file only parses and dispatches.
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod index;
 mod model;
+mod query;
 
 /// Find things in your photos by what you say, with a pixel mask of where they are.
 #[derive(Debug, Parser)]
@@ -19,15 +20,9 @@ pub enum Command {
     /// Generate a synthetic photo library, index it and run a few queries against the known truth.
     Demo,
     /// Index photo folders (features cached in SQLite); skips what is already current.
-    Index {
-        /// Folders to index (default: the watched roots).
-        paths: Vec<PathBuf>,
-    },
+    Index(index::IndexArgs),
     /// Find the photos of every album that show EXPRESSION, with masks.
-    Query {
-        /// What to look for, e.g. "my bike".
-        expression: String,
-    },
+    Query(query::QueryArgs),
     /// Serve queries on D-Bus and keep the cache current while folders change.
     Daemon,
     /// Train GRSer on a data set.
@@ -59,8 +54,8 @@ fn not_built(command: &str, issue: &str) -> anyhow::Error {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => Err(not_built("demo", "the photo library, `photoseg query`, and the demo")),
-        Command::Index { .. } => Err(not_built("index", "the photo library, `photoseg query`, and the demo")),
-        Command::Query { .. } => Err(not_built("query", "the photo library, `photoseg query`, and the demo")),
+        Command::Index(args) => index::run(args),
+        Command::Query(args) => query::run(args),
         Command::Daemon => Err(not_built("daemon", "the daemon on D-Bus")),
         Command::Train => Err(not_built("train", "training on the GPU, evaluation and a built-in model")),
         Command::Eval => Err(not_built("eval", "training on the GPU, evaluation and a built-in model")),
