@@ -211,7 +211,10 @@ fn query_json_masks_and_overlays_fit_the_photos() {
             assert!(mask.pixels().all(|px| px[0] == 0 || px[0] == 255));
             assert_eq!(mask.pixels().filter(|px| px[0] == 255).count(), count(&p["mask_area"]));
             let overlay = image::open(overlays.join(name).join(format!("{file}.overlay.jpg"))).unwrap();
-            assert_eq!((overlay.width() as usize, overlay.height() as usize), (count(&p["width"]), count(&p["height"])));
+            assert_eq!(
+                (overlay.width() as usize, overlay.height() as usize),
+                (count(&p["width"]), count(&p["height"]))
+            );
         }
     }
     // Nothing was written next to the photos.
@@ -242,6 +245,13 @@ fn rejections_are_counted() {
     let text = w.ok(&["query", "my bike", "--model", &model]);
     assert!(text.contains("found in 0 of 3 photos"), "{text}");
     assert!(text.contains("0 found, 2 rejected"), "{text}");
+
+    // `photoseg query ... | head`: a reader that goes away is not an error (nor a panic).
+    let mut child =
+        w.cmd(&["query", "my bike", "--model", &model, "--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

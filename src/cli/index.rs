@@ -73,8 +73,8 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let report = report?;
     let secs = start.elapsed().as_secs_f64();
 
-    println!(
-        "{} photos in {} albums: {} featurized, {} unchanged, {} touched, {} moved, {} removed ({:.1} s{})",
+    let mut out = format!(
+        "{} photos in {} albums: {} featurized, {} unchanged, {} touched, {} moved, {} removed ({:.1} s{})\n",
         report.photos,
         report.albums,
         report.featurized,
@@ -90,12 +90,15 @@ pub fn run(args: IndexArgs) -> Result<()> {
         }
     );
     if !report.problems.is_empty() {
-        println!("{} could not be used:", plural(report.problems.len(), "file or folder", "files or folders"));
+        out.push_str(&format!(
+            "{} could not be used:\n",
+            plural(report.problems.len(), "file or folder", "files or folders")
+        ));
         for (path, reason) in &report.problems {
-            println!("  {}: {reason}", path.display());
+            out.push_str(&format!("  {}: {reason}\n", path.display()));
         }
     }
-    Ok(())
+    super::print_out(&out)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

@@ -46,6 +46,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes a command's output to stdout; a closed pipe (`photoseg query ... | head`) is not an error.
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("cannot write the output: {e}")),
+        _ => Ok(()),
+    }
+}
+
 /// The error of a subcommand whose issue is still open: never fake output.
 fn not_built(command: &str, issue: &str) -> anyhow::Error {
     anyhow::anyhow!("`photoseg {command}` is not built yet (issue: {issue})")

@@ -64,11 +64,10 @@ pub fn run(args: QueryArgs) -> Result<()> {
     }
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result.to_json()?)?);
+        super::print_out(&(result.to_json()? + "\n"))
     } else {
-        print_text(&result);
+        super::print_out(&text(&result))
     }
-    Ok(())
 }
 
 /// Albums outside every watched root (the root was unwatched since) are photo folders too.
@@ -78,10 +77,13 @@ fn check_albums_outside(dir: &std::path::Path, result: &QueryResult) -> Result<(
     Ok(())
 }
 
-fn print_text(result: &QueryResult) {
+fn text(result: &QueryResult) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let found: usize = result.albums.iter().map(|a| a.positives.len()).sum();
     let photos: usize = result.albums.iter().map(|a| a.photos).sum();
-    println!("{:?}: found in {found} of {photos} photos, {} albums", result.expression, result.albums.len());
+    let _ =
+        writeln!(out, "{:?}: found in {found} of {photos} photos, {} albums", result.expression, result.albums.len());
     let mut unindexed = 0;
     for a in &result.albums {
         unindexed += a.unindexed;
@@ -90,10 +92,11 @@ fn print_text(result: &QueryResult) {
         if a.unindexed > 0 {
             line.push_str(&format!(", {} not indexed", a.unindexed));
         }
-        println!("{line}");
+        let _ = writeln!(out, "{line}");
         for p in &a.positives {
             let pixels = (p.width as usize * p.height as usize).max(1);
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:>7.3}  {}  mask {} px ({:.1}%)",
                 p.score,
                 p.path.display(),
@@ -103,6 +106,10 @@ fn print_text(result: &QueryResult) {
         }
     }
     if unindexed > 0 {
-        println!("\n{unindexed} photos are not indexed for this model yet; run `photoseg index` to include them");
+        let _ = writeln!(
+            out,
+            "\n{unindexed} photos are not indexed for this model yet; run `photoseg index` to include them"
+        );
     }
+    out
 }

@@ -96,44 +96,70 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
-    /// The documented JSON (docs/query.md): masks as COCO RLE, paths as (lossy) UTF-8 text.
-    pub fn to_json(&self) -> Result<serde_json::Value> {
-        let albums: Vec<serde_json::Value> = self
+    /// The documented JSON (docs/query.md), pretty-printed: masks as COCO RLE, paths as (lossy) UTF-8.
+    pub fn to_json(&self) -> Result<String> {
+        let albums = self
             .albums
             .iter()
-            .map(|a| -> Result<serde_json::Value> {
-                let positives: Vec<serde_json::Value> = a
+            .map(|a| -> Result<JsonAlbum<'_>> {
+                let positives = a
                     .positives
                     .iter()
-                    .map(|p| -> Result<serde_json::Value> {
-                        Ok(serde_json::json!({
-                            "path": p.path.to_string_lossy(),
-                            "score": p.score,
-                            "mask_area": p.mask_area,
-                            "width": p.width,
-                            "height": p.height,
-                            "mask": rle::encode(&p.mask, p.width as usize, p.height as usize)?,
-                        }))
+                    .map(|p| -> Result<JsonPositive<'_>> {
+                        Ok(JsonPositive {
+                            path: p.path.to_string_lossy(),
+                            score: p.score,
+                            mask_area: p.mask_area,
+                            width: p.width,
+                            height: p.height,
+                            mask: rle::encode(&p.mask, p.width as usize, p.height as usize)?,
+                        })
                     })
                     .collect::<Result<_>>()?;
-                Ok(serde_json::json!({
-                    "album": a.album.to_string_lossy(),
-                    "name": a.name,
-                    "photos": a.photos,
-                    "rejected": a.rejected,
-                    "unindexed": a.unindexed,
-                    "from_index": a.from_index,
-                    "positives": positives,
-                }))
+                Ok(JsonAlbum {
+                    album: a.album.to_string_lossy(),
+                    name: &a.name,
+                    photos: a.photos,
+                    positives,
+                    rejected: a.rejected,
+                    unindexed: a.unindexed,
+                    from_index: a.from_index,
+                })
             })
             .collect::<Result<_>>()?;
-        Ok(serde_json::json!({
-            "version": JSON_VERSION,
-            "expression": self.expression,
-            "model": self.model,
-            "albums": albums,
-        }))
+        let json = JsonResult { version: JSON_VERSION, expression: &self.expression, model: &self.model, albums };
+        Ok(serde_json::to_string_pretty(&json)?)
     }
+}
+
+// The JSON schema as structs, so the fields keep the documented order.
+#[derive(Serialize)]
+struct JsonResult<'a> {
+    version: u32,
+    expression: &'a str,
+    model: &'a str,
+    albums: Vec<JsonAlbum<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonAlbum<'a> {
+    album: std::borrow::Cow<'a, str>,
+    name: &'a str,
+    photos: usize,
+    positives: Vec<JsonPositive<'a>>,
+    rejected: usize,
+    unindexed: usize,
+    from_index: bool,
+}
+
+#[derive(Serialize)]
+struct JsonPositive<'a> {
+    path: std::borrow::Cow<'a, str>,
+    score: f32,
+    mask_area: usize,
+    width: u32,
+    height: u32,
+    mask: rle::CocoRle,
 }
 
 /// Something that answers queries: the in-process [`Engine`] now, the daemon over D-Bus later.
