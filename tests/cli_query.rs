@@ -353,3 +353,24 @@ fn errors_are_clear_and_change_nothing() {
     let result = w.query_json(&["my bike"]);
     assert!(result["albums"].as_array().unwrap().iter().all(|a| a["unindexed"] == 0), "{result:#}");
 }
+
+#[test]
+fn a_busy_search_index_still_answers() {
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    w.query_json(&["a dog", "--model", &model]); // creates the search index
+    w.photo("Paris/new.png", 20, 20, 5);
+    w.ok(&["index", "--model", &model]); // the album list changed: the album documents are stale
+
+    // Another process (here: this one) holds the index writer for the whole query.
+    let index = tantivy::Index::open_in_dir(w.path("cache/photoseg/search")).unwrap();
+    let writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 20_000_000).unwrap();
+    let result = w.query_json(&["a cat", "--album", "paris", "--model", &model]);
+    check_schema(&result, &w.photos());
+    let paris = album(&result, "Paris");
+    assert_eq!((count(&paris["photos"]), paris["from_index"].as_bool()), (3, Some(false)), "{paris:#}");
+    assert_eq!(result["albums"].as_array().unwrap().len(), 1);
+    drop(writer);
+}

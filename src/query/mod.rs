@@ -224,11 +224,22 @@ impl Engine {
         if albums.is_empty() {
             bail!("the library is empty: no photos are indexed; run `photoseg index PATH` with your photo folder");
         }
-        self.sync_search(&albums)?;
+        let synced = self.sync_search(&albums)?;
         if !request.albums.is_empty() {
             let mut wanted = std::collections::HashSet::new();
-            for pattern in &request.albums {
-                wanted.extend(self.search.albums_matching(pattern)?);
+            if synced {
+                for pattern in &request.albums {
+                    wanted.extend(self.search.albums_matching(pattern)?);
+                }
+            } else {
+                // Another process holds the index writer and the album documents may be stale: the
+                // same rule, applied to the cache's album list directly.
+                for (path, name, _) in &albums {
+                    let name = name.to_lowercase();
+                    if request.albums.iter().any(|p| name.contains(&p.to_lowercase())) {
+                        wanted.insert(path.clone());
+                    }
+                }
             }
             albums.retain(|(path, _, _)| wanted.contains(path));
             if albums.is_empty() {
@@ -252,7 +263,8 @@ impl Engine {
     }
 
     /// Rebuilds the album and photo documents when the album list changed since they were written.
-    fn sync_search(&mut self, albums: &[(PathBuf, String, Vec<AlbumEntry>)]) -> Result<()> {
+    /// Returns whether they are current (false: another process held the writer).
+    fn sync_search(&mut self, albums: &[(PathBuf, String, Vec<AlbumEntry>)]) -> Result<bool> {
         let mut h = Sha256::new();
         for (path, name, entries) in albums {
             feed(&mut h, path.as_os_str().as_bytes());
@@ -264,7 +276,7 @@ impl Engine {
         }
         let fingerprint = hex(&h.finalize());
         if self.search.albums_fingerprint()?.as_deref() == Some(fingerprint.as_str()) {
-            return Ok(());
+            return Ok(true);
         }
         let docs: Vec<AlbumDoc> = albums
             .iter()
@@ -276,8 +288,7 @@ impl Engine {
                 last_mtime_ns: entries.iter().map(|e| e.mtime_ns).max(),
             })
             .collect();
-        self.search.replace_albums(&docs, &fingerprint)?;
-        Ok(())
+        self.search.replace_albums(&docs, &fingerprint)
     }
 
     fn answer_album(
