@@ -32,11 +32,7 @@ struct FakeFeaturizer {
 
 impl FakeFeaturizer {
     fn new(backbone: &str) -> Self {
-        FakeFeaturizer {
-            backbone: backbone.into(),
-            calls: 0,
-            sleep: Duration::ZERO,
-        }
+        FakeFeaturizer { backbone: backbone.into(), calls: 0, sleep: Duration::ZERO }
     }
 }
 
@@ -79,22 +75,11 @@ fn reason_of<'a>(report: &'a IndexReport, path: &Path) -> &'a str {
         .iter()
         .find(|(p, _)| p == path)
         .map(|(_, r)| r.as_str())
-        .unwrap_or_else(|| {
-            panic!(
-                "no problem reported for {}: {:?}",
-                path.display(),
-                report.problems
-            )
-        })
+        .unwrap_or_else(|| panic!("no problem reported for {}: {:?}", path.display(), report.problems))
 }
 
 fn set_mtime(path: &Path, t: SystemTime) {
-    File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
+    File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
@@ -102,11 +87,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -128,26 +109,16 @@ fn png_bomb(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     png_chunk(&mut out, b"IHDR", &ihdr);
-    png_chunk(
-        &mut out,
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
+    png_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
     png_chunk(&mut out, b"IEND", &[]);
     out
 }
 
 /// A PNG with noise (so it does not compress to nothing), cut in half.
 fn truncated_png() -> Vec<u8> {
-    let img = RgbImage::from_fn(64, 64, |x, y| {
-        Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8])
-    });
+    let img = RgbImage::from_fn(64, 64, |x, y| Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8]));
     let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
     bytes.truncate(bytes.len() / 2);
     bytes
 }
@@ -169,9 +140,7 @@ fn migrations_applied_once_and_wal_on() {
         assert_eq!(cache.schema_version().unwrap(), 1);
         assert_eq!(cache.journal_mode().unwrap(), "wal");
         cache.integrity_check().unwrap();
-        let id = cache
-            .upsert_photo(&new_photo(Path::new("/p/a/x.jpg"), "h1"))
-            .unwrap();
+        let id = cache.upsert_photo(&new_photo(Path::new("/p/a/x.jpg"), "h1")).unwrap();
         cache.put_features(id, "b", b"f").unwrap();
     }
     // Reopening applies nothing twice and keeps the data.
@@ -185,21 +154,11 @@ fn migrations_applied_once_and_wal_on() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = format!("{:#}", Cache::open(&db).unwrap_err());
-    assert!(
-        err.contains("schema version 99") && err.contains("newer photoseg"),
-        "{err}"
-    );
+    assert!(err.contains("schema version 99") && err.contains("newer photoseg"), "{err}");
 }
 
 fn new_photo<'a>(path: &'a Path, sha: &'a str) -> NewPhoto<'a> {
-    NewPhoto {
-        path,
-        size: 10,
-        mtime_ns: 1,
-        sha256: sha,
-        width: 8,
-        height: 6,
-    }
+    NewPhoto { path, size: 10, mtime_ns: 1, sha256: sha, width: 8, height: 6 }
 }
 
 #[test]
@@ -230,20 +189,11 @@ fn cache_api_round_trip() {
     // Albums and non-UTF-8 paths round-trip as bytes.
     let albums = cache.albums().unwrap();
     let paths: Vec<_> = albums.iter().map(|a| a.path.clone()).collect();
-    assert_eq!(
-        paths,
-        vec![
-            PathBuf::from(OsStr::from_bytes(b"/lib/caf\xe9")),
-            PathBuf::from("/lib/trip")
-        ]
-    );
+    assert_eq!(paths, vec![PathBuf::from(OsStr::from_bytes(b"/lib/caf\xe9")), PathBuf::from("/lib/trip")]);
     let trip = cache.album_id(Path::new("/lib/trip")).unwrap().unwrap();
     let photos = cache.photos_in_album(trip, "swin").unwrap();
     assert_eq!(photos.len(), 2);
-    assert_eq!(
-        (photos[0].id, photos[0].features.as_deref()),
-        (ia, Some(&[1u8, 2, 3][..]))
-    );
+    assert_eq!((photos[0].id, photos[0].features.as_deref()), (ia, Some(&[1u8, 2, 3][..])));
     assert_eq!((photos[1].id, photos[1].features.as_deref()), (ib, None));
     assert_eq!(cache.photo_state(&weird).unwrap().unwrap().sha256, "hc");
 
@@ -257,52 +207,18 @@ fn cache_api_round_trip() {
     cache.put_features(ia, "swin", &[4]).unwrap();
 
     // A file rename keeps the row and features; a folder rename moves every photo and album.
-    assert_eq!(
-        cache
-            .rename_path(a, Path::new("/lib/trip/renamed.jpg"))
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        cache.photo_id(Path::new("/lib/trip/renamed.jpg")).unwrap(),
-        Some(ia)
-    );
+    assert_eq!(cache.rename_path(a, Path::new("/lib/trip/renamed.jpg")).unwrap(), 1);
+    assert_eq!(cache.photo_id(Path::new("/lib/trip/renamed.jpg")).unwrap(), Some(ia));
     assert_eq!(cache.photo_id(a).unwrap(), None);
-    assert_eq!(
-        cache
-            .rename_path(Path::new("/lib/trip"), Path::new("/lib/2024/trip"))
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        cache
-            .photo_id(Path::new("/lib/2024/trip/renamed.jpg"))
-            .unwrap(),
-        Some(ia)
-    );
+    assert_eq!(cache.rename_path(Path::new("/lib/trip"), Path::new("/lib/2024/trip")).unwrap(), 2);
+    assert_eq!(cache.photo_id(Path::new("/lib/2024/trip/renamed.jpg")).unwrap(), Some(ia));
     assert_eq!(cache.features(ia, "swin").unwrap(), Some(vec![4]));
     assert_eq!(cache.album_id(Path::new("/lib/trip")).unwrap(), None);
-    assert!(cache
-        .album_id(Path::new("/lib/2024/trip"))
-        .unwrap()
-        .is_some());
-    assert_eq!(
-        cache
-            .rename_path(Path::new("/nowhere"), Path::new("/else"))
-            .unwrap(),
-        0
-    );
+    assert!(cache.album_id(Path::new("/lib/2024/trip")).unwrap().is_some());
+    assert_eq!(cache.rename_path(Path::new("/nowhere"), Path::new("/else")).unwrap(), 0);
 
     let stats = cache.stats().unwrap();
-    assert_eq!(
-        (
-            stats.photos,
-            stats.albums,
-            stats.features,
-            stats.feature_bytes
-        ),
-        (3, 2, 2, 2)
-    );
+    assert_eq!((stats.photos, stats.albums, stats.features, stats.feature_bytes), (3, 2, 2, 2));
 
     // Removing: one photo, then a folder; empty albums go with their last photo; features cascade.
     assert!(cache.remove_photo(&weird).unwrap());
@@ -316,13 +232,7 @@ fn cache_api_round_trip() {
 #[test]
 fn remove_under_does_not_touch_sibling_prefixes() {
     let cache = Cache::open_in_memory().unwrap();
-    for p in [
-        "/l/a/x.jpg",
-        "/l/a/sub/y.jpg",
-        "/l/a-b/z.jpg",
-        "/l/ab/w.jpg",
-        "/l/a.jpg",
-    ] {
+    for p in ["/l/a/x.jpg", "/l/a/sub/y.jpg", "/l/a-b/z.jpg", "/l/ab/w.jpg", "/l/a.jpg"] {
         cache.upsert_photo(&new_photo(Path::new(p), p)).unwrap();
     }
     assert_eq!(cache.remove_under(Path::new("/l/a")).unwrap(), 2);
@@ -351,19 +261,9 @@ fn decodes_every_accepted_format_by_content() {
 #[test]
 fn exif_orientation_is_applied() {
     // 32 x 16, left half red, right half blue, EXIF orientation 6 ("rotate 90 clockwise").
-    let img = RgbImage::from_fn(32, 16, |x, _| {
-        if x < 16 {
-            Rgb([255, 0, 0])
-        } else {
-            Rgb([0, 0, 255])
-        }
-    });
+    let img = RgbImage::from_fn(32, 16, |x, _| if x < 16 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) });
     let mut jpeg = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut jpeg),
-        image::ImageFormat::Jpeg,
-    )
-    .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
     let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
     tiff.extend_from_slice(&[0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
     let mut app1 = b"Exif\0\0".to_vec();
@@ -378,31 +278,20 @@ fn exif_orientation_is_applied() {
     assert_eq!(upright.dimensions(), (16, 32));
     let top = upright.get_pixel(8, 4);
     let bottom = upright.get_pixel(8, 28);
-    assert!(
-        top[0] > 200 && top[2] < 60,
-        "left edge goes to the top: {top:?}"
-    );
+    assert!(top[0] > 200 && top[2] < 60, "left edge goes to the top: {top:?}");
     assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
 }
 
 #[test]
 fn bad_bytes_have_typed_reasons() {
     assert_eq!(photo::decode(b"").unwrap_err(), PhotoErrorKind::Empty);
-    assert_eq!(
-        photo::decode(b"hello, this is text\n").unwrap_err(),
-        PhotoErrorKind::NotAnImage
-    );
+    assert_eq!(photo::decode(b"hello, this is text\n").unwrap_err(), PhotoErrorKind::NotAnImage);
     let bomb = photo::decode(&png_bomb(20000, 20000)).unwrap_err();
-    assert_eq!(
-        bomb.to_string(),
-        "image too large: 20000 x 20000 pixels exceeds the 64 MP limit"
-    );
+    assert_eq!(bomb.to_string(), "image too large: 20000 x 20000 pixels exceeds the 64 MP limit");
     let cut = photo::decode(&truncated_png()).unwrap_err().to_string();
     assert!(cut.starts_with("truncated or corrupt image: "), "{cut}");
     let mut bmp = Vec::new();
-    solid(4, 4, [1, 2, 3])
-        .write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp)
-        .unwrap();
+    solid(4, 4, [1, 2, 3]).write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp).unwrap();
     let bmp = photo::decode(&bmp).unwrap_err().to_string();
     assert!(bmp.starts_with("unsupported image format: bmp"), "{bmp}");
     // A wide panorama under 64 MP passes the size check (the header alone is not enough to
@@ -418,16 +307,9 @@ fn photo_errors_name_the_path() {
     File::create(&empty).unwrap();
     let err = photo::load(&empty).unwrap_err();
     assert_eq!(err.reason(), "empty file");
-    assert_eq!(
-        err.to_string(),
-        format!("cannot use {}: empty file", empty.display())
-    );
+    assert_eq!(err.to_string(), format!("cannot use {}: empty file", empty.display()));
     let missing = photo::load(&dir.path().join("missing.jpg")).unwrap_err();
-    assert!(
-        missing.reason().starts_with("cannot read: "),
-        "{}",
-        missing.reason()
-    );
+    assert!(missing.reason().starts_with("cannot read: "), "{}", missing.reason());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -443,24 +325,10 @@ fn scan_finds_albums_and_skips_hidden() {
     fs::write(root.join("2024/Trip/notes.txt"), "x").unwrap();
     fs::write(root.join("2024/Trip/._a.JPG"), "resource fork").unwrap();
     put(&root.join(".thumbnails/t.png"), [1, 1, 1]);
-    put(
-        &root.join("2024/empty-of-photos/../Other/c.webp"),
-        [1, 1, 1],
-    );
+    put(&root.join("2024/empty-of-photos/../Other/c.webp"), [1, 1, 1]);
     let report = scan(std::slice::from_ref(&root));
-    let albums: Vec<_> = report
-        .albums
-        .iter()
-        .map(|a| (a.path.clone(), a.photos.len()))
-        .collect();
-    assert_eq!(
-        albums,
-        vec![
-            (root.clone(), 1),
-            (root.join("2024/Other"), 1),
-            (root.join("2024/Trip"), 2)
-        ]
-    );
+    let albums: Vec<_> = report.albums.iter().map(|a| (a.path.clone(), a.photos.len())).collect();
+    assert_eq!(albums, vec![(root.clone(), 1), (root.join("2024/Other"), 1), (root.join("2024/Trip"), 2)]);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -470,31 +338,15 @@ fn reindex_skips_current_and_follows_changes() {
     let root = dir.path().join("photos");
     let db = dir.path().join("cache.sqlite3");
     for i in 0..6 {
-        put(
-            &root.join(format!("album{}/p{i}.png", i % 2)),
-            [i * 40, 0, 0],
-        );
+        put(&root.join(format!("album{}/p{i}.png", i % 2)), [i * 40, 0, 0]);
     }
     let cache = Cache::open(&db).unwrap();
     let mut f = FakeFeaturizer::new("fake-1");
     let mut seen = Vec::new();
-    let report = index(
-        &cache,
-        std::slice::from_ref(&root),
-        &mut f,
-        4,
-        &mut |p: Progress| seen.push(p),
-    )
-    .unwrap();
-    assert_eq!(
-        (report.albums, report.photos, report.featurized, f.calls),
-        (2, 6, 6, 6)
-    );
+    let report = index(&cache, std::slice::from_ref(&root), &mut f, 4, &mut |p: Progress| seen.push(p)).unwrap();
+    assert_eq!((report.albums, report.photos, report.featurized, f.calls), (2, 6, 6, 6));
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(
-        seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>(),
-        (1..=6).map(|d| (d, 6)).collect::<Vec<_>>()
-    );
+    assert_eq!(seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>(), (1..=6).map(|d| (d, 6)).collect::<Vec<_>>());
 
     // Nothing changed: nothing read.
     let report = run_index(&cache, std::slice::from_ref(&root), &mut f);
@@ -520,27 +372,12 @@ fn reindex_skips_current_and_follows_changes() {
 
     let report = run_index(&cache, std::slice::from_ref(&root), &mut f);
     assert_eq!(f.calls, 7, "{report:?}");
-    assert_eq!(
-        (
-            report.featurized,
-            report.touched,
-            report.renamed,
-            report.removed
-        ),
-        (1, 1, 1, 1),
-        "{report:?}"
-    );
+    assert_eq!((report.featurized, report.touched, report.renamed, report.removed), (1, 1, 1, 1), "{report:?}");
     let id0 = cache.photo_id(&p0).unwrap().unwrap();
-    assert_eq!(
-        cache.features(id0, "fake-1").unwrap(),
-        Some(vec![0, 255, 0])
-    );
+    assert_eq!(cache.features(id0, "fake-1").unwrap(), Some(vec![0, 255, 0]));
     assert_eq!(cache.photo_id(&p2).unwrap(), Some(id2));
     assert_eq!(cache.photo_id(&p4_moved).unwrap(), Some(id4));
-    assert_eq!(
-        cache.features(id4, "fake-1").unwrap(),
-        Some(vec![160, 0, 0])
-    );
+    assert_eq!(cache.features(id4, "fake-1").unwrap(), Some(vec![160, 0, 0]));
     assert_eq!(cache.photo_id(&root.join("album1/p1.png")).unwrap(), None);
     assert_eq!(cache.stats().unwrap().photos, 5);
 
@@ -567,11 +404,7 @@ fn backbones_are_never_mixed() {
         let photos = cache.photos_in_album(album, backbone).unwrap();
         assert!(photos.iter().all(|p| p.features.is_some()), "{backbone}");
     }
-    assert!(cache
-        .photos_in_album(album, "model-v3")
-        .unwrap()
-        .iter()
-        .all(|p| p.features.is_none()));
+    assert!(cache.photos_in_album(album, "model-v3").unwrap().iter().all(|p| p.features.is_none()));
     assert_eq!(cache.stats().unwrap().features, 4);
 }
 
@@ -613,36 +446,23 @@ fn bad_files_are_reported_and_the_rest_indexed() {
         reason_of(&report, &album.join("loop")),
         format!("symbolic link loop: leads back to {}", root.display())
     );
-    assert_eq!(
-        reason_of(&report, &album.join("ping.jpg")),
-        "symbolic link loop"
-    );
-    assert_eq!(
-        reason_of(&report, &album.join("pong.jpg")),
-        "symbolic link loop"
-    );
+    assert_eq!(reason_of(&report, &album.join("ping.jpg")), "symbolic link loop");
+    assert_eq!(reason_of(&report, &album.join("pong.jpg")), "symbolic link loop");
     assert!(reason_of(&report, &album.join("dangling.jpg")).starts_with("broken symbolic link"));
 
     let mut expected = vec![album.join("good.jpg"), weird.clone()];
     if root_ignores_permissions {
-        eprintln!("note: running with permission checks off (root): the chmod 000 file is readable and must be indexed");
-        assert!(
-            report.problems.iter().all(|(p, _)| *p != locked),
-            "{:?}",
-            report.problems
+        eprintln!(
+            "note: running with permission checks off (root): the chmod 000 file is readable and must be indexed"
         );
+        assert!(report.problems.iter().all(|(p, _)| *p != locked), "{:?}", report.problems);
         expected.push(locked.clone());
     } else {
         assert_eq!(reason_of(&report, &locked), "permission denied");
     }
     let indexed: Vec<PathBuf> = {
         let id = cache.album_id(&album).unwrap().unwrap();
-        cache
-            .photos_in_album(id, "fake")
-            .unwrap()
-            .into_iter()
-            .map(|p| p.path)
-            .collect()
+        cache.photos_in_album(id, "fake").unwrap().into_iter().map(|p| p.path).collect()
     };
     expected.sort();
     assert_eq!(indexed, expected);
@@ -675,10 +495,7 @@ fn unlisted_folders_and_missing_roots_keep_their_photos() {
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     } else {
         let closed = closed.canonicalize().unwrap();
-        assert_eq!(
-            reason_of(&report, &closed),
-            "cannot list folder: permission denied"
-        );
+        assert_eq!(reason_of(&report, &closed), "cannot list folder: permission denied");
     }
     assert_eq!((report.removed, cache.stats().unwrap().photos), (0, 2));
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o755)).unwrap();
@@ -687,10 +504,7 @@ fn unlisted_folders_and_missing_roots_keep_their_photos() {
     let moved = dir.path().join("unplugged");
     fs::rename(&root, &moved).unwrap();
     let report = run_index(&cache, std::slice::from_ref(&root), &mut f);
-    assert!(
-        reason_of(&report, &root).starts_with("cannot open folder: no such file"),
-        "{report:?}"
-    );
+    assert!(reason_of(&report, &root).starts_with("cannot open folder: no such file"), "{report:?}");
     assert_eq!((report.removed, cache.stats().unwrap().photos), (0, 2));
 }
 
@@ -716,19 +530,9 @@ fn a_new_backbone_failing_stops_the_run_but_keeps_what_was_done() {
         put(&root.join(format!("a/{i:02}.png")), [i, i, i]);
     }
     let cache = Cache::open_in_memory().unwrap();
-    let err = index(
-        &cache,
-        std::slice::from_ref(&root),
-        &mut Broken(0),
-        100,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = index(&cache, std::slice::from_ref(&root), &mut Broken(0), 100, &mut |_| {}).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("failed on 5 photos in a row") && msg.contains("out of memory"),
-        "{msg}"
-    );
+    assert!(msg.contains("failed on 5 photos in a row") && msg.contains("out of memory"), "{msg}");
     assert_eq!(cache.stats().unwrap().features, 2);
 }
 
@@ -749,24 +553,14 @@ fn kill_child_helper() {
     let cache = Cache::open(&dir.join("cache.sqlite3")).unwrap();
     let mut f = FakeFeaturizer::new("slow");
     f.sleep = Duration::from_millis(100);
-    index(
-        &cache,
-        &[dir.join("photos")],
-        &mut f,
-        KILL_BATCH,
-        &mut |_| {},
-    )
-    .unwrap();
+    index(&cache, &[dir.join("photos")], &mut f, KILL_BATCH, &mut |_| {}).unwrap();
 }
 
 #[test]
 fn kill_9_mid_index_loses_at_most_one_batch() {
     let dir = TempDir::new().unwrap();
     for i in 0..KILL_PHOTOS {
-        put(
-            &dir.path().join(format!("photos/a{}/{i:02}.png", i % 3)),
-            [i as u8, 0, 0],
-        );
+        put(&dir.path().join(format!("photos/a{}/{i:02}.png", i % 3)), [i as u8, 0, 0]);
     }
     let db = dir.path().join("cache.sqlite3");
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -778,14 +572,8 @@ fn kill_9_mid_index_loses_at_most_one_batch() {
         .unwrap();
     let start = Instant::now();
     loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the child never committed a batch"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the child finished before it could be killed"
-        );
+        assert!(start.elapsed() < Duration::from_secs(60), "the child never committed a batch");
+        assert!(child.try_wait().unwrap().is_none(), "the child finished before it could be killed");
         if db.exists() {
             let reader = Cache::open(&db).unwrap();
             if reader.stats().unwrap().features >= 2 * KILL_BATCH as u64 {
@@ -800,36 +588,18 @@ fn kill_9_mid_index_loses_at_most_one_batch() {
     let cache = Cache::open(&db).unwrap();
     cache.integrity_check().unwrap();
     let stats = cache.stats().unwrap();
-    assert!(
-        stats.features < KILL_PHOTOS as u64,
-        "killed too late: {stats:?}"
-    );
-    assert_eq!(
-        stats.features % KILL_BATCH as u64,
-        0,
-        "a batch was half committed: {stats:?}"
-    );
-    assert_eq!(
-        stats.photos, stats.features,
-        "photo rows and features commit together"
-    );
+    assert!(stats.features < KILL_PHOTOS as u64, "killed too late: {stats:?}");
+    assert_eq!(stats.features % KILL_BATCH as u64, 0, "a batch was half committed: {stats:?}");
+    assert_eq!(stats.photos, stats.features, "photo rows and features commit together");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let (rows, distinct): (i64, i64) = conn
-        .query_row(
-            "SELECT count(*), count(DISTINCT path) FROM photos",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT count(*), count(DISTINCT path) FROM photos", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!(rows, distinct, "a photo is in the cache twice");
 
     let mut f = FakeFeaturizer::new("slow");
     let report = run_index(&cache, &[dir.path().join("photos")], &mut f);
-    assert_eq!(
-        f.calls as u64,
-        KILL_PHOTOS as u64 - stats.features,
-        "{report:?}"
-    );
+    assert_eq!(f.calls as u64, KILL_PHOTOS as u64 - stats.features, "{report:?}");
     assert_eq!(cache.stats().unwrap().features, KILL_PHOTOS as u64);
     cache.integrity_check().unwrap();
 }
@@ -850,69 +620,34 @@ fn config_roots_are_canonical_deduplicated_and_checked() {
 
     // A subfolder first, then its parent through a `..` spelling: the parent replaces it.
     let sub = cfg.add_root(&photos.join("2024")).unwrap();
-    assert_eq!(
-        sub,
-        RootAdded::Added {
-            root: canon.join("2024"),
-            replaced: vec![]
-        }
-    );
+    assert_eq!(sub, RootAdded::Added { root: canon.join("2024"), replaced: vec![] });
     let parent = cfg.add_root(&photos.join("2024/..")).unwrap();
-    assert_eq!(
-        parent,
-        RootAdded::Added {
-            root: canon.clone(),
-            replaced: vec![canon.join("2024")]
-        }
-    );
+    assert_eq!(parent, RootAdded::Added { root: canon.clone(), replaced: vec![canon.join("2024")] });
     // The same folder through a symlink, or a folder inside a root: already watched.
     let link = dir.path().join("link");
     symlink(&photos, &link).unwrap();
-    assert_eq!(
-        cfg.add_root(&link).unwrap(),
-        RootAdded::AlreadyWatched {
-            root: canon.clone(),
-            by: canon.clone()
-        }
-    );
-    assert!(matches!(
-        cfg.add_root(&photos.join("2024")).unwrap(),
-        RootAdded::AlreadyWatched { .. }
-    ));
+    assert_eq!(cfg.add_root(&link).unwrap(), RootAdded::AlreadyWatched { root: canon.clone(), by: canon.clone() });
+    assert!(matches!(cfg.add_root(&photos.join("2024")).unwrap(), RootAdded::AlreadyWatched { .. }));
     assert_eq!(cfg.roots, vec![canon.clone()]);
 
     // Not a folder, missing, unreadable.
     let file = dir.path().join("file.jpg");
     fs::write(&file, "x").unwrap();
     let err = cfg.add_root(&file).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        format!("cannot watch {}: not a folder", file.display())
-    );
-    let err = cfg
-        .add_root(&dir.path().join("nope"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("nope") && err.ends_with("no such folder"),
-        "{err}"
-    );
+    assert_eq!(err, format!("cannot watch {}: not a folder", file.display()));
+    let err = cfg.add_root(&dir.path().join("nope")).unwrap_err().to_string();
+    assert!(err.contains("nope") && err.ends_with("no such folder"), "{err}");
     let closed = dir.path().join("closed");
     fs::create_dir(&closed).unwrap();
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
     let res = cfg.add_root(&closed);
     if fs::read_dir(&closed).is_ok() {
-        eprintln!(
-            "note: running with permission checks off (root): an unreadable folder cannot be made"
-        );
+        eprintln!("note: running with permission checks off (root): an unreadable folder cannot be made");
         assert!(res.is_ok());
         cfg.remove_root(&closed).unwrap();
     } else {
         let err = res.unwrap_err().to_string();
-        assert!(
-            err.contains("closed") && err.contains("permission denied"),
-            "{err}"
-        );
+        assert!(err.contains("closed") && err.contains("permission denied"), "{err}");
     }
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -928,10 +663,7 @@ fn config_roots_are_canonical_deduplicated_and_checked() {
 
     fs::write(&cfg_path, "{ \"roots\": 3 }").unwrap();
     let err = format!("{:#}", Config::load(&cfg_path).unwrap_err());
-    assert!(
-        err.contains("config.json") && err.contains("not valid"),
-        "{err}"
-    );
+    assert!(err.contains("config.json") && err.contains("not valid"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -983,11 +715,7 @@ fn watcher_reports_create_modify_rename_delete() {
     let t0 = Instant::now();
     put(&photo, [1, 2, 3]);
     expect_event(&rx, &LibraryEvent::Changed(photo.clone()));
-    assert!(
-        t0.elapsed() >= settle,
-        "reported before the folder settled: {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() >= settle, "reported before the folder settled: {:?}", t0.elapsed());
 
     put(&photo, [4, 5, 6]);
     expect_event(&rx, &LibraryEvent::Changed(photo.clone()));
@@ -1005,10 +733,7 @@ fn watcher_reports_create_modify_rename_delete() {
     no_more_events(&rx, settle * 3);
 
     drop(watcher);
-    assert!(
-        rx.recv_timeout(Duration::from_secs(2)).is_err(),
-        "the channel closes with the watcher"
-    );
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err(), "the channel closes with the watcher");
 }
 
 #[test]
@@ -1032,17 +757,11 @@ fn watcher_reports_a_copied_folder_once_it_settles_and_the_cache_follows() {
     let mut f = FakeFeaturizer::new("fake");
     let mut events = Vec::new();
     while let Ok(ev) = rx.recv_timeout(settle * 4) {
-        assert!(
-            copy_done.elapsed() >= settle / 2,
-            "{ev:?} reported while the folder was still being written"
-        );
+        assert!(copy_done.elapsed() >= settle / 2, "{ev:?} reported while the folder was still being written");
         apply_event(&cache, &ev, &mut f, 8, &mut |_| {}).unwrap();
         events.push(ev);
     }
-    assert!(
-        events.contains(&LibraryEvent::Changed(album.clone())),
-        "{events:?}"
-    );
+    assert!(events.contains(&LibraryEvent::Changed(album.clone())), "{events:?}");
     assert_eq!(cache.stats().unwrap().photos, 5, "{events:?}");
     assert_eq!(f.calls, 5, "each photo featurized once: {events:?}");
 
@@ -1051,28 +770,14 @@ fn watcher_reports_a_copied_folder_once_it_settles_and_the_cache_follows() {
     let renamed = root.join("trip-2024");
     fs::rename(&album, &renamed).unwrap();
     let events = drain_into(&rx, &cache, &mut f, settle * 4);
-    assert!(
-        events.contains(&LibraryEvent::Renamed(album.clone(), renamed.clone())),
-        "{events:?}"
-    );
+    assert!(events.contains(&LibraryEvent::Renamed(album.clone(), renamed.clone())), "{events:?}");
     assert!(cache.photo_id(&renamed.join("3.png")).unwrap().is_some());
-    assert_eq!(
-        (cache.stats().unwrap().photos, f.calls),
-        (5, 5),
-        "{events:?}"
-    );
+    assert_eq!((cache.stats().unwrap().photos, f.calls), (5, 5), "{events:?}");
 
     put(&renamed.join("5.png"), [9, 9, 9]);
     let events = drain_into(&rx, &cache, &mut f, settle * 4);
-    assert!(
-        events.contains(&LibraryEvent::Changed(renamed.join("5.png"))),
-        "{events:?}"
-    );
-    assert_eq!(
-        (cache.stats().unwrap().photos, f.calls),
-        (6, 6),
-        "{events:?}"
-    );
+    assert!(events.contains(&LibraryEvent::Changed(renamed.join("5.png"))), "{events:?}");
+    assert_eq!((cache.stats().unwrap().photos, f.calls), (6, 6), "{events:?}");
 
     fs::remove_dir_all(&renamed).unwrap();
     let events = drain_into(&rx, &cache, &mut f, settle * 4);

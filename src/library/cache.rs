@@ -117,27 +117,17 @@ impl Cache {
     /// Opens (creating if needed) the cache at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Cache> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create cache folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create cache folder {}", dir.display()))?;
         }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open cache {}", path.display()))?;
-        let cache = Cache {
-            conn,
-            path: Some(path.to_path_buf()),
-        };
-        cache
-            .setup()
-            .with_context(|| format!("cannot open cache {}", path.display()))?;
+        let conn = Connection::open(path).with_context(|| format!("cannot open cache {}", path.display()))?;
+        let cache = Cache { conn, path: Some(path.to_path_buf()) };
+        cache.setup().with_context(|| format!("cannot open cache {}", path.display()))?;
         Ok(cache)
     }
 
     /// A private in-memory cache, for tests.
     pub fn open_in_memory() -> Result<Cache> {
-        let cache = Cache {
-            conn: Connection::open_in_memory()?,
-            path: None,
-        };
+        let cache = Cache { conn: Connection::open_in_memory()?, path: None };
         cache.setup()?;
         Ok(cache)
     }
@@ -145,9 +135,7 @@ impl Cache {
     fn setup(&self) -> Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // Returns the mode in effect: "wal" for files, "memory" for in-memory databases.
-        let _: String = self
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let _: String = self.conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         self.migrate()
@@ -168,8 +156,7 @@ impl Cache {
             if current > i as i64 {
                 continue;
             }
-            tx.execute_batch(sql)
-                .with_context(|| format!("migration {} failed", i + 1))?;
+            tx.execute_batch(sql).with_context(|| format!("migration {} failed", i + 1))?;
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.commit()?;
         }
@@ -178,16 +165,12 @@ impl Cache {
 
     /// `PRAGMA user_version`: the number of migrations applied.
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     /// The journal mode in effect ("wal" for a file cache).
     pub fn journal_mode(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))?)
+        Ok(self.conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?)
     }
 
     /// The file this cache lives in, `None` when in memory.
@@ -221,9 +204,7 @@ impl Cache {
             let path = blob(photo.path);
             let existing: Option<(i64, String)> = self
                 .conn
-                .query_row("SELECT id, sha256 FROM photos WHERE path = ?1", [path], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row("SELECT id, sha256 FROM photos WHERE path = ?1", [path], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let now = unix_now();
             match existing {
@@ -234,7 +215,16 @@ impl Cache {
                     self.conn.execute(
                         "UPDATE photos SET album_id = ?2, size = ?3, mtime_ns = ?4, sha256 = ?5,
                              width = ?6, height = ?7, indexed_at = ?8 WHERE id = ?1",
-                        params![id, album.0, photo.size as i64, photo.mtime_ns, photo.sha256, photo.width, photo.height, now],
+                        params![
+                            id,
+                            album.0,
+                            photo.size as i64,
+                            photo.mtime_ns,
+                            photo.sha256,
+                            photo.width,
+                            photo.height,
+                            now
+                        ],
                     )?;
                     self.prune_albums()?;
                     Ok(PhotoId(id))
@@ -243,7 +233,16 @@ impl Cache {
                     self.conn.execute(
                         "INSERT INTO photos (album_id, path, size, mtime_ns, sha256, width, height, indexed_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![album.0, path, photo.size as i64, photo.mtime_ns, photo.sha256, photo.width, photo.height, now],
+                        params![
+                            album.0,
+                            path,
+                            photo.size as i64,
+                            photo.mtime_ns,
+                            photo.sha256,
+                            photo.width,
+                            photo.height,
+                            now
+                        ],
                     )?;
                     Ok(PhotoId(self.conn.last_insert_rowid()))
                 }
@@ -265,17 +264,9 @@ impl Cache {
     pub fn photo_state(&self, path: &Path) -> Result<Option<PhotoState>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT size, mtime_ns, sha256 FROM photos WHERE path = ?1",
-                [blob(path)],
-                |r| {
-                    Ok(PhotoState {
-                        size: r.get::<_, i64>(0)? as u64,
-                        mtime_ns: r.get(1)?,
-                        sha256: r.get(2)?,
-                    })
-                },
-            )
+            .query_row("SELECT size, mtime_ns, sha256 FROM photos WHERE path = ?1", [blob(path)], |r| {
+                Ok(PhotoState { size: r.get::<_, i64>(0)? as u64, mtime_ns: r.get(1)?, sha256: r.get(2)? })
+            })
             .optional()?)
     }
 
@@ -283,9 +274,7 @@ impl Cache {
     pub fn photo_id(&self, path: &Path) -> Result<Option<PhotoId>> {
         Ok(self
             .conn
-            .query_row("SELECT id FROM photos WHERE path = ?1", [blob(path)], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT id FROM photos WHERE path = ?1", [blob(path)], |r| r.get(0))
             .optional()?
             .map(PhotoId))
     }
@@ -332,11 +321,7 @@ impl Cache {
              GROUP BY a.id ORDER BY a.path",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(AlbumInfo {
-                id: AlbumId(r.get(0)?),
-                path: path_of(r.get(1)?),
-                photos: r.get::<_, i64>(2)? as u64,
-            })
+            Ok(AlbumInfo { id: AlbumId(r.get(0)?), path: path_of(r.get(1)?), photos: r.get::<_, i64>(2)? as u64 })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -345,9 +330,7 @@ impl Cache {
     pub fn album_id(&self, dir: &Path) -> Result<Option<AlbumId>> {
         Ok(self
             .conn
-            .query_row("SELECT id FROM albums WHERE path = ?1", [blob(dir)], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT id FROM albums WHERE path = ?1", [blob(dir)], |r| r.get(0))
             .optional()?
             .map(AlbumId))
     }
@@ -405,11 +388,7 @@ impl Cache {
             Ok(CachedPhoto {
                 id: PhotoId(r.get(0)?),
                 path: path_of(r.get(1)?),
-                state: PhotoState {
-                    size: r.get::<_, i64>(2)? as u64,
-                    mtime_ns: r.get(3)?,
-                    sha256: r.get(4)?,
-                },
+                state: PhotoState { size: r.get::<_, i64>(2)? as u64, mtime_ns: r.get(3)?, sha256: r.get(4)? },
                 has_features: r.get(5)?,
             })
         })?;
@@ -419,9 +398,7 @@ impl Cache {
     /// Forgets the photo at `path` (and its features). Returns whether it was cached.
     pub fn remove_photo(&self, path: &Path) -> Result<bool> {
         self.atomically(|| {
-            let n = self
-                .conn
-                .execute("DELETE FROM photos WHERE path = ?1", [blob(path)])?;
+            let n = self.conn.execute("DELETE FROM photos WHERE path = ?1", [blob(path)])?;
             self.prune_albums()?;
             Ok(n > 0)
         })
@@ -431,10 +408,7 @@ impl Cache {
     pub fn remove_under(&self, dir: &Path) -> Result<usize> {
         let (lo, hi) = prefix_range(dir);
         self.atomically(|| {
-            let n = self.conn.execute(
-                "DELETE FROM photos WHERE path >= ?1 AND path < ?2",
-                params![lo, hi],
-            )?;
+            let n = self.conn.execute("DELETE FROM photos WHERE path >= ?1 AND path < ?2", params![lo, hi])?;
             self.prune_albums()?;
             Ok(n)
         })
@@ -452,28 +426,19 @@ impl Cache {
                 Some(id) => vec![(id.0, new.to_path_buf())],
                 None => {
                     let (lo, hi) = prefix_range(old);
-                    let mut stmt = self
-                        .conn
-                        .prepare("SELECT id, path FROM photos WHERE path >= ?1 AND path < ?2")?;
-                    let rows = stmt.query_map(params![lo, hi], |r| {
-                        Ok((r.get::<_, i64>(0)?, path_of(r.get(1)?)))
-                    })?;
+                    let mut stmt = self.conn.prepare("SELECT id, path FROM photos WHERE path >= ?1 AND path < ?2")?;
+                    let rows = stmt.query_map(params![lo, hi], |r| Ok((r.get::<_, i64>(0)?, path_of(r.get(1)?))))?;
                     let mut moves = Vec::new();
                     for row in rows {
                         let (id, path) = row?;
-                        let rest = path
-                            .strip_prefix(old)
-                            .expect("path is under old by the range query");
+                        let rest = path.strip_prefix(old).expect("path is under old by the range query");
                         moves.push((id, new.join(rest)));
                     }
                     moves
                 }
             };
             for (id, to) in &moves {
-                self.conn.execute(
-                    "DELETE FROM photos WHERE path = ?1 AND id != ?2",
-                    params![blob(to), id],
-                )?;
+                self.conn.execute("DELETE FROM photos WHERE path = ?1 AND id != ?2", params![blob(to), id])?;
                 let album = self.ensure_album(album_of(to))?;
                 self.conn.execute(
                     "UPDATE photos SET path = ?2, album_id = ?3 WHERE id = ?1",
@@ -488,23 +453,14 @@ impl Cache {
     /// Runs SQLite's integrity and foreign-key checks; an error lists what they found.
     pub fn integrity_check(&self) -> Result<()> {
         let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
-        let problems: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let problems: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<_>>()?;
         if problems != ["ok"] {
-            bail!(
-                "cache {} is damaged: {}",
-                self.describe(),
-                problems.join("; ")
-            );
+            bail!("cache {} is damaged: {}", self.describe(), problems.join("; "));
         }
         let mut stmt = self.conn.prepare("PRAGMA foreign_key_check")?;
         let orphans = stmt.query_map([], |r| r.get::<_, String>(0))?.count();
         if orphans > 0 {
-            bail!(
-                "cache {} is damaged: {orphans} rows point at missing rows",
-                self.describe()
-            );
+            bail!("cache {} is damaged: {orphans} rows point at missing rows", self.describe());
         }
         Ok(())
     }
@@ -528,23 +484,14 @@ impl Cache {
 
     fn ensure_album(&self, dir: &Path) -> Result<AlbumId> {
         let path = blob(dir);
-        self.conn.execute(
-            "INSERT INTO albums (path) VALUES (?1) ON CONFLICT (path) DO NOTHING",
-            [path],
-        )?;
-        Ok(AlbumId(self.conn.query_row(
-            "SELECT id FROM albums WHERE path = ?1",
-            [path],
-            |r| r.get(0),
-        )?))
+        self.conn.execute("INSERT INTO albums (path) VALUES (?1) ON CONFLICT (path) DO NOTHING", [path])?;
+        Ok(AlbumId(self.conn.query_row("SELECT id FROM albums WHERE path = ?1", [path], |r| r.get(0))?))
     }
 
     /// Albums exist only while they hold photos.
     fn prune_albums(&self) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM albums WHERE NOT EXISTS (SELECT 1 FROM photos p WHERE p.album_id = albums.id)",
-            [],
-        )?;
+        self.conn
+            .execute("DELETE FROM albums WHERE NOT EXISTS (SELECT 1 FROM photos p WHERE p.album_id = albums.id)", [])?;
         Ok(())
     }
 
@@ -583,10 +530,7 @@ fn prefix_range(dir: &Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -599,22 +543,10 @@ mod tests {
         assert_eq!(lo, b"/a/b/");
         assert_eq!(hi, b"/a/b0");
         for inside in ["/a/b/x.jpg", "/a/b/c/d.png"] {
-            assert!(
-                inside.as_bytes() >= &lo[..] && inside.as_bytes() < &hi[..],
-                "{inside}"
-            );
+            assert!(inside.as_bytes() >= &lo[..] && inside.as_bytes() < &hi[..], "{inside}");
         }
-        for outside in [
-            "/a/b",
-            "/a/b.jpg",
-            "/a/bc/x.jpg",
-            "/a/b-1/x.jpg",
-            "/a/c/x.jpg",
-        ] {
-            assert!(
-                !(outside.as_bytes() >= &lo[..] && outside.as_bytes() < &hi[..]),
-                "{outside}"
-            );
+        for outside in ["/a/b", "/a/b.jpg", "/a/bc/x.jpg", "/a/b-1/x.jpg", "/a/c/x.jpg"] {
+            assert!(!(outside.as_bytes() >= &lo[..] && outside.as_bytes() < &hi[..]), "{outside}");
         }
         let (lo, hi) = prefix_range(Path::new("/"));
         assert_eq!((lo.as_slice(), hi.as_slice()), (&b"/"[..], &b"0"[..]));

@@ -23,10 +23,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootAdded {
     /// `root` is now watched; `replaced` were roots inside it, dropped because `root` covers them.
-    Added {
-        root: PathBuf,
-        replaced: Vec<PathBuf>,
-    },
+    Added { root: PathBuf, replaced: Vec<PathBuf> },
     /// Nothing changed: `root` is already watched as (or inside) `by`.
     AlreadyWatched { root: PathBuf, by: PathBuf },
 }
@@ -37,23 +34,17 @@ impl Config {
         let text = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read config {}", path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read config {}", path.display())),
         };
-        serde_json::from_str(&text)
-            .with_context(|| format!("config {} is not valid", path.display()))
+        serde_json::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))
     }
 
     /// Writes the config atomically (temporary file + rename), so a crash never leaves half a file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path
-            .parent()
-            .ok_or_else(|| anyhow!("config path {} has no parent folder", path.display()))?;
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create config folder {}", dir.display()))?;
-        let mut text = serde_json::to_string_pretty(self)
-            .with_context(|| format!("cannot write config {}", path.display()))?;
+        let dir = path.parent().ok_or_else(|| anyhow!("config path {} has no parent folder", path.display()))?;
+        fs::create_dir_all(dir).with_context(|| format!("cannot create config folder {}", dir.display()))?;
+        let mut text =
+            serde_json::to_string_pretty(self).with_context(|| format!("cannot write config {}", path.display()))?;
         text.push('\n');
         let tmp = path.with_extension("json.tmp");
         let write = || -> io::Result<()> {
@@ -72,16 +63,15 @@ impl Config {
     pub fn add_root(&mut self, dir: &Path) -> Result<RootAdded> {
         let root = check_root(dir)?;
         if root.to_str().is_none() {
-            bail!("cannot watch {}: the config stores folder names as UTF-8 text and this name is not valid UTF-8", root.display());
+            bail!(
+                "cannot watch {}: the config stores folder names as UTF-8 text and this name is not valid UTF-8",
+                root.display()
+            );
         }
         if let Some(by) = self.roots.iter().find(|r| root.starts_with(r)) {
-            return Ok(RootAdded::AlreadyWatched {
-                root,
-                by: by.clone(),
-            });
+            return Ok(RootAdded::AlreadyWatched { root, by: by.clone() });
         }
-        let (replaced, kept): (Vec<_>, Vec<_>) =
-            self.roots.drain(..).partition(|r| r.starts_with(&root));
+        let (replaced, kept): (Vec<_>, Vec<_>) = self.roots.drain(..).partition(|r| r.starts_with(&root));
         self.roots = kept;
         self.roots.push(root.clone());
         self.roots.sort();
@@ -95,24 +85,13 @@ impl Config {
     pub fn remove_root(&mut self, dir: &Path) -> Result<PathBuf> {
         let literal = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let canonical = fs::canonicalize(dir).ok();
-        let pos = self
-            .roots
-            .iter()
-            .position(|r| Some(r) == canonical.as_ref() || *r == literal);
+        let pos = self.roots.iter().position(|r| Some(r) == canonical.as_ref() || *r == literal);
         match pos {
             Some(i) => Ok(self.roots.remove(i)),
-            None if self.roots.is_empty() => bail!(
-                "{} is not a watched folder: no folders are watched",
-                dir.display()
-            ),
+            None if self.roots.is_empty() => bail!("{} is not a watched folder: no folders are watched", dir.display()),
             None => {
-                let list: Vec<String> =
-                    self.roots.iter().map(|r| r.display().to_string()).collect();
-                bail!(
-                    "{} is not a watched folder; watched: {}",
-                    dir.display(),
-                    list.join(", ")
-                )
+                let list: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+                bail!("{} is not a watched folder; watched: {}", dir.display(), list.join(", "))
             }
         }
     }
@@ -131,14 +110,10 @@ fn check_root(dir: &Path) -> Result<PathBuf> {
         bail!("cannot watch {}: not a folder", dir.display());
     }
     fs::read_dir(&root).map_err(|e| match e.kind() {
-        io::ErrorKind::PermissionDenied => anyhow!(
-            "cannot watch {}: permission denied (cannot list the folder)",
-            dir.display()
-        ),
-        _ => anyhow!(
-            "cannot watch {}: cannot list the folder: {e}",
-            dir.display()
-        ),
+        io::ErrorKind::PermissionDenied => {
+            anyhow!("cannot watch {}: permission denied (cannot list the folder)", dir.display())
+        }
+        _ => anyhow!("cannot watch {}: cannot list the folder: {e}", dir.display()),
     })?;
     Ok(root)
 }

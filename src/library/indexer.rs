@@ -85,25 +85,12 @@ pub fn index(
             cached.insert(photo.path.clone(), photo);
         }
     }
-    let candidates: Vec<PathBuf> = std::mem::take(&mut scanned.albums)
-        .into_iter()
-        .flat_map(|a| a.photos)
-        .collect();
+    let candidates: Vec<PathBuf> = std::mem::take(&mut scanned.albums).into_iter().flat_map(|a| a.photos).collect();
     let present: HashSet<&PathBuf> = candidates.iter().collect();
-    let vanished: Vec<CachedPhoto> = cached
-        .values()
-        .filter(|c| !present.contains(&c.path) && !scanned.is_unlisted(&c.path))
-        .cloned()
-        .collect();
-    let mut run = Run {
-        cache,
-        f,
-        backbone,
-        batch: batch.max(1),
-        pending: Vec::new(),
-        pending_photos: 0,
-        report: &mut report,
-    };
+    let vanished: Vec<CachedPhoto> =
+        cached.values().filter(|c| !present.contains(&c.path) && !scanned.is_unlisted(&c.path)).cloned().collect();
+    let mut run =
+        Run { cache, f, backbone, batch: batch.max(1), pending: Vec::new(), pending_photos: 0, report: &mut report };
     run.update(&candidates, &cached, vanished, progress)?;
     Ok(report)
 }
@@ -123,8 +110,7 @@ pub fn apply_event(
     let mut report = IndexReport::default();
     let changed = match event {
         LibraryEvent::Removed(path) => {
-            report.removed = cache
-                .write_batch(|c| Ok(usize::from(c.remove_photo(path)?) + c.remove_under(path)?))?;
+            report.removed = cache.write_batch(|c| Ok(usize::from(c.remove_photo(path)?) + c.remove_under(path)?))?;
             return Ok(report);
         }
         LibraryEvent::Renamed(from, to) => {
@@ -137,9 +123,8 @@ pub fn apply_event(
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Gone again before we looked: same as removed.
-            report.removed = cache.write_batch(|c| {
-                Ok(usize::from(c.remove_photo(changed)?) + c.remove_under(changed)?)
-            })?;
+            report.removed =
+                cache.write_batch(|c| Ok(usize::from(c.remove_photo(changed)?) + c.remove_under(changed)?))?;
             return Ok(report);
         }
         Err(e) => {
@@ -161,42 +146,19 @@ pub fn apply_event(
     if let Some(id) = cache.photo_id(changed)? {
         let state = cache.photo_state(changed)?.expect("photo_id found the row");
         let has_features = cache.has_features(id, &backbone)?;
-        cached.insert(
-            changed.clone(),
-            CachedPhoto {
-                id,
-                path: changed.clone(),
-                state,
-                has_features,
-            },
-        );
+        cached.insert(changed.clone(), CachedPhoto { id, path: changed.clone(), state, has_features });
     }
-    let mut run = Run {
-        cache,
-        f,
-        backbone,
-        batch: batch.max(1),
-        pending: Vec::new(),
-        pending_photos: 0,
-        report: &mut report,
-    };
+    let mut run =
+        Run { cache, f, backbone, batch: batch.max(1), pending: Vec::new(), pending_photos: 0, report: &mut report };
     run.update(std::slice::from_ref(changed), &cached, Vec::new(), progress)?;
     Ok(report)
 }
 
 /// A write waiting for the next batch commit.
 enum Op {
-    Upsert {
-        file: FileState,
-        width: u32,
-        height: u32,
-        features: Vec<u8>,
-    },
+    Upsert { file: FileState, width: u32, height: u32, features: Vec<u8> },
     Touch(FileState),
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-    },
+    Rename { from: PathBuf, to: PathBuf },
     Remove(PathBuf),
 }
 
@@ -209,12 +171,7 @@ struct FileState {
 
 impl From<&PhotoFile> for FileState {
     fn from(f: &PhotoFile) -> Self {
-        FileState {
-            path: f.path.clone(),
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            sha256: f.sha256.clone(),
-        }
+        FileState { path: f.path.clone(), size: f.size, mtime_ns: f.mtime_ns, sha256: f.sha256.clone() }
     }
 }
 
@@ -249,9 +206,7 @@ impl Run<'_> {
             };
             match cached.get(path) {
                 Some(c)
-                    if c.has_features
-                        && c.state.size == meta.len()
-                        && c.state.mtime_ns == photo::mtime_ns(&meta) =>
+                    if c.has_features && c.state.size == meta.len() && c.state.mtime_ns == photo::mtime_ns(&meta) =>
                 {
                     self.report.unchanged += 1;
                 }
@@ -260,10 +215,7 @@ impl Run<'_> {
         }
         let mut vanished_by_hash: HashMap<String, Vec<CachedPhoto>> = HashMap::new();
         for v in vanished {
-            vanished_by_hash
-                .entry(v.state.sha256.clone())
-                .or_default()
-                .push(v);
+            vanished_by_hash.entry(v.state.sha256.clone()).or_default().push(v);
         }
 
         let total = work.len();
@@ -277,19 +229,11 @@ impl Run<'_> {
             if self.pending_photos >= self.batch {
                 self.flush()?;
             }
-            progress(Progress {
-                done: i + 1,
-                total,
-                current: path.clone(),
-            });
+            progress(Progress { done: i + 1, total, current: path.clone() });
         }
         self.flush()?;
 
-        let gone: Vec<PathBuf> = vanished_by_hash
-            .into_values()
-            .flatten()
-            .map(|v| v.path)
-            .collect();
+        let gone: Vec<PathBuf> = vanished_by_hash.into_values().flatten().map(|v| v.path).collect();
         if !gone.is_empty() {
             self.report.removed += self.cache.write_batch(|c| {
                 let mut n = 0;
@@ -328,10 +272,7 @@ impl Run<'_> {
             None => {
                 // Same bytes as a photo that vanished in this scan: a move, keep its row.
                 if let Some(old) = take_one(vanished_by_hash, &file.sha256) {
-                    self.push(Op::Rename {
-                        from: old.path,
-                        to: path.to_path_buf(),
-                    });
+                    self.push(Op::Rename { from: old.path, to: path.to_path_buf() });
                     self.report.renamed += 1;
                     if old.has_features {
                         self.push(Op::Touch(FileState::from(&file)));
@@ -355,12 +296,7 @@ impl Run<'_> {
             Ok(features) => {
                 *failures_in_a_row = 0;
                 let (width, height) = img.dimensions();
-                self.push(Op::Upsert {
-                    file: FileState::from(&file),
-                    width,
-                    height,
-                    features,
-                });
+                self.push(Op::Upsert { file: FileState::from(&file), width, height, features });
                 self.report.featurized += 1;
                 Ok(())
             }
@@ -374,9 +310,7 @@ impl Run<'_> {
                         path.display()
                     );
                 }
-                self.report
-                    .problems
-                    .push((path.to_path_buf(), format!("featurizer failed: {e:#}")));
+                self.report.problems.push((path.to_path_buf(), format!("featurizer failed: {e:#}")));
                 Ok(())
             }
         }
@@ -400,12 +334,7 @@ impl Run<'_> {
         self.cache.write_batch(|c| {
             for op in &ops {
                 match op {
-                    Op::Upsert {
-                        file,
-                        width,
-                        height,
-                        features,
-                    } => {
+                    Op::Upsert { file, width, height, features } => {
                         let id = c.upsert_photo(&NewPhoto {
                             path: &file.path,
                             size: file.size,

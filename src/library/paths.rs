@@ -55,16 +55,12 @@ pub fn model_dir_from(get: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf>
 
 /// [`config_file`] with an explicit environment lookup.
 pub fn config_file_from(get: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
-    Ok(base_dir(&get, "XDG_CONFIG_HOME", ".config")?
-        .join(APP_DIR)
-        .join(CONFIG_FILE))
+    Ok(base_dir(&get, "XDG_CONFIG_HOME", ".config")?.join(APP_DIR).join(CONFIG_FILE))
 }
 
 /// [`cache_file`] with an explicit environment lookup.
 pub fn cache_file_from(get: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
-    Ok(base_dir(&get, "XDG_CACHE_HOME", ".cache")?
-        .join(APP_DIR)
-        .join(CACHE_FILE))
+    Ok(base_dir(&get, "XDG_CACHE_HOME", ".cache")?.join(APP_DIR).join(CACHE_FILE))
 }
 
 /// The XDG spec says a relative or empty `XDG_*_HOME` is invalid and must be ignored,
@@ -87,45 +83,22 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let map: HashMap<String, OsString> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
+        let map: HashMap<String, OsString> = vars.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn xdg_wins_over_home() {
-        let get = lookup(&[
-            ("XDG_CONFIG_HOME", "/x/conf"),
-            ("XDG_CACHE_HOME", "/x/cache"),
-            ("HOME", "/h"),
-        ]);
-        assert_eq!(
-            config_file_from(&get).unwrap(),
-            PathBuf::from("/x/conf/photoseg/config.json")
-        );
-        assert_eq!(
-            cache_file_from(&get).unwrap(),
-            PathBuf::from("/x/cache/photoseg/library.sqlite3")
-        );
+        let get = lookup(&[("XDG_CONFIG_HOME", "/x/conf"), ("XDG_CACHE_HOME", "/x/cache"), ("HOME", "/h")]);
+        assert_eq!(config_file_from(&get).unwrap(), PathBuf::from("/x/conf/photoseg/config.json"));
+        assert_eq!(cache_file_from(&get).unwrap(), PathBuf::from("/x/cache/photoseg/library.sqlite3"));
     }
 
     #[test]
     fn home_fallback_and_relative_xdg_ignored() {
-        let get = lookup(&[
-            ("XDG_CONFIG_HOME", "relative"),
-            ("XDG_CACHE_HOME", ""),
-            ("HOME", "/h"),
-        ]);
-        assert_eq!(
-            config_file_from(&get).unwrap(),
-            PathBuf::from("/h/.config/photoseg/config.json")
-        );
-        assert_eq!(
-            cache_file_from(&get).unwrap(),
-            PathBuf::from("/h/.cache/photoseg/library.sqlite3")
-        );
+        let get = lookup(&[("XDG_CONFIG_HOME", "relative"), ("XDG_CACHE_HOME", ""), ("HOME", "/h")]);
+        assert_eq!(config_file_from(&get).unwrap(), PathBuf::from("/h/.config/photoseg/config.json"));
+        assert_eq!(cache_file_from(&get).unwrap(), PathBuf::from("/h/.cache/photoseg/library.sqlite3"));
     }
 
     #[test]
@@ -140,9 +113,6 @@ mod tests {
     #[test]
     fn nothing_set_is_a_clear_error() {
         let err = config_file_from(lookup(&[])).unwrap_err().to_string();
-        assert!(
-            err.contains("XDG_CONFIG_HOME") && err.contains("HOME"),
-            "{err}"
-        );
+        assert!(err.contains("XDG_CONFIG_HOME") && err.contains("HOME"), "{err}");
     }
 }

@@ -22,13 +22,8 @@ pub const MAX_DECODE_BYTES: u64 = 1 << 30;
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// Formats photoseg accepts; anything else the sniffer recognises is "unsupported image format".
-pub const ACCEPTED_FORMATS: [ImageFormat; 5] = [
-    ImageFormat::Jpeg,
-    ImageFormat::Png,
-    ImageFormat::WebP,
-    ImageFormat::Tiff,
-    ImageFormat::Gif,
-];
+pub const ACCEPTED_FORMATS: [ImageFormat; 5] =
+    [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Tiff, ImageFormat::Gif];
 
 /// Why a photo file cannot be used. `Display` is the short reason shown next to the path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,26 +83,18 @@ pub struct PhotoFile {
 impl PhotoFile {
     /// Decodes the bytes (see [`decode`]).
     pub fn decode(&self) -> Result<RgbImage, PhotoError> {
-        decode(&self.bytes).map_err(|kind| PhotoError {
-            path: self.path.clone(),
-            kind,
-        })
+        decode(&self.bytes).map_err(|kind| PhotoError { path: self.path.clone(), kind })
     }
 }
 
 /// Modification time in nanoseconds since the Unix epoch (negative before 1970).
 pub fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
 
 /// Reads and hashes a photo file, refusing empty, oversized and unreadable files.
 pub fn read_file(path: &Path) -> Result<PhotoFile, PhotoError> {
-    let err = |kind| PhotoError {
-        path: path.to_path_buf(),
-        kind,
-    };
+    let err = |kind| PhotoError { path: path.to_path_buf(), kind };
     let mut file = File::open(path).map_err(|e| err(io_kind(&e)))?;
     let meta = file.metadata().map_err(|e| err(io_kind(&e)))?;
     if !meta.is_file() {
@@ -121,21 +108,12 @@ pub fn read_file(path: &Path) -> Result<PhotoFile, PhotoError> {
         return Err(err(PhotoErrorKind::FileTooLarge(size)));
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    file.by_ref()
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(io_kind(&e)))?;
+    file.by_ref().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| err(io_kind(&e)))?;
     if bytes.is_empty() {
         return Err(err(PhotoErrorKind::Empty));
     }
     let sha256 = hex(&Sha256::digest(&bytes));
-    Ok(PhotoFile {
-        path: path.to_path_buf(),
-        bytes,
-        size,
-        mtime_ns: mtime_ns(&meta),
-        sha256,
-    })
+    Ok(PhotoFile { path: path.to_path_buf(), bytes, size, mtime_ns: mtime_ns(&meta), sha256 })
 }
 
 /// Reads and decodes a photo file to RGB8 with its EXIF orientation applied.
@@ -165,16 +143,11 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PhotoErrorKind> {
 }
 
 fn decode_inner(bytes: &[u8]) -> Result<RgbImage, PhotoErrorKind> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PhotoErrorKind::Io(e.to_string()))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| PhotoErrorKind::Io(e.to_string()))?;
     let format = reader.format().ok_or(PhotoErrorKind::NotAnImage)?;
     if !ACCEPTED_FORMATS.contains(&format) {
-        let name = format
-            .extensions_str()
-            .first()
-            .copied()
-            .unwrap_or("unknown");
+        let name = format.extensions_str().first().copied().unwrap_or("unknown");
         return Err(PhotoErrorKind::UnsupportedFormat(name.to_string()));
     }
     let mut limits = Limits::default();
@@ -186,15 +159,11 @@ fn decode_inner(bytes: &[u8]) -> Result<RgbImage, PhotoErrorKind> {
         return Err(PhotoErrorKind::TooLarge { width, height });
     }
     if width == 0 || height == 0 {
-        return Err(PhotoErrorKind::Corrupt(format!(
-            "{width} x {height} pixels"
-        )));
+        return Err(PhotoErrorKind::Corrupt(format!("{width} x {height} pixels")));
     }
     limits.reserve(decoder.total_bytes()).map_err(image_kind)?;
     // A broken EXIF block should not cost the photo: fall back to the stored orientation.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(image_kind)?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -238,7 +207,5 @@ fn hex(bytes: &[u8]) -> String {
 /// before the content is sniffed.
 pub fn has_photo_extension(path: &Path) -> bool {
     const EXTS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "gif"];
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }

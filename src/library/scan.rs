@@ -101,10 +101,7 @@ fn walk(root: &Path, root_canon: &Path, visited: &mut HashSet<PathBuf>, report: 
         let entries = match list(&dir) {
             Ok(entries) => entries,
             Err(e) => {
-                report.problems.push((
-                    dir.clone(),
-                    format!("cannot list folder: {}", io_reason(&e)),
-                ));
+                report.problems.push((dir.clone(), format!("cannot list folder: {}", io_reason(&e))));
                 report.unlisted.push(dir);
                 continue;
             }
@@ -163,25 +160,14 @@ const ELOOP: i32 = 40;
 const ELOOP: i32 = 62; // macOS and the BSDs
 
 /// Resolves a symlinked folder found in folder `parent_canon`; refuses one already walked.
-fn follow_link(
-    link: &Path,
-    parent_canon: &Path,
-    visited: &mut HashSet<PathBuf>,
-) -> Result<PathBuf, String> {
-    let target = fs::canonicalize(link)
-        .map_err(|e| format!("cannot resolve symbolic link: {}", io_reason(&e)))?;
+fn follow_link(link: &Path, parent_canon: &Path, visited: &mut HashSet<PathBuf>) -> Result<PathBuf, String> {
+    let target = fs::canonicalize(link).map_err(|e| format!("cannot resolve symbolic link: {}", io_reason(&e)))?;
     if visited.insert(target.clone()) {
         Ok(target)
     } else if parent_canon.starts_with(&target) {
-        Err(format!(
-            "symbolic link loop: leads back to {}",
-            target.display()
-        ))
+        Err(format!("symbolic link loop: leads back to {}", target.display()))
     } else {
-        Err(format!(
-            "not walked again: same folder as {}",
-            target.display()
-        ))
+        Err(format!("not walked again: same folder as {}", target.display()))
     }
 }
 

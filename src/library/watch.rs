@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{
-    new_debouncer, DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache,
-};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
 
 use super::photo::has_photo_extension;
 
@@ -63,19 +61,14 @@ pub struct LibraryWatcher {
 
 impl std::fmt::Debug for LibraryWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LibraryWatcher")
-            .field("roots", &self.roots)
-            .finish_non_exhaustive()
+        f.debug_struct("LibraryWatcher").field("roots", &self.roots).finish_non_exhaustive()
     }
 }
 
 impl LibraryWatcher {
     /// Starts watching `roots` recursively; events are reported once their folder has been
     /// quiet for `settle` ([`DEFAULT_SETTLE`] for the daemon, a fraction of a second in tests).
-    pub fn start(
-        roots: &[PathBuf],
-        settle: Duration,
-    ) -> Result<(LibraryWatcher, Receiver<LibraryEvent>)> {
+    pub fn start(roots: &[PathBuf], settle: Duration) -> Result<(LibraryWatcher, Receiver<LibraryEvent>)> {
         let (raw_tx, raw_rx) = mpsc::channel::<DebounceEventResult>();
         let (out_tx, out_rx) = mpsc::channel();
         let merge = (settle / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
@@ -89,11 +82,7 @@ impl LibraryWatcher {
             .name("photoseg watch".into())
             .spawn(move || worker_loop(raw_rx, out_tx, worker_roots, settle))
             .context("cannot start the file watcher thread")?;
-        let mut watcher = LibraryWatcher {
-            debouncer: Some(debouncer),
-            roots: shared_roots,
-            worker: Some(worker),
-        };
+        let mut watcher = LibraryWatcher { debouncer: Some(debouncer), roots: shared_roots, worker: Some(worker) };
         for root in roots {
             watcher.watch(root)?;
         }
@@ -110,19 +99,14 @@ impl LibraryWatcher {
             ),
             _ => anyhow::anyhow!("cannot watch {}: {e}", root.display()),
         })?;
-        self.roots
-            .lock()
-            .expect("roots lock")
-            .push(root.to_path_buf());
+        self.roots.lock().expect("roots lock").push(root.to_path_buf());
         Ok(())
     }
 
     /// Stops watching a root.
     pub fn unwatch(&mut self, root: &Path) -> Result<()> {
         let debouncer = self.debouncer.as_mut().expect("debouncer lives until drop");
-        debouncer
-            .unwatch(root)
-            .with_context(|| format!("cannot stop watching {}", root.display()))?;
+        debouncer.unwatch(root).with_context(|| format!("cannot stop watching {}", root.display()))?;
         self.roots.lock().expect("roots lock").retain(|r| r != root);
         Ok(())
     }
@@ -185,13 +169,7 @@ fn translate(ev: &DebouncedEvent, roots: &[PathBuf]) -> Vec<LibraryEvent> {
     if ev.need_rescan() {
         let hit: Vec<_> = roots
             .iter()
-            .filter(|r| {
-                ev.paths.is_empty()
-                    || ev
-                        .paths
-                        .iter()
-                        .any(|p| p.starts_with(r) || r.starts_with(p))
-            })
+            .filter(|r| ev.paths.is_empty() || ev.paths.iter().any(|p| p.starts_with(r) || r.starts_with(p)))
             .map(|r| LibraryEvent::Rescan(r.clone()))
             .collect();
         return hit;
@@ -216,9 +194,7 @@ fn translate(ev: &DebouncedEvent, roots: &[PathBuf]) -> Vec<LibraryEvent> {
     };
     match ev.kind {
         EventKind::Access(_) => Vec::new(),
-        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-            removed(path)
-        }
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => removed(path),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => {
             let (from, to) = (&ev.paths[0], &ev.paths[1]);
             let to_dir = to.is_dir();
@@ -246,12 +222,8 @@ fn translate(ev: &DebouncedEvent, roots: &[PathBuf]) -> Vec<LibraryEvent> {
 fn hidden(p: &Path, roots: &[PathBuf]) -> bool {
     let rel = roots.iter().find_map(|r| p.strip_prefix(r).ok());
     match rel {
-        Some(rel) => rel
-            .components()
-            .any(|c| c.as_os_str().as_bytes().first() == Some(&b'.')),
-        None => p
-            .file_name()
-            .is_some_and(|n| n.as_bytes().first() == Some(&b'.')),
+        Some(rel) => rel.components().any(|c| c.as_os_str().as_bytes().first() == Some(&b'.')),
+        None => p.file_name().is_some_and(|n| n.as_bytes().first() == Some(&b'.')),
     }
 }
 
@@ -266,11 +238,7 @@ struct SettleGate {
 
 impl SettleGate {
     fn new(settle: Duration) -> Self {
-        SettleGate {
-            settle,
-            pending: Vec::new(),
-            activity: HashMap::new(),
-        }
+        SettleGate { settle, pending: Vec::new(), activity: HashMap::new() }
     }
 
     fn add(&mut self, ev: LibraryEvent, now: Instant, roots: &[PathBuf]) {
@@ -285,9 +253,7 @@ impl SettleGate {
         }
         match ev {
             LibraryEvent::Changed(ref p) => {
-                self.pending.retain(
-                    |e| !matches!(e, LibraryEvent::Changed(q) | LibraryEvent::Removed(q) if q == p),
-                );
+                self.pending.retain(|e| !matches!(e, LibraryEvent::Changed(q) | LibraryEvent::Removed(q) if q == p));
                 self.pending.push(ev);
             }
             LibraryEvent::Removed(ref p) => {
@@ -327,23 +293,17 @@ impl SettleGate {
     }
 
     fn quiet(&self, p: &Path, now: Instant) -> bool {
-        let calm = |q: &Path| {
-            self.activity
-                .get(q)
-                .is_none_or(|t| now.saturating_duration_since(*t) >= self.settle)
-        };
+        let calm = |q: &Path| self.activity.get(q).is_none_or(|t| now.saturating_duration_since(*t) >= self.settle);
         calm(p) && p.parent().is_none_or(calm)
     }
 
     /// Events whose paths and folders have settled, in arrival order.
     fn ready(&mut self, now: Instant) -> Vec<LibraryEvent> {
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|e| e.paths().iter().all(|p| self.quiet(p, now)));
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|e| e.paths().iter().all(|p| self.quiet(p, now)));
         self.pending = waiting;
         let settle = self.settle;
-        self.activity
-            .retain(|_, t| now.saturating_duration_since(*t) < settle);
+        self.activity.retain(|_, t| now.saturating_duration_since(*t) < settle);
         ready
     }
 
@@ -369,20 +329,10 @@ mod tests {
         let t0 = Instant::now();
         gate.add(LibraryEvent::Changed(p("/r/new/a.jpg")), t0, &roots);
         // Another file lands in the same folder a second later: a.jpg must wait for it too.
-        gate.add(
-            LibraryEvent::Changed(p("/r/new/b.jpg")),
-            t0 + Duration::from_secs(1),
-            &roots,
-        );
+        gate.add(LibraryEvent::Changed(p("/r/new/b.jpg")), t0 + Duration::from_secs(1), &roots);
         assert!(gate.ready(t0 + Duration::from_millis(2500)).is_empty());
         let ready = gate.ready(t0 + Duration::from_millis(3100));
-        assert_eq!(
-            ready,
-            vec![
-                LibraryEvent::Changed(p("/r/new/a.jpg")),
-                LibraryEvent::Changed(p("/r/new/b.jpg"))
-            ]
-        );
+        assert_eq!(ready, vec![LibraryEvent::Changed(p("/r/new/a.jpg")), LibraryEvent::Changed(p("/r/new/b.jpg"))]);
         assert!(gate.activity.is_empty());
     }
 
@@ -393,25 +343,14 @@ mod tests {
         let t0 = Instant::now();
         gate.add(LibraryEvent::Changed(p("/r/a/x.jpg")), t0, &roots);
         gate.add(LibraryEvent::Changed(p("/r/a/x.jpg")), t0, &roots);
-        gate.add(
-            LibraryEvent::Renamed(p("/r/a/x.jpg"), p("/r/a/y.jpg")),
-            t0,
-            &roots,
-        );
-        gate.add(
-            LibraryEvent::Renamed(p("/r/a/y.jpg"), p("/r/b/y.jpg")),
-            t0,
-            &roots,
-        );
+        gate.add(LibraryEvent::Renamed(p("/r/a/x.jpg"), p("/r/a/y.jpg")), t0, &roots);
+        gate.add(LibraryEvent::Renamed(p("/r/a/y.jpg"), p("/r/b/y.jpg")), t0, &roots);
         gate.add(LibraryEvent::Changed(p("/r/c/z.jpg")), t0, &roots);
         gate.add(LibraryEvent::Removed(p("/r/c")), t0, &roots);
         let ready = gate.ready(t0 + Duration::from_secs(1));
         assert_eq!(
             ready,
-            vec![
-                LibraryEvent::Renamed(p("/r/a/x.jpg"), p("/r/b/y.jpg")),
-                LibraryEvent::Removed(p("/r/c"))
-            ]
+            vec![LibraryEvent::Renamed(p("/r/a/x.jpg"), p("/r/b/y.jpg")), LibraryEvent::Removed(p("/r/c"))]
         );
     }
 
@@ -419,10 +358,7 @@ mod tests {
     fn hidden_is_judged_below_the_root() {
         let roots = vec![p("/home/u/.photos")];
         assert!(!hidden(Path::new("/home/u/.photos/2024/a.jpg"), &roots));
-        assert!(hidden(
-            Path::new("/home/u/.photos/2024/.thumbs/a.jpg"),
-            &roots
-        ));
+        assert!(hidden(Path::new("/home/u/.photos/2024/.thumbs/a.jpg"), &roots));
         assert!(hidden(Path::new("/home/u/.photos/._a.jpg"), &roots));
     }
 }
