@@ -1,10 +1,11 @@
 //! Command line: one file per subcommand; this file only parses and dispatches.
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod index;
 mod model;
+mod query;
 mod synth;
 
 /// Find things in your photos by what you say, with a pixel mask of where they are.
@@ -20,15 +21,9 @@ pub enum Command {
     /// Generate a synthetic photo library, index it and run a few queries against the known truth.
     Demo,
     /// Index photo folders (features cached in SQLite); skips what is already current.
-    Index {
-        /// Folders to index (default: the watched roots).
-        paths: Vec<PathBuf>,
-    },
+    Index(index::IndexArgs),
     /// Find the photos of every album that show EXPRESSION, with masks.
-    Query {
-        /// What to look for, e.g. "my bike".
-        expression: String,
-    },
+    Query(query::QueryArgs),
     /// Serve queries on D-Bus and keep the cache current while folders change.
     Daemon,
     /// Train GRSer on a data set.
@@ -54,6 +49,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes a command's output to stdout; a closed pipe (`photoseg query ... | head`) is not an error.
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("cannot write the output: {e}")),
+        _ => Ok(()),
+    }
+}
+
 /// The error of a subcommand whose issue is still open: never fake output.
 fn not_built(command: &str, issue: &str) -> anyhow::Error {
     anyhow::anyhow!("`photoseg {command}` is not built yet (issue: {issue})")
@@ -62,8 +67,8 @@ fn not_built(command: &str, issue: &str) -> anyhow::Error {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => Err(not_built("demo", "the photo library, `photoseg query`, and the demo")),
-        Command::Index { .. } => Err(not_built("index", "the photo library, `photoseg query`, and the demo")),
-        Command::Query { .. } => Err(not_built("query", "the photo library, `photoseg query`, and the demo")),
+        Command::Index(args) => index::run(args),
+        Command::Query(args) => query::run(args),
         Command::Daemon => Err(not_built("daemon", "the daemon on D-Bus")),
         Command::Train => Err(not_built("train", "training on the GPU, evaluation and a built-in model")),
         Command::Eval => Err(not_built("eval", "training on the GPU, evaluation and a built-in model")),

@@ -78,6 +78,22 @@ pub struct AlbumPhoto {
     pub features: Option<Vec<u8>>,
 }
 
+/// A photo of an album as a query sees it: enough to fingerprint the album and place masks,
+/// without reading feature blobs (a repeated query served from the search index needs none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlbumEntry {
+    pub id: PhotoId,
+    pub path: PathBuf,
+    /// Lowercase hex SHA-256 of the file bytes.
+    pub sha256: String,
+    pub mtime_ns: i64,
+    /// Upright size, after EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// Whether features for the backbone asked about are stored.
+    pub has_features: bool,
+}
+
 /// Counts for `photoseg index --stats` and the like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -333,6 +349,27 @@ impl Cache {
                 width: r.get(2)?,
                 height: r.get(3)?,
                 features: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The photos of `album`, by path, with whether `backbone` features exist (blobs not read).
+    pub fn album_entries(&self, album: AlbumId, backbone: &str) -> Result<Vec<AlbumEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT p.id, p.path, p.sha256, p.mtime_ns, p.width, p.height,
+                    EXISTS (SELECT 1 FROM features f WHERE f.photo_id = p.id AND f.backbone = ?2)
+             FROM photos p WHERE p.album_id = ?1 ORDER BY p.path",
+        )?;
+        let rows = stmt.query_map(params![album.0, backbone], |r| {
+            Ok(AlbumEntry {
+                id: PhotoId(r.get(0)?),
+                path: path_of(r.get(1)?),
+                sha256: r.get(2)?,
+                mtime_ns: r.get(3)?,
+                width: r.get(4)?,
+                height: r.get(5)?,
+                has_features: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

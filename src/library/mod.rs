@@ -3,7 +3,8 @@
 //!
 //! `config` and `paths` say where things are; `scan` walks folders; `photo` reads one file;
 //! `cache` is the SQLite store; `indexer` ties them together around a [`indexer::Featurizer`]
-//! that the model implements; `watch` turns filesystem events into [`watch::LibraryEvent`]s.
+//! that the model implements; `watch` turns filesystem events into [`watch::LibraryEvent`]s;
+//! `search` is the tantivy index of album names and answered queries.
 //! See docs/library.md for the schema and policies.
 pub mod cache;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod indexer;
 pub mod paths;
 pub mod photo;
 pub mod scan;
+pub mod search;
 pub mod watch;
 
 pub use cache::{Cache, PhotoId};

@@ -14,6 +14,10 @@ pub const APP_DIR: &str = "photoseg";
 pub const CONFIG_FILE: &str = "config.json";
 /// File name of the SQLite cache inside the cache directory.
 pub const CACHE_FILE: &str = "library.sqlite3";
+/// Folder of the search index (tantivy) inside the cache directory.
+pub const SEARCH_DIR: &str = "search";
+/// Folder of the installed model inside the data directory.
+pub const MODEL_DIR: &str = "model";
 
 fn env(name: &str) -> Option<OsString> {
     std::env::var_os(name)
@@ -27,6 +31,26 @@ pub fn config_file() -> Result<PathBuf> {
 /// `$XDG_CACHE_HOME/photoseg/library.sqlite3`, or `$HOME/.cache/photoseg/library.sqlite3`.
 pub fn cache_file() -> Result<PathBuf> {
     cache_file_from(env)
+}
+
+/// `$XDG_CACHE_HOME/photoseg/search`, or `$HOME/.cache/photoseg/search`: derived data, like the cache.
+pub fn search_dir() -> Result<PathBuf> {
+    search_dir_from(env)
+}
+
+/// `$XDG_DATA_HOME/photoseg/model`, or `$HOME/.local/share/photoseg/model`: the installed model.
+pub fn model_dir() -> Result<PathBuf> {
+    model_dir_from(env)
+}
+
+/// [`search_dir`] with an explicit environment lookup.
+pub fn search_dir_from(get: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
+    Ok(base_dir(&get, "XDG_CACHE_HOME", ".cache")?.join(APP_DIR).join(SEARCH_DIR))
+}
+
+/// [`model_dir`] with an explicit environment lookup.
+pub fn model_dir_from(get: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
+    Ok(base_dir(&get, "XDG_DATA_HOME", ".local/share")?.join(APP_DIR).join(MODEL_DIR))
 }
 
 /// [`config_file`] with an explicit environment lookup.
@@ -75,6 +99,15 @@ mod tests {
         let get = lookup(&[("XDG_CONFIG_HOME", "relative"), ("XDG_CACHE_HOME", ""), ("HOME", "/h")]);
         assert_eq!(config_file_from(&get).unwrap(), PathBuf::from("/h/.config/photoseg/config.json"));
         assert_eq!(cache_file_from(&get).unwrap(), PathBuf::from("/h/.cache/photoseg/library.sqlite3"));
+    }
+
+    #[test]
+    fn search_index_and_model_locations() {
+        let get = lookup(&[("XDG_CACHE_HOME", "/x/cache"), ("HOME", "/h")]);
+        assert_eq!(search_dir_from(&get).unwrap(), PathBuf::from("/x/cache/photoseg/search"));
+        assert_eq!(model_dir_from(&get).unwrap(), PathBuf::from("/h/.local/share/photoseg/model"));
+        let get = lookup(&[("XDG_DATA_HOME", "/x/data"), ("HOME", "/h")]);
+        assert_eq!(model_dir_from(&get).unwrap(), PathBuf::from("/x/data/photoseg/model"));
     }
 
     #[test]

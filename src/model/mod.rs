@@ -2,6 +2,7 @@
 //! ICCV 2023): a Swin visual encoder, a BERT text encoder and the group-wise head. Free of I/O except
 //! [`checkpoint`], which reads weight files it is pointed at.
 pub mod checkpoint;
+pub mod codec;
 pub mod decoder;
 pub mod grser;
 pub mod hierarchizer;

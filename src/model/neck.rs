@@ -49,6 +49,16 @@ impl VisualFeatures {
         };
         Ok(Self { v: pick(|p| &p.v)?, lat0: pick(|p| &p.lat0)?, lat1: pick(|p| &p.lat1)?, lat3: pick(|p| &p.lat3)? })
     }
+
+    /// The cacheable bytes of these features (see [`super::codec`] for the format).
+    pub fn to_bytes(&self, codec: super::codec::FeatureCodec) -> Result<Vec<u8>> {
+        super::codec::encode(self, codec)
+    }
+
+    /// Features from bytes written by [`VisualFeatures::to_bytes`], as f32 on `device`.
+    pub fn from_bytes(bytes: &[u8], device: &candle_core::Device) -> Result<Self> {
+        super::codec::decode(bytes, device)
+    }
 }
 
 /// 1x1 projections from Swin's four stages to [`VisualFeatures`].

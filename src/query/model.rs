@@ -1,0 +1,86 @@
+//! Which model a command uses, and the id that ties cached features to that model's exact weights.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use sha2::{Digest, Sha256};
+
+use crate::library::paths;
+use crate::model::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
+use crate::model::codec::FeatureCodec;
+use crate::model::grser::Grser;
+
+/// Environment variable naming a model directory (used when `--model` is not given).
+pub const MODEL_ENV: &str = "PHOTOSEG_MODEL";
+
+/// The model directory to use: `explicit` (`--model`), else `$PHOTOSEG_MODEL`, else the installed model
+/// (`$XDG_DATA_HOME/photoseg/model`) when it exists. The built-in model will become the last fallback.
+pub fn resolve_model_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let installed = paths::model_dir()?;
+    if installed.join(CONFIG_FILE).is_file() {
+        return Ok(installed);
+    }
+    bail!(
+        "no model installed; pass --model DIR (a folder with config.json, model.safetensors and tokenizer.json), \
+         set {MODEL_ENV}, or put one in {}",
+        installed.display()
+    )
+}
+
+/// A loaded model with where it came from and a digest of its files.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub grser: Arc<Grser>,
+    pub dir: PathBuf,
+    /// Lowercase hex SHA-256 of `config.json` and `model.safetensors` (see [`model_digest`]).
+    pub digest: String,
+}
+
+impl LoadedModel {
+    /// Loads `dir` on the GPU when photoseg was built with CUDA and one is present, else on the CPU.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let device = Device::cuda_if_available(0)?;
+        let digest = model_digest(dir)?;
+        let grser = checkpoint::load_model_dir(dir, &device)?;
+        Ok(Self { grser: Arc::new(grser), dir: dir.to_path_buf(), digest })
+    }
+
+    /// The backbone id features of this model in `codec` are cached under, e.g.
+    /// `grser-416px-f16@3f2a9c0d5e1b7a46`. Any change of weights, config or codec changes it, so a new
+    /// model re-indexes instead of reading another model's features.
+    pub fn backbone_id(&self, codec: FeatureCodec) -> String {
+        format!("grser-{}px-{}@{}", self.grser.cfg.image_size, codec.name(), &self.digest[..16])
+    }
+}
+
+/// SHA-256 over `config.json` and `model.safetensors` (each length-prefixed), read in chunks so a
+/// large checkpoint is never held twice in memory. The tokenizer is left out: it does not touch
+/// the visual features.
+pub fn model_digest(dir: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for name in [CONFIG_FILE, WEIGHTS_FILE] {
+        let path = dir.join(name);
+        let mut file = std::fs::File::open(&path).with_context(|| {
+            format!("cannot read model file {}; is {} a model directory?", path.display(), dir.display())
+        })?;
+        let len = file.metadata()?.len();
+        h.update(len.to_le_bytes());
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).with_context(|| format!("cannot read model file {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
