@@ -3,10 +3,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod eval;
 mod index;
 mod model;
 mod query;
 mod synth;
+mod train;
 
 /// Find things in your photos by what you say, with a pixel mask of where they are.
 #[derive(Debug, Parser)]
@@ -27,9 +29,9 @@ pub enum Command {
     /// Serve queries on D-Bus and keep the cache current while folders change.
     Daemon,
     /// Train GRSer on a data set.
-    Train,
+    Train(train::TrainArgs),
     /// Measure a model on a data set (mIoU, positive / negative accuracy, Co-SOD metrics).
-    Eval,
+    Eval(eval::EvalArgs),
     /// Inspect a GRSer model directory.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -70,8 +72,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index(args) => index::run(args),
         Command::Query(args) => query::run(args),
         Command::Daemon => Err(not_built("daemon", "the daemon on D-Bus")),
-        Command::Train => Err(not_built("train", "training on the GPU, evaluation and a built-in model")),
-        Command::Eval => Err(not_built("eval", "training on the GPU, evaluation and a built-in model")),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Synth(args) => synth::run(args),
     }

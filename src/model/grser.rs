@@ -61,6 +61,38 @@ impl Config {
         }
     }
 
+    /// The built-in model's shape: small enough to train on a laptop CPU and to ship in the binary, sized
+    /// for the synthetic world's 128 px photos (Swin windows of 4 tile its 32/16/8/4 maps exactly).
+    pub fn builtin(vocab_size: usize) -> Self {
+        Self {
+            swin: swin::Config {
+                patch_size: 4,
+                in_chans: 3,
+                embed_dim: 32,
+                depths: vec![2, 2, 2, 2],
+                num_heads: vec![1, 2, 4, 8],
+                window_size: 4,
+                mlp_ratio: 2.0,
+                always_partition: false,
+                layer_norm_eps: 1e-5,
+                img_size: Some(128),
+            },
+            bert: text::Config {
+                hidden_size: 48,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                intermediate_size: 96,
+                max_position_embeddings: 32,
+                ..text::Config::tiny(vocab_size)
+            },
+            head: HeadConfig { c_v: 64, k: 8, lateral: 16, decoder_dim: 32, margin: 1.0 },
+            image_size: 128,
+            description: "photoseg built-in demo model: trained only on the synthetic world of coloured shapes \
+                          (photoseg synth); it knows nothing about real photos"
+                .into(),
+        }
+    }
+
     /// A tiny model for tests (random weights are fine for plumbing, never for answers).
     pub fn tiny(vocab_size: usize) -> Self {
         Self {

@@ -7,6 +7,7 @@
 pub mod data;
 pub mod loss;
 pub mod optim;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,0 +1,83 @@
+//! `photoseg eval`: score a model on a data set's groups (mIoU, positive / negative accuracy, Co-SOD metrics).
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::{Group, GroupPhoto, MaskSource};
+use crate::eval::run::evaluate;
+use crate::model::checkpoint;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// A `photoseg synth` data set (`--split train|val|heldout`).
+    Synth,
+    /// A Co-SOD folder (CoCA, CoSal2015, CoSOD3k), with negatives drawn from other groups.
+    Cosod,
+}
+
+/// Options of `photoseg eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The data set.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Synth)]
+    pub format: Format,
+    /// Split of a synthetic data set.
+    #[arg(long, default_value = "heldout")]
+    pub split: String,
+    /// Evaluate only the first N groups.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the scores as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load_groups(args: &EvalArgs) -> Result<Vec<Group>> {
+    Ok(match args.format {
+        Format::Synth => crate::synth::SynthDataset::open(&args.data)?
+            .split(&args.split)?
+            .into_iter()
+            .map(|g| Group {
+                expression: g.expression,
+                photos: g
+                    .photos
+                    .into_iter()
+                    .map(|p| GroupPhoto { image: p.path, mask: p.mask.map(MaskSource::Png) })
+                    .collect(),
+            })
+            .collect(),
+        Format::Cosod => crate::data::cosod::with_negatives(&crate::data::cosod::read_cosod(&args.data)?, 0),
+    })
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let model = checkpoint::load_model_dir(&args.model, &Device::Cpu)?;
+    let mut groups = load_groups(&args)?;
+    if let Some(n) = args.limit {
+        groups.truncate(n);
+    }
+    let bar = ProgressBar::new(groups.len() as u64);
+    bar.set_style(ProgressStyle::with_template("groups {pos}/{len} {wide_bar} {elapsed}<{eta}")?);
+    let report = evaluate(&model, &groups, |d, _| bar.set_position(d as u64))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    println!("{} groups, {} photos (largest group {})", report.groups, report.photos, report.largest_group);
+    println!("mIoU on positives     {}", pct(report.miou_positives));
+    println!("overall IoU           {:.1}%", 100.0 * report.oiou);
+    println!("positives accepted    {}", pct(report.accuracy_positives));
+    println!("negatives rejected    {}", pct(report.accuracy_negatives));
+    println!("MAE {:.4}  max F {:.4}  S-measure {:.4}  mean E {:.4}", report.mae, report.max_f, report.s_measure, report.mean_e);
+    Ok(())
+}
