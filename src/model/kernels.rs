@@ -3,7 +3,7 @@
 //!
 //! candle 0.11's versions run `libm` `erff`/`expf` per element (GELU on one thread); here the loops are
 //! written so LLVM vectorises them (AVX2 + FMA when the CPU has them, chosen at run time), with
-//! polynomial `exp` (relative error < 2e-7) and Abramowitz-Stegun 7.1.26 `erf` (absolute error < 1.5e-7),
+//! polynomial `exp` (relative error < 2e-7) and Abramowitz-Stegun 7.1.26 `erf` (absolute error < 1.5e-7, plus f32 rounding),
 //! split across threads with rayon. No backward: callers use them only when no input tracks gradients
 //! (see [`super::ops`]), and only on CPU.
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -200,19 +200,19 @@ mod tests {
             let x = i as f32 * 0.01;
             let e = exp_approx(x);
             assert!(((e - x.exp()) / x.exp()).abs() < 2e-6, "exp({x}) = {e}, want {}", x.exp());
-            let want = libm_erf(x as f64) as f32;
-            assert!((erf_approx(x) - want).abs() < 2e-7, "erf({x}) = {}, want {want}", erf_approx(x));
+            // The series reference is exact enough on [-3, 3]; beyond, erf is within 2.3e-5 of +-1.
+            let want = if x.abs() <= 3.0 { libm_erf(x as f64) as f32 } else { x.signum() };
+            // A&S 7.1.26 is good to 1.5e-7 in exact arithmetic; f32 rounding adds a few 1e-7.
+            let tol = if x.abs() <= 3.0 { 5e-7 } else { 2.3e-5 };
+            assert!((erf_approx(x) - want).abs() < tol, "erf({x}) = {}, want {want}", erf_approx(x));
         }
         assert_eq!(exp_approx(-200.0), exp_approx(-87.0));
     }
 
-    /// erf in f64 by its Taylor series / continued fraction, good to 1e-12 on [-20, 20].
+    /// erf in f64 by its Taylor series, good to 1e-12 on [-3, 3].
     fn libm_erf(x: f64) -> f64 {
-        if x.abs() > 6.0 {
-            return x.signum();
-        }
         // Series: erf x = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
-        let mut sum = 0.0;
+        let mut sum = 0.0f64;
         let mut term = x;
         let mut n = 0.0;
         while term.abs() > 1e-17 * sum.abs().max(1e-300) || n < 5.0 {
