@@ -78,6 +78,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     println!("overall IoU           {:.1}%", 100.0 * report.oiou);
     println!("positives accepted    {}", pct(report.accuracy_positives));
     println!("negatives rejected    {}", pct(report.accuracy_negatives));
-    println!("MAE {:.4}  max F {:.4}  S-measure {:.4}  mean E {:.4}", report.mae, report.max_f, report.s_measure, report.mean_e);
+    println!(
+        "MAE {:.4}  max F {:.4}  S-measure {:.4}  mean E {:.4}",
+        report.mae, report.max_f, report.s_measure, report.mean_e
+    );
     Ok(())
 }

@@ -48,6 +48,9 @@ pub struct TrainArgs {
     /// Weight of the mirror (anti-expression) cross entropy.
     #[arg(long, default_value_t = TrainConfig::default().lambda_mirror)]
     pub lambda_mirror: f64,
+    /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
+    #[arg(long, default_value_t = TrainConfig::default().dice)]
+    pub dice: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
@@ -81,6 +84,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         group_size: args.group_size,
         optim: AdamWConfig { lr: args.lr, weight_decay: args.weight_decay, ..AdamWConfig::default() },
         lambda_mirror: args.lambda_mirror,
+        dice: args.dice,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
         ..TrainConfig::default()
@@ -88,7 +92,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let groups: Vec<SourceGroup> = ds
         .split("train")?
         .into_iter()
-        .map(|g| SourceGroup { expression: g.expression, photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect() })
+        .map(|g| SourceGroup {
+            expression: g.expression,
+            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
+        })
         .collect();
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("loading photos {pos}/{len} {wide_bar} {eta}")?);
@@ -104,9 +111,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         eprintln!("resuming at step {} from {}", trainer.step, args.out.display());
     }
     let bar = ProgressBar::new(cfg.steps as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "step {pos}/{len} {wide_bar} {elapsed}<{eta} {msg}",
-    )?);
+    bar.set_style(ProgressStyle::with_template("step {pos}/{len} {wide_bar} {elapsed}<{eta} {msg}")?);
     bar.set_position(trainer.step as u64);
     let mut ema: Option<f32> = None;
     while trainer.step < cfg.steps {
@@ -129,7 +134,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let last = crate::train::latest_checkpoint(&args.out)?.context("no checkpoint written")?;
     let final_dir = args.out.join("model");
     std::fs::create_dir_all(&final_dir)?;
-    for f in [crate::model::checkpoint::CONFIG_FILE, crate::model::checkpoint::WEIGHTS_FILE, crate::model::checkpoint::TOKENIZER_FILE] {
+    for f in [
+        crate::model::checkpoint::CONFIG_FILE,
+        crate::model::checkpoint::WEIGHTS_FILE,
+        crate::model::checkpoint::TOKENIZER_FILE,
+    ] {
         std::fs::copy(last.join(f), final_dir.join(f))?;
     }
     eprintln!("model written to {}", final_dir.display());

@@ -37,6 +37,9 @@ pub struct TrainConfig {
     pub optim: AdamWConfig,
     /// Weight of the mirror (anti-expression) cross entropy.
     pub lambda_mirror: f64,
+    /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
+    #[serde(default)]
+    pub dice: f64,
     /// Share of steps for linear warm-up; then polynomial decay (power 0.9, as LAVT) to 0.
     pub warmup: f64,
     /// One group in `small_group_every` is drawn smaller than `group_size` (2..group_size photos), so the
@@ -55,6 +58,7 @@ impl Default for TrainConfig {
             group_size: 8,
             optim: AdamWConfig::default(),
             lambda_mirror: 0.5,
+            dice: 1.0,
             warmup: 0.05,
             small_group_every: 4,
             seed: 0,
@@ -260,17 +264,19 @@ impl Trainer {
                 .collect();
             let target = Tensor::stack(&masks, 0)?.to_device(&dev)?; // [P, h4, w4]
             let tri = self.model.head.triphasic(&gf, &lg, &ag, Pairs::TopK)?;
-            let ce = loss::pixel_ce(&self.model.head.decode(&tri, &gf, &pos)?, &target)?;
+            let logits = self.model.head.decode(&tri, &gf, &pos)?;
+            let ce = loss::pixel_ce(&logits, &target)?;
+            let dice = loss::dice(&logits, &target)?;
             let anti = self.model.head.triphasic(&gf, &ag, &lg, Pairs::TopK)?;
             let mirror = loss::pixel_ce(&self.model.head.decode(&anti, &gf, &pos)?, &loss::invert(&target)?)?;
             let is_pos: Vec<f32> = d.photos.iter().map(|p| if p.1.is_some() { 1.0 } else { 0.0 }).collect();
             let is_pos = Tensor::new(is_pos.as_slice(), &dev)?;
             let trip = loss::triplet(&tri.d_pos, &tri.d_neg, &is_pos, margin)?;
-            let parts = loss::GroupLoss { ce, mirror, triplet: trip };
+            let parts = loss::GroupLoss { ce, dice, mirror, triplet: trip };
             ce_sum += parts.ce.to_scalar::<f32>()?;
             mirror_sum += parts.mirror.to_scalar::<f32>()?;
             triplet_sum += parts.triplet.to_scalar::<f32>()?;
-            let g = parts.total(self.cfg.lambda_mirror, progress)?;
+            let g = parts.total(self.cfg.lambda_mirror, self.cfg.dice, progress)?;
             total = Some(match total {
                 Some(acc) => (acc + g)?,
                 None => g,

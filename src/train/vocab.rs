@@ -5,7 +5,8 @@ use serde_json::json;
 
 /// Special tokens first (BERT's order), then `<`, `no`, `>` for the anti-expression prefix, then `words`.
 pub fn wordpiece_tokenizer(words: &[&str]) -> Result<tokenizers::Tokenizer> {
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<", "no", ">"].map(String::from).to_vec();
+    let mut vocab: Vec<String> =
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<", "no", ">"].map(String::from).to_vec();
     for w in words {
         let w = w.to_lowercase();
         if !vocab.contains(&w) {
