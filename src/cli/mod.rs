@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod eval;
 mod index;
 mod model;
@@ -21,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a synthetic photo library, index it and run a few queries against the known truth.
-    Demo,
+    Demo(demo::DemoArgs),
     /// Index photo folders (features cached in SQLite); skips what is already current.
     Index(index::IndexArgs),
     /// Find the photos of every album that show EXPRESSION, with masks.
@@ -68,7 +69,7 @@ fn not_built(command: &str, issue: &str) -> anyhow::Error {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo => Err(not_built("demo", "the photo library, `photoseg query`, and the demo")),
+        Command::Demo(args) => demo::run(args),
         Command::Index(args) => index::run(args),
         Command::Query(args) => query::run(args),
         Command::Daemon => Err(not_built("daemon", "the daemon on D-Bus")),
