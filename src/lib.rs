@@ -4,6 +4,7 @@
 //! `library` finds, decodes and caches photos (no tensor maths); `query` answers expressions over albums
 //! with the model; `data` and `synth` read and write data sets; `train` and `eval` fit and measure models;
 //! `cli` turns subcommands into calls of the library.
+pub mod builtin;
 pub mod cli;
 pub mod data;
 pub mod eval;

@@ -290,8 +290,18 @@ fn bad_bytes_have_typed_reasons() {
     assert_eq!(bomb.to_string(), "image too large: 20000 x 20000 pixels exceeds the 64 MP limit");
     let cut = photo::decode(&truncated_png()).unwrap_err().to_string();
     assert!(cut.starts_with("truncated or corrupt image: "), "{cut}");
-    let mut bmp = Vec::new();
-    solid(4, 4, [1, 2, 3]).write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp).unwrap();
+    // A 1x1 24-bit BMP written by hand (photoseg's image build has no BMP codec, by choice).
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&58u32.to_le_bytes()); // file size
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+    bmp.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend_from_slice(&1i32.to_le_bytes());
+    bmp.extend_from_slice(&1i32.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp.extend_from_slice(&[3, 2, 1, 0]);
     let bmp = photo::decode(&bmp).unwrap_err().to_string();
     assert!(bmp.starts_with("unsupported image format: bmp"), "{bmp}");
     // A wide panorama under 64 MP passes the size check (the header alone is not enough to

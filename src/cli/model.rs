@@ -15,10 +15,38 @@ pub enum ModelCommand {
         /// The model directory.
         dir: PathBuf,
     },
+    /// Copy a model directory with its weights stored as f16 (half the size; loaded back as f32).
+    /// This is how the built-in model is packed into the binary.
+    PackF16 {
+        /// The model directory to read.
+        src: PathBuf,
+        /// The model directory to write (created; files in it are replaced).
+        dst: PathBuf,
+    },
 }
 
 pub fn run(cmd: ModelCommand) -> Result<()> {
     match cmd {
+        ModelCommand::PackF16 { src, dst } => {
+            let model = checkpoint::load_model_dir(&src, &Device::Cpu)?; // refuse to pack a broken model
+            drop(model);
+            let weights = candle_core::safetensors::load(src.join(checkpoint::WEIGHTS_FILE), &Device::Cpu)?;
+            let half: std::collections::HashMap<String, candle_core::Tensor> = weights
+                .into_iter()
+                .map(|(k, t)| {
+                    let t = if t.dtype().is_float() { t.to_dtype(candle_core::DType::F16)? } else { t };
+                    Ok((k, t))
+                })
+                .collect::<Result<_>>()?;
+            std::fs::create_dir_all(&dst)?;
+            candle_core::safetensors::save(&half, dst.join(checkpoint::WEIGHTS_FILE))?;
+            for f in [checkpoint::CONFIG_FILE, checkpoint::TOKENIZER_FILE] {
+                std::fs::copy(src.join(f), dst.join(f))?;
+            }
+            checkpoint::load_model_dir(&dst, &Device::Cpu)?;
+            println!("packed {} into {} (f16 weights)", src.display(), dst.display());
+            Ok(())
+        }
         ModelCommand::Info { dir } => {
             let model = checkpoint::load_model_dir(&dir, &Device::Cpu)?;
             let cfg = &model.cfg;

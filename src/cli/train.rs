@@ -113,18 +113,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let bar = ProgressBar::new(cfg.steps as u64);
     bar.set_style(ProgressStyle::with_template("step {pos}/{len} {wide_bar} {elapsed}<{eta} {msg}")?);
     bar.set_position(trainer.step as u64);
+    // Without a terminal the bar is hidden: log a line every `log_every` steps instead.
+    let log_every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { 0 } else { 10 };
     let mut ema: Option<f32> = None;
     while trainer.step < cfg.steps {
         let s = trainer.train_step(&set)?;
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
-        bar.set_message(format!(
+        let msg = format!(
             "loss {e:.3} (ce {:.3} mirror {:.3} triplet {:.3}) {:.1} img/s",
             s.ce,
             s.mirror,
             s.triplet,
             s.images as f64 / s.seconds
-        ));
+        );
+        if log_every > 0 && (s.step + 1) % log_every == 0 {
+            eprintln!("step {}/{} lr {:.2e} {msg}", s.step + 1, cfg.steps, cfg.lr_at(s.step));
+        }
+        bar.set_message(msg);
         bar.inc(1);
         if trainer.step % cfg.checkpoint_every == 0 || trainer.step == cfg.steps {
             trainer.save(&args.out)?;

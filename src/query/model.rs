@@ -3,7 +3,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 
@@ -16,7 +16,8 @@ use crate::model::grser::Grser;
 pub const MODEL_ENV: &str = "PHOTOSEG_MODEL";
 
 /// The model directory to use: `explicit` (`--model`), else `$PHOTOSEG_MODEL`, else the installed model
-/// (`$XDG_DATA_HOME/photoseg/model`) when it exists. The built-in model will become the last fallback.
+/// (`$XDG_DATA_HOME/photoseg/model`) when it exists, else the built-in demo model (with a note on
+/// stderr: it only knows the synthetic world).
 pub fn resolve_model_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         return Ok(dir.to_path_buf());
@@ -28,11 +29,12 @@ pub fn resolve_model_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if installed.join(CONFIG_FILE).is_file() {
         return Ok(installed);
     }
-    bail!(
-        "no model installed; pass --model DIR (a folder with config.json, model.safetensors and tokenizer.json), \
-         set {MODEL_ENV}, or put one in {}",
+    eprintln!(
+        "photoseg: no model installed ({} is empty); using the built-in demo model, which only knows \
+         photoseg's synthetic world of coloured shapes. Pass --model DIR for a real one.",
         installed.display()
-    )
+    );
+    crate::builtin::model_dir()
 }
 
 /// A loaded model with where it came from and a digest of its files.
