@@ -33,7 +33,8 @@ pub fn model_dir() -> Result<PathBuf> {
     let tmp = root.join(format!(".{digest}.{}", std::process::id()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     for (name, bytes) in [(CONFIG_FILE, CONFIG), (WEIGHTS_FILE, WEIGHTS), (TOKENIZER_FILE, TOKENIZER)] {
-        std::fs::write(tmp.join(name), bytes).with_context(|| format!("writing the built-in model to {}", tmp.display()))?;
+        std::fs::write(tmp.join(name), bytes)
+            .with_context(|| format!("writing the built-in model to {}", tmp.display()))?;
     }
     if let Err(e) = std::fs::rename(&tmp, &dir) {
         // Another process won the race: use its copy.

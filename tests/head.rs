@@ -111,7 +111,7 @@ fn top_k_equals_all_pairs_for_small_and_large_groups() {
         let f = model.featurize(&random_images(n, 64)).unwrap();
         let (z1, p1, n1) = z_and_decisions(&model, &f, Pairs::TopK);
         let (z2, p2, n2) = z_and_decisions(&model, &f, Pairs::AllPairs);
-        assert_eq!(z1.dims(), &[n, 32 + 4, 4, 4], "z has C_v + K channels whatever N");
+        assert_eq!(z1.dims(), &[n, 32 + 1 + 4, 4, 4], "z has C_v + 1 + K channels whatever N");
         assert!(common::max_abs_diff(&z1, &z2) < 1e-5, "N = {n}: z differs");
         let d1: Vec<bool> = p1.iter().zip(&n1).map(|(a, b)| is_positive(*a, *b, 1.0)).collect();
         let d2: Vec<bool> = p2.iter().zip(&n2).map(|(a, b)| is_positive(*a, *b, 1.0)).collect();
@@ -124,10 +124,10 @@ fn small_groups_get_zero_maps_for_missing_prototypes() {
     let (model, _) = random_model();
     let f = model.featurize(&random_images(2, 64)).unwrap();
     let (z, _, _) = z_and_decisions(&model, &f, Pairs::TopK);
-    // K = 4, N = 2: channels C_v + 2 .. C_v + 4 are zero.
-    let pad = z.narrow(1, 32 + 2, 2).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    // K = 4, N = 2: after V (32) and M_l (1), map channels 2 and 3 are zero.
+    let pad = z.narrow(1, 33 + 2, 2).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(pad, 0.0);
-    let real = z.narrow(1, 32, 2).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let real = z.narrow(1, 33, 2).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(real > 0.0);
 }
 

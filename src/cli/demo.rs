@@ -119,17 +119,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&overlays)?;
     let mut tally = Tally::default();
     for (split, album, g) in &groups {
-        let truth: HashMap<PathBuf, Option<PathBuf>> = g
-            .photos
-            .iter()
-            .map(|p| (album.join(p.path.file_name().unwrap_or_default()), p.mask.clone()))
-            .collect();
+        let truth: HashMap<PathBuf, Option<PathBuf>> =
+            g.photos.iter().map(|p| (album.join(p.path.file_name().unwrap_or_default()), p.mask.clone())).collect();
         let album_name = album.file_name().unwrap_or_default().to_string_lossy().to_string();
         let start = Instant::now();
         let result = engine.run(&QueryRequest::new(&g.expression, vec![album_name.clone()])?)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let Some(a) = result.albums.iter().find(|a| &a.album == album) else { continue };
-        let found: HashMap<&Path, &crate::query::Positive> = a.positives.iter().map(|p| (p.path.as_path(), p)).collect();
+        let found: HashMap<&Path, &crate::query::Positive> =
+            a.positives.iter().map(|p| (p.path.as_path(), p)).collect();
         let mut lines = Vec::new();
         let (mut tp, mut fp, mut fneg, mut tn) = (0, 0, 0, 0);
         for (photo, mask) in &truth {

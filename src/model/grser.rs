@@ -127,7 +127,8 @@ pub struct Head {
 /// The triphasic feature and decision of every photo of a group.
 #[derive(Debug)]
 pub struct Triphasic {
-    /// z_n = concat(V_n, ordered M_v[n, :K]): `[N, C_v + K, h, w]`.
+    /// z_n = concat(V_n, M_l[n], ordered M_v[n, :K]): `[N, C_v + 1 + K, h, w]` (M_l is our addition,
+    /// see docs/model.md).
     pub z: Tensor,
     /// d(z_n, L) and d(z_n, L_anti): `[N]` each.
     pub d_pos: Tensor,
@@ -145,7 +146,7 @@ pub fn is_positive(d_pos: f32, d_neg: f32, margin: f64) -> bool {
 
 impl Head {
     pub fn new(cfg: &HeadConfig, c_l: usize, vb: VarBuilder) -> Result<Self> {
-        let c_z = cfg.c_v + cfg.k;
+        let c_z = cfg.c_v + 1 + cfg.k;
         Ok(Self {
             tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
             w_z: linear(2 * c_z, cfg.c_v, vb.pp("w_z"))?,
@@ -181,9 +182,11 @@ impl Head {
         }; // [N, min(N, K), h, w]
            // A group smaller than K: the missing maps are zeros ("no other photo's opinion").
         let maps = if keep.len() < k { maps.pad_with_zeros(1, 0, k - keep.len())? } else { maps };
-        let z = Tensor::cat(&[v, &maps], 1)?; // [N, C_v + K, h, w]
+        // The language map rides along as one channel: GRSER.md's z has only V and M_v, which leaves the
+        // decoder to find the referent through prototypes alone (docs/model.md, "z_n").
+        let z = Tensor::cat(&[v, &language_map.unsqueeze(1)?, &maps], 1)?; // [N, C_v + 1 + K, h, w]
         let flat = z.flatten_from(2)?;
-        let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 (C_v + K)]
+        let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 (C_v + 1 + K)]
         let e = self.w_z.forward(&pooled)?; // [N, C_v]
         let dist = |x: &Tensor| -> Result<Tensor> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt() };
         Ok(Triphasic { d_pos: dist(&l_proj)?, d_neg: dist(&anti_proj)?, z, order, language_map })

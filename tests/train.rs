@@ -1,0 +1,143 @@
+//! Training on CPU: a tiny model on a tiny synthetic set. The loss falls, every parameter moves (so every
+//! one receives a gradient: weight decay is off here, so nothing else could move it), and a run stopped
+//! at a checkpoint and resumed ends with the same weights as one that never stopped.
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use photoseg::model::grser::Config;
+use photoseg::synth::{self, SynthConfig, SynthDataset};
+use photoseg::train::data::{SourceGroup, TrainSet};
+use photoseg::train::optim::AdamWConfig;
+use photoseg::train::{vocab, TrainConfig, Trainer};
+
+fn tiny_set(dir: &std::path::Path) -> TrainSet {
+    let cfg = SynthConfig {
+        seed: 7,
+        albums_train: 2,
+        albums_val: 0,
+        albums_heldout: 1,
+        image_size: 64,
+        photos_min: 4,
+        photos_max: 6,
+        ..SynthConfig::default()
+    };
+    synth::generate(&cfg, dir, |_, _| {}).unwrap();
+    let groups: Vec<SourceGroup> = SynthDataset::open(dir)
+        .unwrap()
+        .split("train")
+        .unwrap()
+        .into_iter()
+        .take(1)
+        .map(|g| SourceGroup {
+            expression: g.expression,
+            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
+        })
+        .collect();
+    TrainSet::load(&groups, 64, &Device::Cpu, |_, _| {}).unwrap()
+}
+
+fn model_config() -> (Config, tokenizers::Tokenizer) {
+    let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
+    let mut cfg = Config::tiny(tok.get_vocab_size(true));
+    cfg.image_size = 64;
+    (cfg, tok)
+}
+
+fn train_config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        steps,
+        groups_per_step: 1,
+        group_size: 4,
+        optim: AdamWConfig { lr: 3e-3, weight_decay: 0.0, ..AdamWConfig::default() },
+        warmup: 0.0,
+        small_group_every: 0,
+        seed: 1,
+        ..TrainConfig::default()
+    }
+}
+
+fn weights(t: &Trainer) -> HashMap<String, Tensor> {
+    t.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect()
+}
+
+#[test]
+fn loss_falls_and_every_parameter_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(dir.path());
+    let (cfg, tok) = model_config();
+    let steps = 24;
+    // One group, one expression: the mirror term (anti-expression against the complement) pulls the
+    // decoder the other way until BERT has learnt to tell "<no> x" from "x", which takes far longer
+    // than a test; the paper's other terms are on.
+    let tc = TrainConfig { lambda_mirror: 0.0, ..train_config(steps) };
+    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
+    let before = weights(&trainer);
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let s = trainer.train_step(&set).unwrap();
+        assert!(s.loss.is_finite(), "loss is {}", s.loss);
+        // The cross entropy: the triplet weight grows with t / T, so the total alone need not fall.
+        losses.push(s.ce);
+    }
+    let first = losses[..4].iter().sum::<f32>() / 4.0;
+    let last = losses[steps - 4..].iter().sum::<f32>() / 4.0;
+    assert!(last < 0.6 * first, "cross entropy did not fall: {losses:?}");
+    let after = weights(&trainer);
+    let mut still: Vec<&String> = before
+        .iter()
+        .filter(|(k, v)| {
+            let d = (*v - &after[*k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            d == 0.0
+        })
+        .map(|(k, _)| k)
+        .collect();
+    still.sort();
+    assert!(still.is_empty(), "{} of {} parameters never moved: {still:?}", still.len(), before.len());
+}
+
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(&dir.path().join("data"));
+    let (cfg, tok) = model_config();
+    let tc = train_config(6);
+
+    let mut straight = Trainer::new(&cfg, tok.clone(), &tc, None, &Device::Cpu).unwrap();
+    // Same initial weights for both runs: start the second from the first's initial state.
+    let init = weights(&straight);
+    for _ in 0..6 {
+        straight.train_step(&set).unwrap();
+    }
+
+    let out = dir.path().join("run");
+    let mut first = Trainer::new(&cfg, tok.clone(), &tc, Some(&init), &Device::Cpu).unwrap();
+    for _ in 0..3 {
+        first.train_step(&set).unwrap();
+    }
+    first.save(&out).unwrap();
+    drop(first);
+    let mut resumed = Trainer::new(&cfg, tok, &tc, Some(&init), &Device::Cpu).unwrap();
+    assert!(resumed.resume(&out).unwrap(), "no checkpoint found in {}", out.display());
+    assert_eq!(resumed.step, 3);
+    for _ in 0..3 {
+        resumed.train_step(&set).unwrap();
+    }
+    let (a, b) = (weights(&straight), weights(&resumed));
+    for (k, v) in &a {
+        let d = (v - &b[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-6, "{k} differs by {d} after resuming");
+    }
+}
+
+#[test]
+fn resume_refuses_a_checkpoint_of_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(&dir.path().join("data"));
+    let (cfg, tok) = model_config();
+    let mut t = Trainer::new(&cfg, tok.clone(), &train_config(4), None, &Device::Cpu).unwrap();
+    t.train_step(&set).unwrap();
+    t.save(&dir.path().join("run")).unwrap();
+    let mut other = Trainer::new(&cfg, tok, &train_config(8), None, &Device::Cpu).unwrap();
+    let err = other.resume(&dir.path().join("run")).unwrap_err().to_string();
+    assert!(err.contains("4 steps") && err.contains("another --out"), "{err}");
+}
