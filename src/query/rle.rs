@@ -1,14 +1,11 @@
 //! COCO run-length encoding of binary masks, as pycocotools writes it (`{"size": [h, w], "counts": "..."}`),
-//! so any COCO tool can read photoseg's masks.
-//!
-//! Runs are counted in column-major (Fortran) order, starting with a run of zeros (possibly empty); the
-//! counts string is pycocotools' compressed form: each count, minus the count two before it from the
-//! fourth on, in 5-bit groups with a continuation bit, offset by 48 into printable ASCII.
-//!
-//! A separate port of pycocotools serves the data readers; this encoder is kept small on purpose so the
-//! query path does not depend on it (to be merged when both exist).
+//! so any COCO tool can read photoseg's masks. The encoding itself is [`crate::data::coco_mask::Rle`]
+//! (a port of pycocotools, tested against it); this is the query's JSON shape around it.
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::data::coco_mask::Rle;
+use crate::data::Mask;
 
 /// A mask in COCO compressed RLE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,102 +20,24 @@ pub fn encode(mask: &[u8], width: usize, height: usize) -> Result<CocoRle> {
     if mask.len() != width * height {
         bail!("mask has {} pixels, expected {width} x {height}", mask.len());
     }
-    let mut counts: Vec<i64> = Vec::new();
-    let mut current = false;
-    let mut run = 0i64;
-    for x in 0..width {
-        for y in 0..height {
-            let on = mask[y * width + x] != 0;
-            if on != current {
-                counts.push(run);
-                run = 0;
-                current = on;
-            }
-            run += 1;
-        }
-    }
-    counts.push(run);
-    Ok(CocoRle { size: [height, width], counts: counts_to_string(&counts) })
+    let binary: Vec<u8> = mask.iter().map(|&v| u8::from(v != 0)).collect();
+    let rle = Rle::encode(&Mask::from_data(width as u32, height as u32, binary)?);
+    Ok(CocoRle { size: [height, width], counts: rle.to_compressed() })
+}
+
+fn parse(rle: &CocoRle) -> Result<Rle> {
+    let [height, width] = rle.size;
+    Rle::from_compressed(&rle.counts, height as u32, width as u32)
 }
 
 /// Decodes to a row-major mask of 0 and 1.
 pub fn decode(rle: &CocoRle) -> Result<Vec<u8>> {
-    let [height, width] = rle.size;
-    let counts = counts_from_string(&rle.counts)?;
-    let mut mask = vec![0u8; width * height];
-    let (mut at, mut value) = (0usize, 0u8);
-    for c in counts {
-        if c < 0 || at + c as usize > width * height {
-            bail!("rle counts run past the {height} x {width} mask");
-        }
-        for i in at..at + c as usize {
-            // Column-major index i -> row-major.
-            mask[(i % height.max(1)) * width + i / height.max(1)] = value;
-        }
-        at += c as usize;
-        value ^= 1;
-    }
-    if at != width * height {
-        bail!("rle counts cover {at} pixels of a {height} x {width} mask");
-    }
-    Ok(mask)
+    Ok(parse(rle)?.decode().data)
 }
 
-/// Pixels of the object: the sum of the odd runs.
+/// Pixels of the object.
 pub fn area(rle: &CocoRle) -> Result<usize> {
-    Ok(counts_from_string(&rle.counts)?.iter().skip(1).step_by(2).map(|&c| c.max(0) as usize).sum())
-}
-
-/// pycocotools `rleToString`.
-fn counts_to_string(counts: &[i64]) -> String {
-    let mut out = String::new();
-    for (i, &c) in counts.iter().enumerate() {
-        let mut x = if i > 2 { c - counts[i - 2] } else { c };
-        loop {
-            let mut ch = (x & 0x1f) as u8;
-            x >>= 5;
-            let more = if ch & 0x10 != 0 { x != -1 } else { x != 0 };
-            if more {
-                ch |= 0x20;
-            }
-            out.push((ch + 48) as char);
-            if !more {
-                break;
-            }
-        }
-    }
-    out
-}
-
-/// pycocotools `rleFrString`.
-fn counts_from_string(s: &str) -> Result<Vec<i64>> {
-    let bytes = s.as_bytes();
-    let mut counts: Vec<i64> = Vec::new();
-    let mut p = 0;
-    while p < bytes.len() {
-        let (mut x, mut k) = (0i64, 0u32);
-        loop {
-            let Some(&b) = bytes.get(p) else { bail!("rle counts string ends inside a number") };
-            if !(48..48 + 64).contains(&b) || k > 12 {
-                bail!("rle counts string has an invalid character at {p}");
-            }
-            let c = i64::from(b - 48);
-            x |= (c & 0x1f) << (5 * k);
-            p += 1;
-            k += 1;
-            if c & 0x20 == 0 {
-                if c & 0x10 != 0 {
-                    x |= -1i64 << (5 * k);
-                }
-                break;
-            }
-        }
-        if counts.len() > 2 {
-            x += counts[counts.len() - 2];
-        }
-        counts.push(x);
-    }
-    Ok(counts)
+    Ok(parse(rle)?.area() as usize)
 }
 
 #[cfg(test)]
