@@ -51,6 +51,12 @@ pub struct TrainArgs {
     /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
     #[arg(long, default_value_t = TrainConfig::default().dice)]
     pub dice: f64,
+    /// Weight the triplet loss 1 from the first step instead of the paper's t / T ramp.
+    #[arg(long)]
+    pub triplet_constant: bool,
+    /// Start from this model directory's weights (same shape) instead of a random initialisation.
+    #[arg(long, value_name = "DIR")]
+    pub init: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
@@ -85,6 +91,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         optim: AdamWConfig { lr: args.lr, weight_decay: args.weight_decay, ..AdamWConfig::default() },
         lambda_mirror: args.lambda_mirror,
         dice: args.dice,
+        triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
         ..TrainConfig::default()
@@ -106,7 +113,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), args.data.display());
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let mut trainer = Trainer::new(&model_cfg, tokenizer, &cfg, None, &dev)?;
+    let init = match &args.init {
+        Some(dir) => {
+            let path = dir.join(crate::model::checkpoint::WEIGHTS_FILE);
+            Some(candle_core::safetensors::load(&path, &dev).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut trainer = Trainer::new(&model_cfg, tokenizer, &cfg, init.as_ref(), &dev)?;
     if trainer.resume(&args.out)? {
         eprintln!("resuming at step {} from {}", trainer.step, args.out.display());
     }

@@ -6,7 +6,7 @@
 use candle_core::{bail, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::ops::{linear, Linear};
+use super::ops::{linear, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
 use super::decoder::Decoder;
@@ -118,6 +118,9 @@ pub enum Pairs {
 #[derive(Debug)]
 pub struct Head {
     tqm: Tqm,
+    /// Normalises the pooled z_n before w_z: V's channels are two orders of magnitude larger than the
+    /// maps' cosines, and unnormalised they drown the only channels that say whether the referent is there.
+    z_norm: LayerNorm,
     /// Pooled z_n -> the decision space (C_v), where it is compared with L' and L'_anti.
     w_z: Linear,
     decoder: Decoder,
@@ -149,6 +152,7 @@ impl Head {
         let c_z = cfg.c_v + 1 + cfg.k;
         Ok(Self {
             tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
+            z_norm: LayerNorm::new(2 * c_z, 1e-5, vb.pp("z_norm"))?,
             w_z: linear(2 * c_z, cfg.c_v, vb.pp("w_z"))?,
             decoder: Decoder::new(c_z, cfg.lateral, cfg.decoder_dim, vb.pp("decoder"))?,
             cfg: cfg.clone(),
@@ -187,7 +191,7 @@ impl Head {
         let z = Tensor::cat(&[v, &language_map.unsqueeze(1)?, &maps], 1)?; // [N, C_v + 1 + K, h, w]
         let flat = z.flatten_from(2)?;
         let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 (C_v + 1 + K)]
-        let e = self.w_z.forward(&pooled)?; // [N, C_v]
+        let e = self.w_z.forward(&self.z_norm.forward(&pooled)?)?; // [N, C_v]
         let dist = |x: &Tensor| -> Result<Tensor> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt() };
         Ok(Triphasic { d_pos: dist(&l_proj)?, d_neg: dist(&anti_proj)?, z, order, language_map })
     }

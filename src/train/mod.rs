@@ -40,6 +40,9 @@ pub struct TrainConfig {
     /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
     #[serde(default)]
     pub dice: f64,
+    /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
+    #[serde(default = "default_true")]
+    pub triplet_ramp: bool,
     /// Share of steps for linear warm-up; then polynomial decay (power 0.9, as LAVT) to 0.
     pub warmup: f64,
     /// One group in `small_group_every` is drawn smaller than `group_size` (2..group_size photos), so the
@@ -48,6 +51,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -59,6 +66,7 @@ impl Default for TrainConfig {
             optim: AdamWConfig::default(),
             lambda_mirror: 0.5,
             dice: 1.0,
+            triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
             seed: 0,
@@ -246,7 +254,7 @@ impl Trainer {
         let feats = self.model.featurize(&images)?;
         let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
         let (l, l_anti) = self.model.text.encode_with_anti(&exprs)?;
-        let progress = t as f64 / self.cfg.steps.max(1) as f64;
+        let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
         let margin = self.model_cfg.head.margin;
         let mut total: Option<Tensor> = None;
         let (mut ce_sum, mut mirror_sum, mut triplet_sum) = (0f32, 0f32, 0f32);
