@@ -49,6 +49,18 @@ fn inference_weights(init: impl FnOnce(VarBuilder)) -> VarBuilder<'static> {
     VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
 }
 
+/// A model of the built-in model's shape and tokenizer with random weights, saved and loaded as a model
+/// directory (for when the embedded weights do not fit this build's network).
+fn random_builtin_shape(dir: &Path) -> anyhow::Result<LoadedModel> {
+    let tok_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin/tokenizer.json");
+    let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(anyhow::Error::msg)?;
+    let cfg = grser::Config::builtin(tok.get_vocab_size(true));
+    let varmap = VarMap::new();
+    grser::Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    photoseg::model::checkpoint::save_model_dir(&varmap, &cfg, &tok, dir)?;
+    LoadedModel::load(dir)
+}
+
 fn iou(a: &[u8], b: &[u8]) -> f64 {
     let inter = a.iter().zip(b).filter(|(x, y)| **x != 0 && **y != 0).count();
     let union = a.iter().zip(b).filter(|(x, y)| **x != 0 || **y != 0).count();
@@ -102,7 +114,16 @@ fn main() -> anyhow::Result<()> {
     }
 
     // 1. Indexing with the built-in model.
-    let model = LoadedModel::load(&photoseg::builtin::model_dir()?)?;
+    let model = match LoadedModel::load(&photoseg::builtin::model_dir()?) {
+        Ok(m) => {
+            println!("model: the built-in model");
+            m
+        }
+        Err(e) => {
+            println!("model: the built-in model does not load ({e:#}); a random model of its shape stands in");
+            random_builtin_shape(&root.join("random-builtin"))?
+        }
+    };
     let cache = Cache::open(&root.join("index.sqlite3"))?;
     let mut featurizer = ModelFeaturizer::new(&model, FeatureCodec::F16);
     let t = Instant::now();
