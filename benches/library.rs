@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
     let cache = Cache::open(&root.join("index.sqlite3"))?;
     let mut featurizer = ModelFeaturizer::new(&model, FeatureCodec::F16);
     let t = Instant::now();
-    let report = library::index(&cache, &[lib.clone()], &mut featurizer, 16, &mut |_| {})?;
+    let report = library::index(&cache, std::slice::from_ref(&lib), &mut featurizer, 16, &mut |_| {})?;
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(report.featurized, photo_count, "{report:?}");
     println!(
