@@ -1,13 +1,19 @@
-//! `photoseg index [PATH...]`: watch PATHs (when given) and bring the feature cache up to date with the
-//! model. Bad files are reported and skipped; they do not make the command fail.
+//! `photoseg index [PATH...] [--watch]`: watch PATHs (when given) and bring the feature cache up to date
+//! with the model. Bad files are reported and skipped; they do not make the command fail. With `--watch`
+//! the command then stays, following the folders' changes until SIGINT or SIGTERM.
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::library::config::{Config, RootAdded};
+use crate::library::indexer::{apply_event, IndexReport};
+use crate::library::watch::{LibraryEvent, LibraryWatcher, DEFAULT_SETTLE};
 use crate::library::{self, paths, Cache};
 use crate::query::featurizer::ModelFeaturizer;
 use crate::query::model::{resolve_model_dir, LoadedModel};
@@ -23,6 +29,14 @@ pub struct IndexArgs {
     /// Model directory (default: $PHOTOSEG_MODEL, else the installed model).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    /// After indexing, keep running and follow changes in the folders (one line per change on stderr)
+    /// until interrupted (Ctrl-C or SIGTERM).
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: how long a folder must be quiet, in milliseconds, before its changes are applied
+    /// (a folder being copied in is indexed once the copy is done).
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_SETTLE.as_millis() as u64, requires = "watch")]
+    pub settle: u64,
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
@@ -98,7 +112,84 @@ pub fn run(args: IndexArgs) -> Result<()> {
             out.push_str(&format!("  {}: {reason}\n", path.display()));
         }
     }
-    super::print_out(&out)
+    super::print_out(&out)?;
+    if args.watch {
+        watch(&cache, &targets, &mut featurizer, Duration::from_millis(args.settle))?;
+    }
+    Ok(())
+}
+
+/// Follows changes under `roots` until SIGINT or SIGTERM. Each event is applied whole (its writes
+/// commit in batches, as in a full run) before a signal is looked at, so the cache is left consistent.
+fn watch(cache: &Cache, roots: &[PathBuf], featurizer: &mut ModelFeaturizer, settle: Duration) -> Result<()> {
+    let stop = stop_on_signal()?;
+    let (watcher, events) = LibraryWatcher::start(roots, settle)?;
+    eprintln!(
+        "watching {} for changes (settle {} ms); Ctrl-C to stop",
+        plural(roots.len(), "folder", "folders"),
+        settle.as_millis()
+    );
+    while !stop.load(Ordering::SeqCst) {
+        let event = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match apply_event(cache, &event, featurizer, BATCH, &mut |_| {}) {
+            Ok(report) => eprintln!("{}", describe(&event, &report)),
+            Err(e) => eprintln!("photoseg: {}: {e:#}", event_name(&event)),
+        }
+    }
+    drop(watcher);
+    eprintln!("stopped watching");
+    Ok(())
+}
+
+/// A flag set by SIGINT or SIGTERM (tokio's signal handling on a small thread of its own). Once it is
+/// installed, those signals no longer end the process: the watch loop ends at the next event boundary.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let (mut int, mut term) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new().name("photoseg signals".into()).spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        flag.store(true, Ordering::SeqCst);
+    })?;
+    Ok(stop)
+}
+
+fn event_name(event: &LibraryEvent) -> String {
+    match event {
+        LibraryEvent::Changed(p) => format!("changed {}", p.display()),
+        LibraryEvent::Removed(p) => format!("removed {}", p.display()),
+        LibraryEvent::Renamed(a, b) => format!("moved {} -> {}", a.display(), b.display()),
+        LibraryEvent::Rescan(p) => format!("rescan {} (events were lost)", p.display()),
+    }
+}
+
+/// One line per applied event: what happened on disk and what the cache did about it.
+fn describe(event: &LibraryEvent, r: &IndexReport) -> String {
+    let mut line = format!(
+        "{}: {} featurized, {} touched, {} moved, {} removed",
+        event_name(event),
+        r.featurized,
+        r.touched,
+        r.renamed,
+        r.removed
+    );
+    for (path, reason) in &r.problems {
+        line.push_str(&format!("; {}: {reason}", path.display()));
+    }
+    line
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
