@@ -6,6 +6,7 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::model::checkpoint;
 use crate::model::grser::Config as ModelConfig;
 use crate::synth::SynthDataset;
 use crate::train::data::{SourceGroup, TrainSet};
@@ -16,7 +17,9 @@ use crate::train::{vocab, TrainConfig, Trainer};
 pub enum Preset {
     /// The built-in demo model's shape (small Swin, small BERT, 128 px).
     Builtin,
-    /// The paper's shape (Swin-B, BERT-base, 416 px): needs a GPU and public weights.
+    /// The paper's shape (Swin-B, BERT-base, 416 px): for a GPU. Pass `--tokenizer` (bert-base-uncased's
+    /// tokenizer.json) with `--swin-weights` / `--bert-weights` for the public checkpoints; without
+    /// `--tokenizer` BERT-base gets the synthetic language's vocabulary (from scratch; throughput runs).
     Paper,
 }
 
@@ -51,16 +54,39 @@ pub struct TrainArgs {
     /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
     #[arg(long, default_value_t = TrainConfig::default().dice)]
     pub dice: f64,
+    /// Weight of the cross entropy on negatives against an empty mask (not in the paper; 0 gives the
+    /// paper's objective; see docs/model.md).
+    #[arg(long, default_value_t = TrainConfig::default().neg_ce)]
+    pub neg_ce: f64,
+    /// Weight of the term keeping L' and L'_anti at least 2m apart (not in the paper; 0 gives its
+    /// objective; see docs/model.md).
+    #[arg(long, default_value_t = TrainConfig::default().separation)]
+    pub separation: f64,
+    /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
+    #[arg(long, default_value_t = 0.0)]
+    pub map_gain: f64,
     /// Weight the triplet loss 1 from the first step instead of the paper's t / T ramp.
     #[arg(long)]
     pub triplet_constant: bool,
     /// Start from this model directory's weights (same shape) instead of a random initialisation.
     #[arg(long, value_name = "DIR")]
     pub init: Option<PathBuf>,
+    /// Paper preset: Hugging Face tokenizer.json of the BERT checkpoint (bert-base-uncased).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Public Swin weights to start from (timm safetensors or Microsoft .pth; paper preset).
+    #[arg(long, value_name = "FILE")]
+    pub swin_weights: Option<PathBuf>,
+    /// Public BERT weights to start from (Hugging Face safetensors or .bin; paper preset).
+    #[arg(long, value_name = "FILE")]
+    pub bert_weights: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     pub checkpoint_every: usize,
+    /// Log a line every N steps when stderr is not a terminal (there the progress bar shows each step).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub log_every: usize,
     /// Run on the GPU (needs a build with `--features cuda`).
     #[arg(long)]
     pub cuda: bool,
@@ -77,13 +103,33 @@ fn device(cuda: bool) -> Result<Device> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let dev = device(args.cuda)?;
     let ds = SynthDataset::open(&args.data)?;
-    let words = crate::synth::vocabulary();
-    let tokenizer = vocab::wordpiece_tokenizer(&words)?;
+    let tokenizer = match &args.tokenizer {
+        Some(path) => tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow::anyhow!("reading the tokenizer {}: {e}", path.display()))?,
+        None => vocab::wordpiece_tokenizer(&crate::synth::vocabulary())?,
+    };
     let vocab_size = tokenizer.get_vocab_size(true);
     let model_cfg = match args.preset {
-        Preset::Builtin => ModelConfig::builtin(vocab_size),
-        Preset::Paper => bail!("the paper preset needs bert-base's vocabulary and public weights: not wired yet"),
+        Preset::Builtin => {
+            if args.tokenizer.is_some() || args.swin_weights.is_some() || args.bert_weights.is_some() {
+                bail!("--tokenizer, --swin-weights and --bert-weights go with --preset paper");
+            }
+            ModelConfig::builtin(vocab_size)
+        }
+        Preset::Paper => {
+            let mut cfg = ModelConfig::paper();
+            if args.tokenizer.is_none() {
+                if args.bert_weights.is_some() {
+                    bail!("--bert-weights needs the checkpoint's own --tokenizer (its vocabulary)");
+                }
+                cfg.bert.vocab_size = vocab_size;
+                cfg.description = "GRSer in the paper's shape, BERT-base on the synthetic vocabulary".into();
+            }
+            cfg
+        }
     };
+    let mut model_cfg = model_cfg;
+    model_cfg.head.map_gain = (args.map_gain > 0.0).then_some(args.map_gain);
     let cfg = TrainConfig {
         steps: args.steps,
         groups_per_step: args.groups_per_step,
@@ -91,6 +137,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         optim: AdamWConfig { lr: args.lr, weight_decay: args.weight_decay, ..AdamWConfig::default() },
         lambda_mirror: args.lambda_mirror,
         dice: args.dice,
+        neg_ce: args.neg_ce,
+        separation: args.separation,
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -113,13 +161,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), args.data.display());
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let init = match &args.init {
+    let mut init = match &args.init {
         Some(dir) => {
             let path = dir.join(crate::model::checkpoint::WEIGHTS_FILE);
             Some(candle_core::safetensors::load(&path, &dev).with_context(|| format!("reading {}", path.display()))?)
         }
         None => None,
     };
+    // Public backbone weights, renamed to the model's `swin.` / `text.` prefixes (checkpoint.rs).
+    for (file, prefix, load) in [
+        (&args.swin_weights, "swin.", checkpoint::load_swin_tensors as fn(&std::path::Path, &Device) -> _),
+        (&args.bert_weights, "text.", checkpoint::load_bert_tensors),
+    ] {
+        if let Some(file) = file {
+            let tensors = load(file, &dev)?;
+            let map = init.get_or_insert_with(Default::default);
+            map.extend(tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
+        }
+    }
     let mut trainer = Trainer::new(&model_cfg, tokenizer, &cfg, init.as_ref(), &dev)?;
     if trainer.resume(&args.out)? {
         eprintln!("resuming at step {} from {}", trainer.step, args.out.display());
@@ -128,15 +187,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("step {pos}/{len} {wide_bar} {elapsed}<{eta} {msg}")?);
     bar.set_position(trainer.step as u64);
     // Without a terminal the bar is hidden: log a line every `log_every` steps instead.
-    let log_every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { 0 } else { 10 };
+    let log_every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { 0 } else { args.log_every };
     let mut ema: Option<f32> = None;
     while trainer.step < cfg.steps {
         let s = trainer.train_step(&set)?;
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
-            "loss {e:.3} (ce {:.3} mirror {:.3} triplet {:.3}) {:.1} img/s",
+            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3}) {:.1} img/s",
             s.ce,
+            s.neg_ce,
             s.mirror,
             s.triplet,
             s.images as f64 / s.seconds

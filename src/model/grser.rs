@@ -34,6 +34,27 @@ pub struct HeadConfig {
     /// m of the decision rule d_pos + m < d_neg and of the triplet loss.
     #[serde(default = "default_margin")]
     pub margin: f64,
+    /// Which map the decision pools into e_n (models saved before the choice existed pool z_n itself).
+    #[serde(default)]
+    pub decision: Decision,
+    /// A learnt gain on the language and visual maps inside z_n, starting at this value (None: no gain,
+    /// as models saved before it existed). The maps are cosines (|x| <= 1, about 1/sqrt(C_v) at
+    /// initialisation) beside V's raw channels; a gain lets the decoder hear them from the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_gain: Option<f64>,
+}
+
+/// What the decision vector e_n is pooled from (the paper leaves it open; docs/model.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// [mean; max] of z_n itself. Global pooling of V loses where things are, so "red" and "circle"
+    /// can only be matched as two separate facts about the photo; kept to load older models.
+    #[default]
+    PooledZ,
+    /// [mean; max] of the decoder's first level (conv 3x3 + GroupNorm + ReLU over z_n and stage 4):
+    /// each position sees V, M_l and M_v together, so the pooled vector can say "a red circle is here".
+    Fused,
 }
 
 /// Everything needed to rebuild a model from its weights (`config.json` beside `model.safetensors`).
@@ -55,7 +76,7 @@ impl Config {
         Self {
             swin: swin::Config::swin_b(),
             bert: text::Config::bert_base_uncased(),
-            head: HeadConfig { c_v: 512, k: 8, lateral: 32, decoder_dim: 256, margin: 1.0 },
+            head: HeadConfig { c_v: 512, k: 8, lateral: 32, decoder_dim: 256, margin: 1.0, decision: Decision::Fused, map_gain: None },
             image_size: 416,
             description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
         }
@@ -85,7 +106,7 @@ impl Config {
                 max_position_embeddings: 32,
                 ..text::Config::tiny(vocab_size)
             },
-            head: HeadConfig { c_v: 64, k: 8, lateral: 16, decoder_dim: 32, margin: 1.0 },
+            head: HeadConfig { c_v: 64, k: 8, lateral: 16, decoder_dim: 32, margin: 1.0, decision: Decision::Fused, map_gain: None },
             image_size: 128,
             description: "photoseg built-in demo model: trained only on the synthetic world of coloured shapes \
                           (photoseg synth); it knows nothing about real photos"
@@ -98,7 +119,7 @@ impl Config {
         Self {
             swin: swin::Config::tiny(),
             bert: text::Config::tiny(vocab_size),
-            head: HeadConfig { c_v: 32, k: 4, lateral: 8, decoder_dim: 16, margin: 1.0 },
+            head: HeadConfig { c_v: 32, k: 4, lateral: 8, decoder_dim: 16, margin: 1.0, decision: Decision::Fused, map_gain: None },
             image_size: 64,
             description: "tiny test model".into(),
         }
@@ -124,6 +145,8 @@ pub struct Head {
     /// Pooled z_n -> the decision space (C_v), where it is compared with L' and L'_anti.
     w_z: Linear,
     decoder: Decoder,
+    /// `[1]`, see [`HeadConfig::map_gain`].
+    map_gain: Option<Tensor>,
     cfg: HeadConfig,
 }
 
@@ -140,6 +163,11 @@ pub struct Triphasic {
     pub order: Vec<usize>,
     /// The language maps M_l: `[N, h, w]`.
     pub language_map: Tensor,
+    /// L' and L'_anti, `[C_v]` each (the training loss keeps them apart).
+    pub l_proj: Tensor,
+    pub anti_proj: Tensor,
+    /// The decoder's first level for every photo, when the decision pools it (`Decision::Fused`).
+    pub fused: Option<Tensor>,
 }
 
 /// GRSER.md's decision: photo n holds the object when d_pos + m < d_neg.
@@ -150,11 +178,19 @@ pub fn is_positive(d_pos: f32, d_neg: f32, margin: f64) -> bool {
 impl Head {
     pub fn new(cfg: &HeadConfig, c_l: usize, vb: VarBuilder) -> Result<Self> {
         let c_z = cfg.c_v + 1 + cfg.k;
+        let pooled = match cfg.decision {
+            Decision::PooledZ => 2 * c_z,
+            Decision::Fused => 2 * cfg.decoder_dim,
+        };
         Ok(Self {
             tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
-            z_norm: LayerNorm::new(2 * c_z, 1e-5, vb.pp("z_norm"))?,
-            w_z: linear(2 * c_z, cfg.c_v, vb.pp("w_z"))?,
+            z_norm: LayerNorm::new(pooled, 1e-5, vb.pp("z_norm"))?,
+            w_z: linear(pooled, cfg.c_v, vb.pp("w_z"))?,
             decoder: Decoder::new(c_z, cfg.lateral, cfg.decoder_dim, vb.pp("decoder"))?,
+            map_gain: match cfg.map_gain {
+                Some(g) => Some(vb.get_with_hints(1, "map_gain", candle_nn::Init::Const(g))?),
+                None => None,
+            },
             cfg: cfg.clone(),
         })
     }
@@ -188,12 +224,30 @@ impl Head {
         let maps = if keep.len() < k { maps.pad_with_zeros(1, 0, k - keep.len())? } else { maps };
         // The language map rides along as one channel: GRSER.md's z has only V and M_v, which leaves the
         // decoder to find the referent through prototypes alone (docs/model.md, "z_n").
-        let z = Tensor::cat(&[v, &language_map.unsqueeze(1)?, &maps], 1)?; // [N, C_v + 1 + K, h, w]
-        let flat = z.flatten_from(2)?;
-        let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 (C_v + 1 + K)]
+        let maps = Tensor::cat(&[&language_map.unsqueeze(1)?, &maps], 1)?; // [N, 1 + K, h, w]
+        let maps = match &self.map_gain {
+            Some(g) => maps.broadcast_mul(g)?,
+            None => maps,
+        };
+        let z = Tensor::cat(&[v, &maps], 1)?; // [N, C_v + 1 + K, h, w]
+        let fused = match self.cfg.decision {
+            Decision::PooledZ => None,
+            Decision::Fused => Some(self.decoder.fuse_top(&z, &feats.lat3)?),
+        };
+        let flat = fused.as_ref().unwrap_or(&z).flatten_from(2)?;
+        let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 C]
         let e = self.w_z.forward(&self.z_norm.forward(&pooled)?)?; // [N, C_v]
         let dist = |x: &Tensor| -> Result<Tensor> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt() };
-        Ok(Triphasic { d_pos: dist(&l_proj)?, d_neg: dist(&anti_proj)?, z, order, language_map })
+        Ok(Triphasic {
+            d_pos: dist(&l_proj)?,
+            d_neg: dist(&anti_proj)?,
+            z,
+            order,
+            language_map,
+            l_proj,
+            anti_proj,
+            fused,
+        })
     }
 
     /// Mask logits `[M, 2, h4, w4]` for the photos `idx` of the group (decode only what is needed).
@@ -201,12 +255,18 @@ impl Head {
         let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
         let ids = Tensor::new(ids.as_slice(), tri.z.device())?;
         let sub = feats.select(idx)?;
-        self.decoder.forward(&tri.z.index_select(&ids, 0)?, &sub.lat0, &sub.lat1, &sub.lat3)
+        match &tri.fused {
+            Some(top) => self.decoder.forward_from_top(&top.index_select(&ids, 0)?, &sub.lat0, &sub.lat1),
+            None => self.decoder.forward(&tri.z.index_select(&ids, 0)?, &sub.lat0, &sub.lat1, &sub.lat3),
+        }
     }
 
     /// Decoder over every photo of the group (training).
     pub fn decode_all(&self, tri: &Triphasic, feats: &VisualFeatures) -> Result<Tensor> {
-        self.decoder.forward(&tri.z, &feats.lat0, &feats.lat1, &feats.lat3)
+        match &tri.fused {
+            Some(top) => self.decoder.forward_from_top(top, &feats.lat0, &feats.lat1),
+            None => self.decoder.forward(&tri.z, &feats.lat0, &feats.lat1, &feats.lat3),
+        }
     }
 }
 

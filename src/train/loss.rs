@@ -34,20 +34,34 @@ pub fn triplet(d_pos: &Tensor, d_neg: &Tensor, positive: &Tensor, margin: f64) -
     (diff * sign)?.affine(1.0, margin)?.relu()?.mean_all()
 }
 
+/// Keeps L' and L'_anti at least 2m apart: `max(2m - ||L' - L'_anti||, 0)`. Not in the paper. Since
+/// |d_pos - d_neg| <= ||L' - L'_anti||, the decision's margin m is out of reach while the two are closer
+/// than m, and a BERT trained from scratch starts with "x" and "<no> x" nearly equal (docs/model.md).
+pub fn separation(l_proj: &Tensor, anti_proj: &Tensor, margin: f64) -> Result<Tensor> {
+    let dist = (l_proj - anti_proj)?.sqr()?.sum_all()?.sqrt()?;
+    dist.affine(-1.0, 2.0 * margin)?.relu()
+}
+
 /// The parts of one group's loss, kept apart for logging.
 #[derive(Debug)]
 pub struct GroupLoss {
     pub ce: Tensor,
     pub dice: Tensor,
+    /// CE of negatives against an all-background mask (0 when `neg_ce` is 0).
+    pub neg_ce: Tensor,
     pub mirror: Tensor,
     pub triplet: Tensor,
+    /// [`separation`] of L' and L'_anti (0 when its weight is 0).
+    pub separation: Tensor,
 }
 
 impl GroupLoss {
-    /// `ce + dice_weight * dice + lambda * mirror + progress * triplet`, progress = t / T in [0, 1].
-    pub fn total(&self, lambda: f64, dice_weight: f64, progress: f64) -> Result<Tensor> {
-        let seg = (&self.ce + (&self.dice * dice_weight)?)?;
-        (seg + (&self.mirror * lambda)?)? + (&self.triplet * progress)?
+    /// `ce + dice * dice + neg_ce * neg_ce + lambda * mirror + progress * triplet`, with the weights of
+    /// `cfg` and progress = t / T in [0, 1] (or 1 without the ramp).
+    pub fn total(&self, cfg: &super::TrainConfig, progress: f64) -> Result<Tensor> {
+        let seg = ((&self.ce + (&self.dice * cfg.dice)?)? + (&self.neg_ce * cfg.neg_ce)?)?;
+        let text = (&self.separation * cfg.separation)?;
+        ((seg + (&self.mirror * cfg.lambda_mirror)?)? + (&self.triplet * progress)?)? + text
     }
 }
 

@@ -40,6 +40,14 @@ pub struct TrainConfig {
     /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
     #[serde(default)]
     pub dice: f64,
+    /// Weight of the cross entropy on negatives against an all-background mask (not in the paper, whose CE
+    /// sees positives only; 0 gives the paper's objective). Without it nothing asks the language map to
+    /// stay dark on a hard negative, and the decision has no evidence to learn from: docs/model.md.
+    #[serde(default)]
+    pub neg_ce: f64,
+    /// Weight of the term keeping L' and L'_anti 2m apart (not in the paper; 0 gives its objective).
+    #[serde(default)]
+    pub separation: f64,
     /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
     #[serde(default = "default_true")]
     pub triplet_ramp: bool,
@@ -66,6 +74,8 @@ impl Default for TrainConfig {
             optim: AdamWConfig::default(),
             lambda_mirror: 0.5,
             dice: 1.0,
+            neg_ce: 1.0,
+            separation: 1.0,
             triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
@@ -94,6 +104,9 @@ pub struct StepStats {
     pub step: usize,
     pub loss: f32,
     pub ce: f32,
+    /// Cross entropy on negatives (all background).
+    #[serde(default)]
+    pub neg_ce: f32,
     pub mirror: f32,
     pub triplet: f32,
     pub images: usize,
@@ -257,7 +270,7 @@ impl Trainer {
         let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
         let margin = self.model_cfg.head.margin;
         let mut total: Option<Tensor> = None;
-        let (mut ce_sum, mut mirror_sum, mut triplet_sum) = (0f32, 0f32, 0f32);
+        let (mut ce_sum, mut neg_sum, mut mirror_sum, mut triplet_sum) = (0f32, 0f32, 0f32, 0f32);
         let mut offset = 0;
         for (gi, d) in draws.iter().enumerate() {
             let n = d.photos.len();
@@ -271,20 +284,40 @@ impl Trainer {
                 .map(|&j| set.groups[d.group].positives[d.photos[j].1.expect("positive")].1.clone())
                 .collect();
             let target = Tensor::stack(&masks, 0)?.to_device(&dev)?; // [P, h4, w4]
+            let neg: Vec<usize> = (0..n).filter(|&j| d.photos[j].1.is_none()).collect();
             let tri = self.model.head.triphasic(&gf, &lg, &ag, Pairs::TopK)?;
             let logits = self.model.head.decode(&tri, &gf, &pos)?;
             let ce = loss::pixel_ce(&logits, &target)?;
             let dice = loss::dice(&logits, &target)?;
-            let anti = self.model.head.triphasic(&gf, &ag, &lg, Pairs::TopK)?;
-            let mirror = loss::pixel_ce(&self.model.head.decode(&anti, &gf, &pos)?, &loss::invert(&target)?)?;
+            let zero = Tensor::zeros((), DType::F32, &dev)?;
+            // Terms with weight 0 are not computed at all: the mirror pass costs a second head and decoder.
+            let neg_ce = if self.cfg.neg_ce > 0.0 && !neg.is_empty() {
+                let neg_logits = self.model.head.decode(&tri, &gf, &neg)?;
+                let (_, _, h4, w4) = neg_logits.dims4()?;
+                loss::pixel_ce(&neg_logits, &Tensor::zeros((neg.len(), h4, w4), DType::U32, &dev)?)?
+            } else {
+                zero.clone()
+            };
+            let mirror = if self.cfg.lambda_mirror > 0.0 {
+                let anti = self.model.head.triphasic(&gf, &ag, &lg, Pairs::TopK)?;
+                loss::pixel_ce(&self.model.head.decode(&anti, &gf, &pos)?, &loss::invert(&target)?)?
+            } else {
+                zero.clone()
+            };
             let is_pos: Vec<f32> = d.photos.iter().map(|p| if p.1.is_some() { 1.0 } else { 0.0 }).collect();
             let is_pos = Tensor::new(is_pos.as_slice(), &dev)?;
             let trip = loss::triplet(&tri.d_pos, &tri.d_neg, &is_pos, margin)?;
-            let parts = loss::GroupLoss { ce, dice, mirror, triplet: trip };
+            let separation = if self.cfg.separation > 0.0 {
+                loss::separation(&tri.l_proj, &tri.anti_proj, margin)?
+            } else {
+                zero.clone()
+            };
+            let parts = loss::GroupLoss { ce, dice, neg_ce, mirror, triplet: trip, separation };
             ce_sum += parts.ce.to_scalar::<f32>()?;
+            neg_sum += parts.neg_ce.to_scalar::<f32>()?;
             mirror_sum += parts.mirror.to_scalar::<f32>()?;
             triplet_sum += parts.triplet.to_scalar::<f32>()?;
-            let g = parts.total(self.cfg.lambda_mirror, self.cfg.dice, progress)?;
+            let g = parts.total(&self.cfg, progress)?;
             total = Some(match total {
                 Some(acc) => (acc + g)?,
                 None => g,
@@ -300,6 +333,7 @@ impl Trainer {
             step: t,
             loss: loss.to_scalar::<f32>()?,
             ce: ce_sum / g,
+            neg_ce: neg_sum / g,
             mirror: mirror_sum / g,
             triplet: triplet_sum / g,
             images: pool.len(),
