@@ -1,5 +1,6 @@
 //! `photoseg daemon`: serve the library on the session bus (docs/daemon.md) until SIGINT or SIGTERM.
 //! The service itself is `crate::service`; this file parses, sets up logging and the runtime.
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,7 +24,11 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     // Logs go to stderr (the journal under systemd); RUST_LOG overrides the level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("photoseg=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

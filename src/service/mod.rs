@@ -428,8 +428,7 @@ pub async fn run(conn: zbus::Connection, opts: Options) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let (library, signals) = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
     dbus::serve(&conn, library.clone(), signals).await.context("cannot serve on the session bus")?;
-    tracing::info!("serving {BUS_NAME} with model {} ({})", library.backbone(), library.model_dir().display());
-    eprintln!("photoseg daemon: serving {BUS_NAME} (model {})", library.backbone());
+    eprintln!("photoseg daemon: serving {BUS_NAME} (model {}, {})", library.backbone(), library.model_dir().display());
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
