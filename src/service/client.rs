@@ -17,7 +17,11 @@ use crate::query::{AlbumResult, Positive, QueryBackend, QueryRequest, QueryResul
 /// How long finding a daemon may take before the CLI gives up on it and answers in-process.
 pub const FIND_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[proxy(interface = "org.photoseg.Photoseg1", default_service = "org.photoseg.Photoseg1", default_path = "/org/photoseg/Photoseg1")]
+#[proxy(
+    interface = "org.photoseg.Photoseg1",
+    default_service = "org.photoseg.Photoseg1",
+    default_path = "/org/photoseg/Photoseg1"
+)]
 trait Photoseg1 {
     fn query(&self, expression: &str, albums: &[&str]) -> zbus::Result<String>;
 
@@ -73,10 +77,8 @@ impl DaemonClient {
                 if !dbus.name_has_owner(BUS_NAME.try_into()?).await? {
                     return Ok::<_, anyhow::Error>(None);
                 }
-                let proxy = Photoseg1Proxy::builder(&conn)
-                    .cache_properties(zbus::proxy::CacheProperties::No)
-                    .build()
-                    .await?;
+                let proxy =
+                    Photoseg1Proxy::builder(&conn).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
                 let model = proxy.model().await?;
                 let cache = proxy.cache_file().await?;
                 Ok(Some((proxy, model, cache)))
@@ -89,7 +91,9 @@ impl DaemonClient {
         if !same_file(Path::new(&cache), &ours) {
             bail!("the daemon serves the cache {cache}, this process uses {}", ours.display());
         }
-        let named = model_dir.map(Path::to_path_buf).or_else(|| std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+        let named = model_dir
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
         if let Some(dir) = named {
             let digest = model_digest(&dir)?;
             if model.rsplit('@').next() != Some(&digest[..16]) {
@@ -165,7 +169,10 @@ struct JsonPositive {
 pub fn parse_answer(json: &str) -> Result<QueryResult> {
     let r: JsonResult = serde_json::from_str(json)?;
     if r.version != JSON_VERSION {
-        bail!("answer version {} (this photoseg reads version {JSON_VERSION}); are daemon and CLI the same build?", r.version);
+        bail!(
+            "answer version {} (this photoseg reads version {JSON_VERSION}); are daemon and CLI the same build?",
+            r.version
+        );
     }
     let albums = r
         .albums
@@ -176,10 +183,23 @@ pub fn parse_answer(json: &str) -> Result<QueryResult> {
                 .into_iter()
                 .map(|p| -> Result<Positive> {
                     if p.mask.size != [p.height as usize, p.width as usize] {
-                        bail!("mask of {} is {:?}, the photo {} x {}", p.path.display(), p.mask.size, p.width, p.height);
+                        bail!(
+                            "mask of {} is {:?}, the photo {} x {}",
+                            p.path.display(),
+                            p.mask.size,
+                            p.width,
+                            p.height
+                        );
                     }
                     let mask = rle::decode(&p.mask)?;
-                    Ok(Positive { path: p.path, score: p.score, mask_area: p.mask_area, width: p.width, height: p.height, mask })
+                    Ok(Positive {
+                        path: p.path,
+                        score: p.score,
+                        mask_area: p.mask_area,
+                        width: p.width,
+                        height: p.height,
+                        mask,
+                    })
                 })
                 .collect::<Result<_>>()?;
             Ok(AlbumResult {

@@ -85,7 +85,9 @@ impl Desktop {
                 a.positives.into_iter().map(move |positive| Hit { album: name.clone(), positive })
             })
             .collect();
-        hits.sort_by(|a, b| b.positive.score.total_cmp(&a.positive.score).then_with(|| a.positive.path.cmp(&b.positive.path)));
+        hits.sort_by(|a, b| {
+            b.positive.score.total_cmp(&a.positive.score).then_with(|| a.positive.path.cmp(&b.positive.path))
+        });
         hits.truncate(MAX_RESULTS);
         let mut recent = lock(&self.inner.recent);
         recent.push_front(Search { expression: result.expression, hits: hits.clone() });

@@ -236,7 +236,7 @@ impl Library {
                 .ok_or_else(|| Error::UnknownPhoto(unknown_photo(&photo)))?;
             if !reader.has_features(id, &self.inner.backbone).map_err(Error::failed)? {
                 return Err(Error::NotIndexed(format!(
-                    "{} is not indexed for the model {} yet; the daemon indexes it in the background, ask again later",
+                    "{} has no features for the model {} yet; the daemon indexes it once its folder can be read, ask again later",
                     photo.display(),
                     self.inner.backbone
                 )));
@@ -245,19 +245,18 @@ impl Library {
         let album = photo.parent().unwrap_or(Path::new("/")).to_path_buf();
         request.albums = vec![query::album_name(&album, &self.roots())];
         let result = self.run_query(&request, || true)?.expect("always wanted");
-        let answer = result
-            .albums
-            .iter()
-            .find(|a| a.album == album)
-            .ok_or_else(|| Error::Failed(format!("the album {} was not answered; run the query again", album.display())))?;
+        let answer = result.albums.iter().find(|a| a.album == album).ok_or_else(|| {
+            Error::Failed(format!("the album {} was not answered; run the query again", album.display()))
+        })?;
         let Some(p) = answer.positives.iter().find(|p| p.path == photo) else {
             return Ok(MaskAnswer { found: false, width: 0, height: 0, data: Vec::new() });
         };
         let data = match format {
             MaskFormat::Png => thumbnail::mask_png(p).map_err(Error::failed)?,
-            MaskFormat::Rle => {
-                query::rle::encode(&p.mask, p.width as usize, p.height as usize).map_err(Error::failed)?.counts.into_bytes()
-            }
+            MaskFormat::Rle => query::rle::encode(&p.mask, p.width as usize, p.height as usize)
+                .map_err(Error::failed)?
+                .counts
+                .into_bytes(),
         };
         Ok(MaskAnswer { found: true, width: p.width, height: p.height, data })
     }

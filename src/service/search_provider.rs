@@ -56,7 +56,8 @@ impl SearchProvider {
                         Error::UnknownPhoto(format!("{id} is not a result of a recent search; search again"))
                     })?;
                     let p = &hit.positive;
-                    let name = p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| id.clone());
+                    let name =
+                        p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| id.clone());
                     let mut meta = HashMap::new();
                     meta.insert("id".to_string(), variant(id.clone()));
                     meta.insert("name".to_string(), variant(name));

@@ -42,7 +42,8 @@ pub fn thumbnail_dir(roots: &[PathBuf]) -> Result<PathBuf> {
 /// Written once; later calls find it.
 pub fn thumbnail(dir: &Path, p: &Positive, expression: &str) -> Result<PathBuf> {
     let mut h = Sha256::new();
-    for part in [p.path.as_os_str().as_bytes(), expression.as_bytes(), &p.width.to_le_bytes(), &p.height.to_le_bytes()] {
+    for part in [p.path.as_os_str().as_bytes(), expression.as_bytes(), &p.width.to_le_bytes(), &p.height.to_le_bytes()]
+    {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -82,7 +83,8 @@ pub fn thumbnail(dir: &Path, p: &Positive, expression: &str) -> Result<PathBuf> 
 pub fn prune(dir: &Path, max_age: std::time::Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
-        let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > max_age);
+        let old =
+            e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > max_age);
         if old {
             let _ = std::fs::remove_file(e.path());
         }

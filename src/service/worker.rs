@@ -34,7 +34,10 @@ pub enum Signal {
 #[derive(Debug)]
 pub(super) enum Command {
     /// A new root (already in the config): watch it and index it; `replaced` roots were inside it.
-    AddRoot { root: PathBuf, replaced: Vec<PathBuf> },
+    AddRoot {
+        root: PathBuf,
+        replaced: Vec<PathBuf>,
+    },
     /// A root removed from the config: stop watching it and forget its photos.
     RemoveRoot(PathBuf),
     Stop,
@@ -51,7 +54,13 @@ pub(super) struct Setup {
 
 pub(super) fn spawn(setup: Setup) -> Result<(mpsc::Sender<Command>, JoinHandle<()>)> {
     let cache = Cache::open(&setup.cache_file)?;
-    let (watcher, events) = LibraryWatcher::start(&setup.roots, setup.settle)?;
+    // A root that cannot be watched (an unplugged disk) is logged, not fatal: the others are served.
+    let (mut watcher, events) = LibraryWatcher::start(&[], setup.settle)?;
+    for root in &setup.roots {
+        if let Err(e) = watcher.watch(root) {
+            tracing::warn!("{e:#}");
+        }
+    }
     let (tx, rx) = mpsc::channel();
     // Indexing runs from the start: Status says so before the thread gets going.
     setup.indexing.store(!setup.roots.is_empty(), Ordering::SeqCst);
@@ -80,7 +89,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, mut watcher: LibraryWatcher, events: mpsc::Receiver<LibraryEvent>, commands: mpsc::Receiver<Command>) {
+    fn run(
+        &mut self,
+        mut watcher: LibraryWatcher,
+        events: mpsc::Receiver<LibraryEvent>,
+        commands: mpsc::Receiver<Command>,
+    ) {
         if !self.roots.is_empty() {
             let roots = self.roots.clone();
             self.index(&roots);
