@@ -87,15 +87,17 @@ fn main() -> anyhow::Result<()> {
             root.display()
         ),
     )?;
-    let mut bus = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start dbus-daemon ({e}); install the dbus package"))?;
+    let mut bus = Reaper(
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start dbus-daemon ({e}); install the dbus package"))?,
+    );
     let mut address = String::new();
-    BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address)?;
+    BufReader::new(bus.0.stdout.take().unwrap()).read_line(&mut address)?;
     std::env::set_var("DBUS_SESSION_BUS_ADDRESS", address.trim());
 
     // 1. The built-in model: real compute, but it rejects every photo, so answers carry no masks.
@@ -106,8 +108,7 @@ fn main() -> anyhow::Result<()> {
     let out = Command::new(bin).arg("index").arg("--model").arg(&tiny).env("PHOTOSEG_NO_DAEMON", "1").output()?;
     anyhow::ensure!(out.status.success(), "photoseg index failed: {}", String::from_utf8_lossy(&out.stderr));
     compare(bin, &root, "tiny random model, every photo positive (answers carry 32 masks)", Some(&tiny))?;
-    let _ = bus.kill();
-    let _ = bus.wait();
+    drop(bus);
     drop(tmp);
     Ok(())
 }
@@ -116,19 +117,21 @@ fn main() -> anyhow::Result<()> {
 /// times the same kind of query in-process and through it, prints the figures and stops it.
 fn compare(bin: &str, root: &Path, label: &str, model: Option<&Path>) -> anyhow::Result<()> {
     let log = root.join("daemon.log");
-    let mut daemon = Command::new(bin)
-        .arg("daemon")
-        .args(model.iter().flat_map(|m| [Path::new("--model"), m]))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let pid = daemon.id();
+    let mut daemon = Reaper(
+        Command::new(bin)
+            .arg("daemon")
+            .args(model.iter().flat_map(|m| [Path::new("--model"), m]))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?,
+    );
+    let pid = daemon.0.id();
     let start = Instant::now();
     let mut client = loop {
         if let Some(c) = DaemonClient::find(model) {
             break c;
         }
-        if let Some(status) = daemon.try_wait()? {
+        if let Some(status) = daemon.0.try_wait()? {
             anyhow::bail!("the daemon exited with {status}: {}", std::fs::read_to_string(&log)?);
         }
         anyhow::ensure!(
@@ -200,9 +203,23 @@ fn compare(bin: &str, root: &Path, label: &str, model: Option<&Path>) -> anyhow:
         "  daemon RSS: at rest {rest:.0} MiB, during queries up to {during:.0} MiB (sampled), peak VmHWM {hwm:.0} MiB"
     );
 
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let _ = daemon.wait();
+    drop(daemon);
     Ok(())
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL after 5 s) when dropped, also on an early `?` return.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let start = Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A tiny GRSer with random weights and a hugely negative margin (tests/cli_query.rs does the same).
