@@ -371,16 +371,22 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500)); // the query is in the daemon now
-    for _ in 0..3 {
+                                                    // Other calls answer while it runs: count those that returned with the query still in flight.
+    let mut served_meanwhile = 0;
+    while slow.try_wait().unwrap().is_none() {
         let t = Instant::now();
         assert_eq!(
             w.call(PATH, NAME, "Status", &[]),
             [Value::from(3), Value::from(3), Value::from(2), Value::from("idle")]
         );
         assert_eq!(w.call(PATH, NAME, "ListRoots", &[]).len(), 1);
-        assert!(t.elapsed() < Duration::from_secs(2), "Status took {:?} while a query ran", t.elapsed());
+        if slow.try_wait().unwrap().is_none() {
+            served_meanwhile += 1;
+            assert!(t.elapsed() < Duration::from_secs(2), "Status took {:?} while a query ran", t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(slow.try_wait().unwrap().is_none(), "the slow query ended before the other client was served");
+    assert!(served_meanwhile >= 1, "no other call was answered while the slow query ran");
     let out = slow.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed() >= Duration::from_secs(4));
