@@ -6,6 +6,7 @@
 mod dbus_support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dbus_support::*;
 use serde_json::Value;
@@ -181,4 +182,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_search_overtaken_by_a_newer_keystroke_answers_nothing() {
+    // Each query holds the engine 3 s; two more searches arrive while the first runs (typing).
+    let Some(s) = setup(&[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "3000")]) else { return };
+    let w = &s.w;
+    let search = |term: &str| {
+        std::process::Command::new("busctl")
+            .args([
+                &format!("--address={}", w.bus.address),
+                "--json=short",
+                "--timeout=60",
+                "call",
+                NAME,
+                SEARCH_PATH,
+                SEARCH_IFACE,
+                "GetInitialResultSet",
+                "as",
+                "1",
+                term,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let ids = |child: std::process::Child| -> Vec<String> {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        strings(&v["data"][0])
+    };
+    let first = search("bike"); // gets the engine at once
+    std::thread::sleep(Duration::from_millis(700));
+    let overtaken = search("bikes"); // waits for the engine ...
+    std::thread::sleep(Duration::from_millis(700));
+    let last = search("bikes!"); // ... and is overtaken by this one before it gets it
+    assert_eq!(ids(first).len(), 3);
+    assert_eq!(ids(overtaken), Vec::<String>::new(), "an overtaken search still ran");
+    assert_eq!(ids(last).len(), 3, "the last keystroke is answered");
 }
