@@ -16,6 +16,8 @@ struct Setup {
     photos: Vec<PathBuf>,
     /// (path, album, score) of every positive for "the red bike", best first, from `photoseg query --json`.
     want: Vec<(String, String, f64)>,
+    /// That query's JSON.
+    answer: Value,
     _daemon: Daemon,
 }
 
@@ -34,14 +36,15 @@ fn setup(daemon_env: &[(&str, &str)]) -> Option<Setup> {
     let out =
         w.cmd(&["query", "the red bike", "--json", "--model", &model]).env("PHOTOSEG_NO_DAEMON", "1").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want = ranked(&serde_json::from_slice(&out.stdout).unwrap());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = ranked(&answer);
     assert_eq!(want.len(), 3);
     let opener = w.opener();
     let mut env = vec![("PHOTOSEG_OPENER", opener.to_str().unwrap())];
     env.extend_from_slice(daemon_env);
     let daemon = w.daemon(&model, &env);
     w.wait_indexed(3);
-    Some(Setup { w, photos, want, _daemon: daemon })
+    Some(Setup { w, photos, want, answer, _daemon: daemon })
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -62,6 +65,7 @@ fn gnome_search_provider_lists_describes_and_opens_photos() {
     let metas = metas[0].as_array().unwrap();
     assert_eq!(metas.len(), 3);
     let thumbs = w.path("cache/photoseg/thumbnails");
+    let mut checked_exactly = 0;
     for (meta, (path, album, score)) in metas.iter().zip(&s.want) {
         let field =
             |k: &str| meta[k]["data"].as_str().unwrap_or_else(|| panic!("meta without {k}: {meta}")).to_string();
@@ -80,7 +84,26 @@ fn gnome_search_provider_lists_describes_and_opens_photos() {
             (ratio_t / ratio_p - 1.0).abs() < 0.05,
             "thumbnail keeps the photo's shape: {tw} x {th} vs {pw} x {ph}"
         );
+        if (tw, th) == (pw, ph) {
+            // Not scaled: exactly the photo with this answer's mask tinted and outlined.
+            let p = s.answer["albums"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|a| a["positives"].as_array().unwrap())
+                .find(|p| p["path"] == path.as_str())
+                .unwrap();
+            let rle: photoseg::query::rle::CocoRle = serde_json::from_value(p["mask"].clone()).unwrap();
+            let mask = photoseg::query::rle::decode(&rle).unwrap();
+            let photo = image::open(path).unwrap().to_rgb8();
+            assert_eq!(thumb.to_rgb8(), photoseg::query::render::overlay(&photo, &mask), "{path}");
+            if mask.contains(&1) {
+                assert_ne!(thumb.to_rgb8(), photo, "the mask is drawn on {path}");
+            }
+            checked_exactly += 1;
+        }
     }
+    assert_eq!(checked_exactly, 2, "the two photos under 256 px are compared pixel for pixel");
     // Refining keeps only previous results.
     let got = w.call(SEARCH_PATH, SEARCH_IFACE, "GetSubsearchResultSet", &["asas", "1", &ids[1], "2", "red", "bike"]);
     assert_eq!(strings(&got[0]), [ids[1].clone()]);
