@@ -1,0 +1,462 @@
+//! `org.photoseg.Photoseg1` end to end: a private bus, the real `photoseg daemon`, and `busctl` /
+//! `gdbus` as clients (tests/dbus_support). The tiny random model proves plumbing only: the daemon's
+//! answers must equal the in-process answers for the same model and cache, never be "right".
+mod dbus_support;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dbus_support::*;
+use photoseg::query::rle::{self, CocoRle};
+use serde_json::Value;
+
+/// The three photos most tests use; returns their paths (canonical).
+fn library(w: &World) -> Vec<std::path::PathBuf> {
+    vec![w.photo("Paris/a.jpg", 40, 30, 1), w.photo("Paris/b.png", 30, 50, 2), w.photo("Berlin/c.jpg", 50, 20, 3)]
+}
+
+/// Methods, signals and properties of one interface in introspection XML:
+/// "method Name(in name type, ...)" lines, sorted.
+fn members(xml: &str, interface: &str) -> Vec<String> {
+    // Comments first: the schema documents itself in them.
+    let mut text = String::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<!--") {
+        text.push_str(&rest[..i]);
+        rest = &rest[i..][rest[i..].find("-->").expect("comment closed") + 3..];
+    }
+    text.push_str(rest);
+    let tags: Vec<&str> = text.split('<').skip(1).map(|t| t.split('>').next().unwrap().trim()).collect();
+    let attr = |tag: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        tag.find(&key).map(|i| tag[i + key.len()..].split('"').next().unwrap().to_string()).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut current: Option<(String, Vec<String>)> = None;
+    for tag in tags {
+        let kind = tag.split_whitespace().next().unwrap_or("");
+        match kind {
+            "interface" => inside = attr(tag, "name") == interface,
+            "/interface" => inside = false,
+            _ if !inside => {}
+            "method" | "signal" => {
+                let entry = (format!("{kind} {}", attr(tag, "name")), Vec::new());
+                if tag.ends_with('/') {
+                    out.push(format!("{}()", entry.0));
+                } else {
+                    current = Some(entry);
+                }
+            }
+            "arg" => {
+                let dir = attr(tag, "direction");
+                let dir = if dir.is_empty() && current.as_ref().is_some_and(|c| c.0.starts_with("method")) {
+                    "in".into()
+                } else {
+                    dir
+                };
+                current
+                    .as_mut()
+                    .expect("arg inside a member")
+                    .1
+                    .push(format!("{dir} {} {}", attr(tag, "name"), attr(tag, "type")).trim().to_string());
+            }
+            "/method" | "/signal" => {
+                let (name, args) = current.take().unwrap();
+                out.push(format!("{name}({})", args.join(", ")));
+            }
+            "property" => {
+                out.push(format!("property {} {} {}", attr(tag, "name"), attr(tag, "type"), attr(tag, "access")))
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+fn introspect(w: &World, path: &str) -> String {
+    let out = std::process::Command::new("gdbus")
+        .args(["introspect", "--address", &w.bus.address, "--dest", NAME, "--object-path", path, "--xml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn introspection_matches_the_schema_file() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    let model = w.model("model", 1.0);
+    let _d = w.daemon(&model, &[]);
+    let schema =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/org.photoseg.Photoseg1.xml")).unwrap();
+    let want = members(&schema, NAME);
+    assert!(want.len() >= 10, "the parser found the schema's members: {want:#?}");
+    assert!(want.contains(&"method GetMask(in path s, in expression s, in format s, out found b, out width u, out height u, out data ay)".to_string()), "{want:#?}");
+    assert_eq!(
+        members(&introspect(&w, PATH), NAME),
+        want,
+        "served interface differs from schema/org.photoseg.Photoseg1.xml"
+    );
+
+    // GNOME's and KDE's interfaces, with the signatures their callers use.
+    assert_eq!(
+        members(&introspect(&w, SEARCH_PATH), SEARCH_IFACE),
+        [
+            "method ActivateResult(in identifier s, in terms as, in timestamp u)",
+            "method GetInitialResultSet(in terms as, out results as)",
+            "method GetResultMetas(in identifiers as, out metas aa{sv})",
+            "method GetSubsearchResultSet(in previous_results as, in terms as, out results as)",
+            "method LaunchSearch(in terms as, in timestamp u)",
+        ]
+    );
+    assert_eq!(
+        members(&introspect(&w, KRUNNER_PATH), KRUNNER_IFACE),
+        [
+            "method Actions(out matches a(sss))",
+            "method Match(in query s, out matches a(sssida{sv}))",
+            "method Run(in match_id s, in action_id s)",
+        ]
+    );
+}
+
+#[test]
+fn query_and_masks_equal_the_in_process_answers() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    let photos = library(&w);
+    let model = w.model("model", -1e4); // every photo positive
+    let d = w.daemon(&model, &[]);
+
+    // Watched folders through D-Bus; the daemon indexes the new one in the background and says so
+    // with signals (watched by gdbus monitor).
+    let mut monitor = std::process::Command::new("gdbus")
+        .args(["monitor", "--address", &w.bus.address, "--dest", NAME, "--object-path", PATH])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // subscribed
+    w.call(PATH, NAME, "AddRoot", &["s", w.path("photos").to_str().unwrap()]);
+    assert_eq!(w.call(PATH, NAME, "ListRoots", &[]), [Value::from(vec![w.photos().to_str().unwrap()])]);
+    w.wait_indexed(3);
+    std::thread::sleep(Duration::from_millis(300));
+    monitor.kill().unwrap();
+    let mut signals = String::new();
+    std::io::Read::read_to_string(&mut monitor.stdout.take().unwrap(), &mut signals).unwrap();
+    monitor.wait().unwrap();
+    assert!(signals.contains("org.photoseg.Photoseg1.IndexFinished (uint32 3, uint32 0)"), "{signals}");
+    assert!(signals.contains("org.photoseg.Photoseg1.IndexProgress (uint32 3, uint32 3, "), "{signals}");
+    assert_eq!(
+        w.call(PATH, NAME, "Status", &[]),
+        [Value::from(3), Value::from(3), Value::from(2), Value::from("idle")]
+    );
+    let config = std::fs::read_to_string(w.path("config/photoseg/config.json")).unwrap();
+    assert!(config.contains(w.photos().to_str().unwrap()), "AddRoot is saved in the config: {config}");
+
+    // Query over D-Bus = photoseg query --json in-process, computed afresh on a copy of the cache (the
+    // search index left out, so neither answer is a stored one).
+    let answer: Value =
+        serde_json::from_str(w.call(PATH, NAME, "Query", &["sas", "the red bike", "0"])[0].as_str().unwrap()).unwrap();
+    assert_eq!(answer["albums"].as_array().unwrap().len(), 2, "{answer:#}");
+    let copy = w.path("cache-copy/photoseg");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(w.path("cache/photoseg/library.sqlite3"), copy.join("library.sqlite3")).unwrap();
+    // The write-ahead log holds the last commits; the -shm index is rebuilt from it.
+    let _ = std::fs::copy(w.path("cache/photoseg/library.sqlite3-wal"), copy.join("library.sqlite3-wal"));
+    let out = w
+        .cmd(&["query", "the red bike", "--json", "--model", &model])
+        .env("XDG_CACHE_HOME", w.path("cache-copy"))
+        .env("PHOTOSEG_NO_DAEMON", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let in_process: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(in_process["albums"][0]["from_index"], false);
+    assert_eq!(
+        without_from_index(answer.clone()),
+        without_from_index(in_process),
+        "daemon and in-process answers differ"
+    );
+
+    // `photoseg query` itself goes through the daemon: without --model, in-process would use the
+    // built-in model; the daemon answers with the tiny one.
+    let via_cli: Value = serde_json::from_str(&w.ok(&["query", "the red bike", "--json"])).unwrap();
+    assert_eq!(via_cli["model"], answer["model"], "photoseg query did not ask the daemon");
+    assert_eq!(without_from_index(via_cli), without_from_index(answer.clone()));
+    // ... and --album reaches it.
+    let paris: Value = serde_json::from_str(&w.ok(&["query", "the red bike", "--json", "--album", "par"])).unwrap();
+    assert_eq!(paris["albums"].as_array().unwrap().len(), 1);
+    assert_eq!(paris["albums"][0]["name"], "Paris");
+
+    // GetMask: PNG of the photo's size whose object pixels are the RLE's; RLE bytes = the JSON's counts.
+    let positives: BTreeMap<String, Value> = answer["albums"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["positives"].as_array().unwrap().clone())
+        .map(|p| (p["path"].as_str().unwrap().to_string(), p))
+        .collect();
+    assert_eq!(positives.len(), 3);
+    for photo in &photos {
+        let p = &positives[photo.to_str().unwrap()];
+        let (w_px, h_px) = image::image_dimensions(photo).unwrap();
+        let png = w.call(PATH, NAME, "GetMask", &["sss", photo.to_str().unwrap(), "the red bike", "png"]);
+        assert_eq!((&png[0], &png[1], &png[2]), (&Value::from(true), &Value::from(w_px), &Value::from(h_px)));
+        let bytes: Vec<u8> = png[3].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        let mask = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap().to_luma8();
+        assert_eq!(mask.dimensions(), (w_px, h_px), "{}", photo.display());
+        let rle: CocoRle = serde_json::from_value(p["mask"].clone()).unwrap();
+        let want = rle::decode(&rle).unwrap();
+        let got: Vec<u8> = mask.as_raw().iter().map(|&v| u8::from(v == 255)).collect();
+        assert!(mask.pixels().all(|px| px[0] == 0 || px[0] == 255));
+        assert_eq!(got, want, "PNG mask of {} differs from the query's RLE", photo.display());
+
+        let r = w.call(PATH, NAME, "GetMask", &["sss", photo.to_str().unwrap(), "the red bike", "rle"]);
+        let counts: Vec<u8> = r[3].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        assert_eq!(String::from_utf8(counts).unwrap(), rle.counts);
+    }
+
+    // A model that rejects every photo: found = false and no data.
+    drop(d);
+    let strict = w.model("strict", 1e4);
+    let _d = w.daemon(&strict, &[]);
+    w.wait_indexed(3);
+    let r = w.call(PATH, NAME, "GetMask", &["sss", photos[0].to_str().unwrap(), "the red bike", "png"]);
+    assert_eq!(r, [Value::from(false), Value::from(0), Value::from(0), Value::from(Vec::<u8>::new())]);
+    assert_eq!(
+        w.busctl(&["get-property", NAME, PATH, NAME, "Model"])["data"].as_str().unwrap().rsplit('@').next(),
+        Some(&photoseg::query::model::model_digest(std::path::Path::new(&strict)).unwrap()[..16])
+    );
+}
+
+#[test]
+fn bad_arguments_get_named_errors_with_the_value() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    let photos = library(&w);
+    std::fs::write(w.path("photos/Paris/notes.txt"), "not a photo").unwrap();
+    // A second root indexed with another model and then unplugged: its photos stay known, but the
+    // daemon's model has no features for them (NotIndexed).
+    let other = w.model("other", 1.0);
+    let disk = w.path("disk");
+    std::fs::create_dir_all(disk.join("Trip")).unwrap();
+    image::RgbImage::from_pixel(20, 10, image::Rgb([9, 9, 9])).save(disk.join("Trip/x.png")).unwrap();
+    w.ok(&["index", w.path("photos").to_str().unwrap(), disk.to_str().unwrap(), "--model", &other]);
+    let disk = std::fs::canonicalize(&disk).unwrap();
+    std::fs::rename(&disk, w.path("disk-unplugged")).unwrap();
+
+    let model = w.model("model", 1.0);
+    let _d = w.daemon(&model, &[]);
+    w.wait_status(4, 3);
+
+    let mask = |path: &str, expr: &str, format: &str| {
+        w.call_fails(PATH, NAME, "GetMask", &[&format!("'{path}'"), &format!("'{expr}'"), &format!("'{format}'")])
+    };
+    let inv = "org.photoseg.Photoseg1.Error.InvalidArgument";
+    let photo = photos[0].to_str().unwrap();
+
+    let (name, msg) = mask("Paris/a.jpg", "bike", "png");
+    assert_eq!(name, inv);
+    assert!(msg.contains("\"Paris/a.jpg\" is relative"), "{msg}");
+    let (name, msg) = mask("/etc/hostname", "bike", "png");
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots");
+    assert!(
+        msg.contains("/etc/hostname is not inside a watched folder") && msg.contains(w.photos().to_str().unwrap()),
+        "{msg}"
+    );
+    let notes = w.photos().join("Paris/notes.txt");
+    let (name, msg) = mask(notes.to_str().unwrap(), "bike", "png");
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.UnknownPhoto");
+    assert!(msg.contains(&format!("{} is not a photo of the library", notes.display())), "{msg}");
+    let gone = w.photos().join("Paris/gone.jpg");
+    let (name, msg) = mask(gone.to_str().unwrap(), "bike", "png");
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.UnknownPhoto");
+    assert!(msg.contains("no such file"), "{msg}");
+    let unplugged = disk.join("Trip/x.png");
+    let (name, msg) = mask(unplugged.to_str().unwrap(), "bike", "png");
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.NotIndexed", "{msg}");
+    assert!(msg.contains(&format!("{} has no features for the model grser-64px", unplugged.display())), "{msg}");
+    let (name, msg) = mask(photo, "bike", "gif");
+    assert_eq!(name, inv);
+    assert!(msg.contains("unknown mask format \"gif\""), "{msg}");
+    let (name, msg) = mask(photo, "   ", "png");
+    assert_eq!(name, inv);
+    assert!(msg.contains("the expression is empty"), "{msg}");
+    let long = "a".repeat(501);
+    let (name, msg) = mask(photo, &long, "png");
+    assert_eq!(name, inv);
+    assert!(msg.contains("501 bytes long; at most 500"), "{msg}");
+    // 500 bytes is still fine (here: the photo is rejected by the model, margin 1).
+    w.call(PATH, NAME, "GetMask", &["sss", photo, &"a".repeat(500), "rle"]);
+
+    let (name, msg) = w.call_fails(PATH, NAME, "Query", &["''", "[]"]);
+    assert_eq!((name.as_str(), msg.contains("the expression is empty")), (inv, true), "{msg}");
+    let (name, msg) = w.call_fails(PATH, NAME, "Query", &["'bike'", "['nowhere']"]);
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.Failed");
+    assert!(msg.contains("no album name contains \"nowhere\""), "{msg}");
+
+    let (name, msg) = w.call_fails(PATH, NAME, "AddRoot", &["'photos'"]);
+    assert_eq!((name.as_str(), msg.contains("is relative")), (inv, true), "{msg}");
+    let (name, msg) = w.call_fails(PATH, NAME, "AddRoot", &["'/no/such/folder'"]);
+    assert_eq!(name, inv);
+    assert!(msg.contains("cannot watch /no/such/folder: no such folder"), "{msg}");
+    let (name, msg) = w.call_fails(PATH, NAME, "AddRoot", &[&format!("'{photo}'")]);
+    assert_eq!(name, inv);
+    assert!(msg.contains("not a folder"), "{msg}");
+    let (name, msg) = w.call_fails(PATH, NAME, "RemoveRoot", &["'/tmp'"]);
+    assert_eq!(name, inv);
+    assert!(msg.contains("/tmp is not a watched folder"), "{msg}");
+    // A wrong signature is refused by the D-Bus layer, not a crash.
+    let out = std::process::Command::new("busctl")
+        .args([&format!("--address={}", w.bus.address), "call", NAME, PATH, NAME, "GetMask", "s", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // After all that the daemon still answers.
+    assert_eq!(w.call(PATH, NAME, "Status", &[])[3], "idle");
+
+    // RemoveRoot forgets the folder and its photos.
+    w.call(PATH, NAME, "RemoveRoot", &["s", w.path("photos").to_str().unwrap()]);
+    let roots = w.call(PATH, NAME, "ListRoots", &[]);
+    assert!(!roots[0].as_array().unwrap().contains(&Value::from(w.photos().to_str().unwrap())), "{roots:?}");
+    let start = Instant::now();
+    while w.call(PATH, NAME, "Status", &[])[0] != 1 {
+        assert!(start.elapsed() < WITHIN, "the removed folder's photos are still known");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (name, _) = mask(photo, "bike", "png");
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots");
+}
+
+#[test]
+fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    // Every query the daemon runs takes 4 s more (a stand-in for a big library on a slow model).
+    let mut d = w.daemon(&model, &[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "4000")]);
+    w.wait_indexed(3);
+
+    let started = Instant::now();
+    let mut slow = std::process::Command::new("busctl")
+        .args([
+            &format!("--address={}", w.bus.address),
+            "--json=short",
+            "call",
+            NAME,
+            PATH,
+            NAME,
+            "Query",
+            "sas",
+            "my bike",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // the query is in the daemon now
+                                                    // Other calls answer while it runs: count those that returned with the query still in flight.
+    let mut served_meanwhile = 0;
+    while slow.try_wait().unwrap().is_none() {
+        let t = Instant::now();
+        assert_eq!(
+            w.call(PATH, NAME, "Status", &[]),
+            [Value::from(3), Value::from(3), Value::from(2), Value::from("idle")]
+        );
+        assert_eq!(w.call(PATH, NAME, "ListRoots", &[]).len(), 1);
+        if slow.try_wait().unwrap().is_none() {
+            served_meanwhile += 1;
+            assert!(t.elapsed() < Duration::from_secs(2), "Status took {:?} while a query ran", t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(served_meanwhile >= 1, "no other call was answered while the slow query ran");
+    let out = slow.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer: Value = serde_json::from_str(v["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(answer["expression"], "my bike");
+
+    // SIGTERM while another slow query is in flight: the daemon gives its name up and exits 0 soon.
+    let mut inflight = std::process::Command::new("busctl")
+        .args([&format!("--address={}", w.bus.address), "call", NAME, PATH, NAME, "Query", "sas", "a cat", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (clean, stderr) = d.terminate(Duration::from_secs(10));
+    assert!(clean, "the daemon did not exit 0 on SIGTERM: {stderr}");
+    assert!(stderr.contains("photoseg daemon: stopped"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(8), "SIGTERM took {:?}", t.elapsed());
+    // The in-flight call ends too (with no reply or an error), it does not hang.
+    let _ = inflight.wait();
+    let owner = busctl(
+        &w.bus.address,
+        &["call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", NAME],
+    );
+    assert_eq!(owner["data"][0], false);
+    // The cache is sound after the stop.
+    photoseg::library::Cache::open(&w.path("cache/photoseg/library.sqlite3")).unwrap().integrity_check().unwrap();
+}
+
+#[test]
+fn cli_answers_in_process_without_a_daemon_or_when_told_to() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    // A bus without a daemon, and no bus at all: in-process, quickly.
+    let t = Instant::now();
+    let v: Value = serde_json::from_str(&w.ok(&["query", "my bike", "--json", "--model", &model])).unwrap();
+    assert_eq!(v["albums"].as_array().unwrap().len(), 2);
+    let out = w
+        .cmd(&["query", "my bike", "--json", "--model", &model])
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+
+    // A daemon with another model: `--model M` is answered in-process by M, not by the daemon.
+    let other = w.model("other", 1e4);
+    let _d = w.daemon(&other, &[]);
+    let daemon_model = w.busctl(&["get-property", NAME, PATH, NAME, "Model"])["data"].as_str().unwrap().to_string();
+    let v: Value = serde_json::from_str(&w.ok(&["query", "my bike", "--json", "--model", &model])).unwrap();
+    assert_ne!(v["model"].as_str().unwrap(), daemon_model);
+    // A process with another cache folder does not get this daemon's library either.
+    std::fs::create_dir_all(w.path("cache2")).unwrap();
+    let out = w.cmd(&["query", "my bike", "--json"]).env("XDG_CACHE_HOME", w.path("cache2")).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("library is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // PHOTOSEG_NO_DAEMON=1: in-process even when the daemon has the same model.
+    let v: Value = serde_json::from_str(&w.ok(&["query", "my bike", "--json"])).unwrap();
+    assert_eq!(v["model"].as_str().unwrap(), daemon_model, "same cache, no --model: the daemon answers");
+    let out = w.cmd(&["query", "my bike", "--json"]).env("PHOTOSEG_NO_DAEMON", "1").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_ne!(v["model"].as_str().unwrap_or(""), daemon_model, "PHOTOSEG_NO_DAEMON=1 still asked the daemon");
+}
