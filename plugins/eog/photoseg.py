@@ -119,6 +119,9 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
 
         self._area = Gtk.DrawingArea()
         self._area.set_name("photoseg-overlay")
+        # No GdkWindow of its own: pass-through only applies to the overlay's child window, and a
+        # drawing area's own window would still take the clicks and drags eog needs for panning.
+        self._area.set_has_window(False)
         self._area.connect("draw", self._on_draw)
         self._view.add_overlay(self._area)
         self._view.set_overlay_pass_through(self._area, True)
@@ -145,6 +148,8 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
         self._entry.connect("stop-search", self._on_entry_clear)
         self._place_entry()
         self._entry.show()
+        # The new entry must not take the keyboard from the photo (arrows browse, +/- zoom).
+        GLib.idle_add(self._focus_view)
 
         self._connect(self._view, "zoom-changed", lambda *a: self._area.queue_draw())
         self._connect(self._view, "size-allocate", lambda *a: self._area.queue_draw())
@@ -201,6 +206,10 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
                     return found
         return None
 
+    def _focus_view(self):
+        self._view.grab_focus()
+        return False
+
     def _watch_adjustments(self, *args):
         for obj, hid in self._adj_handlers:
             obj.disconnect(hid)
@@ -222,6 +231,7 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
 
     def _on_entry_activate(self, entry):
         self._request()
+        self._focus_view()
 
     def _on_entry_clear(self, entry):
         entry.set_text("")
