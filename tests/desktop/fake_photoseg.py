@@ -7,14 +7,18 @@ Used only by the client tests that check call formats (tests/nautilus_plugin.rs)
 runs the real daemon.
 
 Answers: GetMask -> a disc in the middle of a WIDTHxHEIGHT photo (FAKE_PHOTOSEG_SIZE, default 160x100),
-as PNG; Query -> JSON version 1 with one album named after the first filter, one positive.
+as PNG; ListRoots -> FAKE_PHOTOSEG_ROOTS (':'-separated); Query -> JSON version 1 with one album per
+folder in a root whose name contains a filter, each with one positive a.png and one rejected photo.
 An expression "boom" gets org.photoseg.Photoseg1.Error.NotIndexed.
 """
 import json
 import os
 import sys
 
-from gi.repository import GdkPixbuf, Gio, GLib
+import gi
+
+gi.require_version("GdkPixbuf", "2.0")
+from gi.repository import GdkPixbuf, Gio, GLib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 XML = os.path.join(HERE, "..", "..", "schema", "org.photoseg.Photoseg1.xml")
@@ -38,6 +42,7 @@ def main():
     iface = node.lookup_interface("org.photoseg.Photoseg1")
     w, h = (int(v) for v in os.environ.get("FAKE_PHOTOSEG_SIZE", "160x100").split("x"))
     log_path = os.environ.get("FAKE_PHOTOSEG_LOG")
+    roots = [r for r in os.environ.get("FAKE_PHOTOSEG_ROOTS", "").split(":") if r]
     loop = GLib.MainLoop()
 
     def record(method, params):
@@ -53,28 +58,28 @@ def main():
                 invocation.return_dbus_error("org.photoseg.Photoseg1.Error.NotIndexed", "not indexed: " + photo)
                 return
             invocation.return_value(GLib.Variant("(buuay)", (True, w, h, disc_png(w, h))))
+        elif method == "ListRoots":
+            invocation.return_value(GLib.Variant("(as)", (roots,)))
         elif method == "Query":
-            expression, albums = params.unpack()
-            album = albums[0] if albums else "/photos"
-            answer = {
-                "version": 1,
-                "expression": expression,
-                "model": "fake",
-                "albums": [
-                    {
-                        "album": album,
-                        "name": os.path.basename(album),
-                        "photos": 2,
-                        "positives": [
-                            {"path": os.path.join(album, "a.png"), "score": 0.5, "mask_area": 10, "width": 4,
-                             "height": 4, "mask": {"size": [4, 4], "counts": "05;0"}}
-                        ],
-                        "rejected": 1,
-                        "unindexed": 0,
-                        "from_index": False,
-                    }
-                ],
-            }
+            expression, filters = params.unpack()
+            albums = []
+            for root in roots:
+                for name in sorted(os.listdir(root)):
+                    album = os.path.join(root, name)
+                    if os.path.isdir(album) and (not filters or any(f.lower() in name.lower() for f in filters)):
+                        albums.append({
+                            "album": album,
+                            "name": name,
+                            "photos": 2,
+                            "positives": [
+                                {"path": os.path.join(album, "a.png"), "score": 0.5, "mask_area": 10, "width": 4,
+                                 "height": 4, "mask": {"size": [4, 4], "counts": "05;0"}}
+                            ],
+                            "rejected": 1,
+                            "unindexed": 0,
+                            "from_index": False,
+                        })
+            answer = {"version": 1, "expression": expression, "model": "fake", "albums": albums}
             invocation.return_value(GLib.Variant("(s)", (json.dumps(answer),)))
         else:
             invocation.return_dbus_error("org.photoseg.Photoseg1.Error.Failed", "fake: " + method + " not served")
