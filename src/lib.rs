@@ -3,7 +3,7 @@
 //! `model` is the network and nothing else (no file or network I/O beyond loading weights it is handed);
 //! `library` finds, decodes and caches photos (no tensor maths); `query` answers expressions over albums
 //! with the model; `data` and `synth` read and write data sets; `train` and `eval` fit and measure models;
-//! `cli` turns subcommands into calls of the library.
+//! `service` is `photoseg daemon` on D-Bus; `cli` turns subcommands into calls of the library.
 pub mod builtin;
 pub mod cli;
 pub mod data;
@@ -11,5 +11,6 @@ pub mod eval;
 pub mod library;
 pub mod model;
 pub mod query;
+pub mod service;
 pub mod synth;
 pub mod train;

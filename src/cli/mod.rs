@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod daemon;
 mod demo;
 mod eval;
 mod index;
@@ -28,7 +29,7 @@ pub enum Command {
     /// Find the photos of every album that show EXPRESSION, with masks.
     Query(query::QueryArgs),
     /// Serve queries on D-Bus and keep the cache current while folders change.
-    Daemon,
+    Daemon(daemon::DaemonArgs),
     /// Train GRSer on a data set.
     Train(train::TrainArgs),
     /// Measure a model on a data set (mIoU, positive / negative accuracy, Co-SOD metrics).
@@ -62,17 +63,12 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The error of a subcommand whose issue is still open: never fake output.
-fn not_built(command: &str, issue: &str) -> anyhow::Error {
-    anyhow::anyhow!("`photoseg {command}` is not built yet (issue: {issue})")
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Index(args) => index::run(args),
         Command::Query(args) => query::run(args),
-        Command::Daemon => Err(not_built("daemon", "the daemon on D-Bus")),
+        Command::Daemon(args) => daemon::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Model(cmd) => model::run(cmd),

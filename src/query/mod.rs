@@ -5,8 +5,8 @@
 //! decides for every photo at once; positives get a mask at the photo's own resolution. A repeated
 //! question is served from the search index while the album's photos are unchanged.
 //!
-//! [`QueryBackend`] is the seam for the daemon: today [`connect`] always answers in-process; a D-Bus
-//! client implementing the same trait will be returned when a daemon runs.
+//! [`QueryBackend`] is the seam for the daemon: [`connect`] returns a D-Bus client of a running
+//! `photoseg daemon` (`crate::service::client`) when one serves this library, else the in-process engine.
 pub mod featurizer;
 pub mod model;
 pub mod render;
@@ -162,16 +162,20 @@ struct JsonPositive<'a> {
     mask: rle::CocoRle,
 }
 
-/// Something that answers queries: the in-process [`Engine`] now, the daemon over D-Bus later.
+/// Something that answers queries: the in-process [`Engine`], or the daemon over D-Bus.
 pub trait QueryBackend {
     /// Says who answers, for messages ("in-process", "daemon").
     fn describe(&self) -> String;
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult>;
 }
 
-/// The backend for this process: in-process (no daemon exists yet; when it does, this is where a
-/// running daemon is preferred and the model is not loaded here at all).
+/// The backend for this process: a running `photoseg daemon` that serves this library with this model
+/// (the model is then not loaded here at all), else the in-process [`Engine`]. `PHOTOSEG_NO_DAEMON=1`
+/// forces in-process; see [`crate::service::client::DaemonClient::find`].
 pub fn connect(model_dir: Option<&Path>) -> Result<Box<dyn QueryBackend>> {
+    if let Some(client) = crate::service::client::DaemonClient::find(model_dir) {
+        return Ok(Box::new(client));
+    }
     Ok(Box::new(Engine::open_default(model_dir)?))
 }
 

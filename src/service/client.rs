@@ -1,0 +1,230 @@
+//! The daemon as a [`QueryBackend`]: `photoseg query` asks a running daemon instead of loading the
+//! model itself. [`DaemonClient::find`] answers quickly (at most [`FIND_TIMEOUT`]) whether a daemon
+//! that serves *this* library is there; otherwise the CLI answers in-process.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use zbus::proxy;
+
+use super::{BUS_NAME, NO_DAEMON_ENV, OBJECT_PATH};
+use crate::library::paths;
+use crate::query::model::{model_digest, MODEL_ENV};
+use crate::query::rle::{self, CocoRle};
+use crate::query::{AlbumResult, Positive, QueryBackend, QueryRequest, QueryResult, JSON_VERSION};
+
+/// How long finding a daemon may take before the CLI gives up on it and answers in-process.
+pub const FIND_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[proxy(interface = "org.photoseg.Photoseg1", default_service = "org.photoseg.Photoseg1", default_path = "/org/photoseg/Photoseg1")]
+trait Photoseg1 {
+    fn query(&self, expression: &str, albums: &[&str]) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn model(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn cache_file(&self) -> zbus::Result<String>;
+}
+
+/// A connection to a running `photoseg daemon` on the session bus.
+pub struct DaemonClient {
+    runtime: tokio::runtime::Runtime,
+    proxy: Photoseg1Proxy<'static>,
+    model: String,
+}
+
+impl std::fmt::Debug for DaemonClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonClient").field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+impl DaemonClient {
+    /// The daemon on the session bus, when one runs, serves the cache this process would use and
+    /// answers with the model `model_dir` (or `$PHOTOSEG_MODEL`) names, if one is named. `None` (with
+    /// the reason in the debug log) otherwise, or when `$PHOTOSEG_NO_DAEMON` is `1`.
+    pub fn find(model_dir: Option<&Path>) -> Option<DaemonClient> {
+        if std::env::var_os(NO_DAEMON_ENV).is_some_and(|v| v == "1") {
+            return None;
+        }
+        match Self::try_find(model_dir) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!("not using a daemon: {e:#}");
+                None
+            }
+        }
+    }
+
+    fn try_find(model_dir: Option<&Path>) -> Result<Option<DaemonClient>> {
+        // No bus address at all: nothing to try (and no socket to wait on).
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+            && !std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).join("bus").exists())
+        {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let found = runtime.block_on(async {
+            tokio::time::timeout(FIND_TIMEOUT, async {
+                let conn = zbus::connection::Builder::session().build().await?;
+                let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+                if !dbus.name_has_owner(BUS_NAME.try_into()?).await? {
+                    return Ok::<_, anyhow::Error>(None);
+                }
+                let proxy = Photoseg1Proxy::builder(&conn)
+                    .cache_properties(zbus::proxy::CacheProperties::No)
+                    .build()
+                    .await?;
+                let model = proxy.model().await?;
+                let cache = proxy.cache_file().await?;
+                Ok(Some((proxy, model, cache)))
+            })
+            .await
+            .map_err(|_| anyhow!("the session bus did not answer within {FIND_TIMEOUT:?}"))?
+        })?;
+        let Some((proxy, model, cache)) = found else { return Ok(None) };
+        let ours = paths::cache_file()?;
+        if !same_file(Path::new(&cache), &ours) {
+            bail!("the daemon serves the cache {cache}, this process uses {}", ours.display());
+        }
+        let named = model_dir.map(Path::to_path_buf).or_else(|| std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+        if let Some(dir) = named {
+            let digest = model_digest(&dir)?;
+            if model.rsplit('@').next() != Some(&digest[..16]) {
+                bail!("the daemon answers with the model {model}, not {}", dir.display());
+            }
+        }
+        Ok(Some(DaemonClient { runtime, proxy, model }))
+    }
+
+    /// The backbone id of the daemon's model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl QueryBackend for DaemonClient {
+    fn describe(&self) -> String {
+        format!("daemon {BUS_NAME}, model {}", self.model)
+    }
+
+    fn query(&mut self, request: &QueryRequest) -> Result<QueryResult> {
+        let albums: Vec<&str> = request.albums.iter().map(String::as_str).collect();
+        let json = self.runtime.block_on(self.proxy.query(&request.expression, &albums)).map_err(|e| match e {
+            // The daemon's message is already the whole story (e.g. "the library is empty: ...").
+            zbus::Error::MethodError(_, Some(message), _) => anyhow!("{message}"),
+            e => anyhow!("the daemon ({BUS_NAME} at {OBJECT_PATH}) failed to answer: {e}"),
+        })?;
+        parse_answer(&json).context("the daemon's answer is not photoseg's query JSON")
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        // The cache file may not exist yet; its folder usually does.
+        match (p.parent().and_then(|d| std::fs::canonicalize(d).ok()), p.file_name()) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => p.to_path_buf(),
+        }
+    };
+    a == b || canon(a) == canon(b)
+}
+
+#[derive(Deserialize)]
+struct JsonResult {
+    version: u32,
+    expression: String,
+    model: String,
+    albums: Vec<JsonAlbum>,
+}
+
+#[derive(Deserialize)]
+struct JsonAlbum {
+    album: PathBuf,
+    name: String,
+    photos: usize,
+    positives: Vec<JsonPositive>,
+    rejected: usize,
+    unindexed: usize,
+    from_index: bool,
+}
+
+#[derive(Deserialize)]
+struct JsonPositive {
+    path: PathBuf,
+    score: f32,
+    mask_area: usize,
+    width: u32,
+    height: u32,
+    mask: CocoRle,
+}
+
+/// The query JSON (docs/query.md, version 1) back into a [`QueryResult`], masks decoded.
+pub fn parse_answer(json: &str) -> Result<QueryResult> {
+    let r: JsonResult = serde_json::from_str(json)?;
+    if r.version != JSON_VERSION {
+        bail!("answer version {} (this photoseg reads version {JSON_VERSION}); are daemon and CLI the same build?", r.version);
+    }
+    let albums = r
+        .albums
+        .into_iter()
+        .map(|a| -> Result<AlbumResult> {
+            let positives = a
+                .positives
+                .into_iter()
+                .map(|p| -> Result<Positive> {
+                    if p.mask.size != [p.height as usize, p.width as usize] {
+                        bail!("mask of {} is {:?}, the photo {} x {}", p.path.display(), p.mask.size, p.width, p.height);
+                    }
+                    let mask = rle::decode(&p.mask)?;
+                    Ok(Positive { path: p.path, score: p.score, mask_area: p.mask_area, width: p.width, height: p.height, mask })
+                })
+                .collect::<Result<_>>()?;
+            Ok(AlbumResult {
+                album: a.album,
+                name: a.name,
+                photos: a.photos,
+                positives,
+                rejected: a.rejected,
+                unindexed: a.unindexed,
+                from_index: a.from_index,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(QueryResult { expression: r.expression, model: r.model, albums })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_through_the_json() {
+        let mask = vec![0, 1, 1, 0, 0, 1];
+        let result = QueryResult {
+            expression: "my bike".into(),
+            model: "grser-64px-f16@0123456789abcdef".into(),
+            albums: vec![AlbumResult {
+                album: "/p/Paris".into(),
+                name: "Paris".into(),
+                photos: 3,
+                positives: vec![Positive {
+                    path: "/p/Paris/a.jpg".into(),
+                    score: 0.5,
+                    mask_area: 3,
+                    width: 3,
+                    height: 2,
+                    mask,
+                }],
+                rejected: 1,
+                unindexed: 1,
+                from_index: true,
+            }],
+        };
+        assert_eq!(parse_answer(&result.to_json().unwrap()).unwrap(), result);
+        let wrong = result.to_json().unwrap().replace("\"version\": 1", "\"version\": 2");
+        assert!(parse_answer(&wrong).unwrap_err().to_string().contains("answer version 2"));
+    }
+}

@@ -1,0 +1,442 @@
+//! `photoseg daemon`: the library served on the session bus (docs/daemon.md).
+//!
+//! [`Library`] is the daemon core: a cheap cloneable handle that owns the model, the query engine, a
+//! reading connection to the cache and the watched folders, and talks to the indexer thread
+//! ([`worker`]) that owns the file watcher and the writing cache connection. Its methods are blocking
+//! (SQLite, the network) and check their arguments; the D-Bus modules ([`dbus`], [`search_provider`],
+//! [`krunner`]) are thin: they convert arguments, run a `Library` method on a blocking thread and
+//! convert the answer. No tensor maths here: answers come from [`crate::query::Engine`].
+//!
+//! Concurrency: queries take turns on the one engine (the model is the bottleneck anyway); `Status`,
+//! `ListRoots` and the root changes never wait for a query, and the D-Bus connection keeps serving
+//! while any of them runs.
+pub mod client;
+pub mod dbus;
+pub mod desktop;
+pub mod error;
+pub mod krunner;
+pub mod search_provider;
+pub mod thumbnail;
+mod worker;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::library::config::{Config, RootAdded};
+use crate::library::search::{normalize_expression, SearchIndex};
+use crate::library::{paths, Cache};
+use crate::query::model::{resolve_model_dir, LoadedModel};
+use crate::query::{self, Engine, QueryRequest, QueryResult, DEFAULT_CODEC};
+pub use error::{Error, Result};
+pub use worker::Signal;
+
+/// The daemon's well-known name on the session bus.
+pub const BUS_NAME: &str = "org.photoseg.Photoseg1";
+/// The object serving `org.photoseg.Photoseg1`.
+pub const OBJECT_PATH: &str = "/org/photoseg/Photoseg1";
+/// The object serving `org.gnome.Shell.SearchProvider2`.
+pub const SEARCH_PROVIDER_PATH: &str = "/org/photoseg/SearchProvider";
+/// The object serving `org.kde.krunner1`.
+pub const KRUNNER_PATH: &str = "/org/photoseg/krunner";
+/// Longest expression accepted, in bytes after whitespace is collapsed (the schema says 500).
+pub const MAX_EXPRESSION_BYTES: usize = 500;
+/// Set to `1` to make `photoseg query` answer in-process even when a daemon runs.
+pub const NO_DAEMON_ENV: &str = "PHOTOSEG_NO_DAEMON";
+/// Test hook: every query the daemon runs first sleeps this many milliseconds while holding the
+/// engine, standing in for a slow model so tests can show that other clients are still served.
+pub const QUERY_DELAY_ENV: &str = "PHOTOSEG_DAEMON_QUERY_DELAY_MS";
+/// Photos per cache transaction in the daemon's indexer (as `photoseg index`).
+const BATCH: usize = 16;
+
+/// How the daemon is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--model DIR` (else `$PHOTOSEG_MODEL`, else the installed or built-in model).
+    pub model_dir: Option<PathBuf>,
+    /// How long a folder must be quiet before its changes are indexed.
+    pub settle: Duration,
+}
+
+/// The daemon core; clones share everything.
+#[derive(Clone)]
+pub struct Library {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library").field("backbone", &self.inner.backbone).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    backbone: String,
+    model: LoadedModel,
+    cache_file: PathBuf,
+    config_file: PathBuf,
+    /// Queries take turns on the engine.
+    engine: Mutex<Engine>,
+    /// Roots changed since the engine was built (album names are relative to the roots): the next
+    /// query rebuilds the engine with these, so a root change never waits for a running query.
+    pending_roots: Mutex<Option<Vec<PathBuf>>>,
+    /// For `Status` and argument checks: never blocked by a query (WAL lets readers run alongside the
+    /// indexer's writes).
+    reader: Mutex<Cache>,
+    /// The watched folders; the config file is written under this lock.
+    roots: Mutex<Vec<PathBuf>>,
+    worker: Mutex<Option<(mpsc::Sender<worker::Command>, JoinHandle<()>)>>,
+    indexing: Arc<AtomicBool>,
+    query_delay: Duration,
+}
+
+/// Status counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub photos: u32,
+    pub indexed: u32,
+    pub albums: u32,
+    /// "idle" or "indexing".
+    pub state: &'static str,
+}
+
+/// A photo's mask in the format asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskAnswer {
+    pub found: bool,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+/// The formats `GetMask` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskFormat {
+    /// 8-bit grey PNG, 255 = object.
+    Png,
+    /// COCO compressed RLE counts string.
+    Rle,
+}
+
+impl MaskFormat {
+    fn parse(format: &str) -> Result<Self> {
+        match format {
+            "png" => Ok(MaskFormat::Png),
+            "rle" => Ok(MaskFormat::Rle),
+            other => Err(Error::InvalidArgument(format!("unknown mask format {other:?}; use \"png\" or \"rle\""))),
+        }
+    }
+}
+
+impl Library {
+    /// Loads the model, opens the cache and the config, and starts the indexer thread (which indexes
+    /// every watched folder once, then follows their changes). Indexing signals arrive on the receiver.
+    pub fn open(opts: &Options) -> anyhow::Result<(Library, tokio::sync::mpsc::UnboundedReceiver<Signal>)> {
+        let model = LoadedModel::load(&resolve_model_dir(opts.model_dir.as_deref())?)?;
+        let cache_file = paths::cache_file()?;
+        let config_file = paths::config_file()?;
+        let roots = Config::load(&config_file)?.roots;
+        let engine = Engine::new(
+            model.clone(),
+            DEFAULT_CODEC,
+            Cache::open(&cache_file)?,
+            SearchIndex::open_default()?,
+            roots.clone(),
+        );
+        let backbone = engine.backbone().to_string();
+        let reader = Cache::open(&cache_file)?;
+        let indexing = Arc::new(AtomicBool::new(false));
+        let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
+        let worker = worker::spawn(worker::Setup {
+            model: model.clone(),
+            cache_file: cache_file.clone(),
+            roots: roots.clone(),
+            settle: opts.settle,
+            signals: signals_tx,
+            indexing: indexing.clone(),
+        })?;
+        let query_delay = std::env::var(QUERY_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        let inner = Inner {
+            backbone,
+            model,
+            cache_file,
+            config_file,
+            engine: Mutex::new(engine),
+            pending_roots: Mutex::new(None),
+            reader: Mutex::new(reader),
+            roots: Mutex::new(roots),
+            worker: Mutex::new(Some(worker)),
+            indexing,
+            query_delay,
+        };
+        Ok((Library { inner: Arc::new(inner) }, signals_rx))
+    }
+
+    /// The backbone id of the model answering (the `Model` property).
+    pub fn backbone(&self) -> &str {
+        &self.inner.backbone
+    }
+
+    /// The cache file this daemon serves (the `CacheFile` property).
+    pub fn cache_file(&self) -> &Path {
+        &self.inner.cache_file
+    }
+
+    /// The model directory.
+    pub fn model_dir(&self) -> &Path {
+        &self.inner.model.dir
+    }
+
+    /// Answers `expression` over every album or those named by `albums` (`photoseg query`).
+    pub fn query(&self, expression: &str, albums: Vec<String>) -> Result<QueryResult> {
+        let request = check_expression(expression, albums)?;
+        self.run_query(&request, || true)?.ok_or_else(|| Error::Failed("the query was cancelled".into()))
+    }
+
+    /// Runs `request` on the engine once it is free; `None` when `still_wanted` says no by then (a
+    /// desktop search superseded by the next keystroke).
+    pub fn run_query(&self, request: &QueryRequest, still_wanted: impl Fn() -> bool) -> Result<Option<QueryResult>> {
+        let mut engine = lock(&self.inner.engine);
+        if !still_wanted() {
+            return Ok(None);
+        }
+        if let Some(roots) = lock(&self.inner.pending_roots).take() {
+            let cache = Cache::open(&self.inner.cache_file).map_err(Error::failed)?;
+            let search = SearchIndex::open_default().map_err(Error::failed)?;
+            *engine = Engine::new(self.inner.model.clone(), DEFAULT_CODEC, cache, search, roots);
+        }
+        if !self.inner.query_delay.is_zero() {
+            std::thread::sleep(self.inner.query_delay);
+        }
+        let started = Instant::now();
+        let result = engine.run(request).map_err(Error::failed)?;
+        tracing::debug!("query {:?} answered in {:.3} s", request.expression, started.elapsed().as_secs_f64());
+        Ok(Some(result))
+    }
+
+    /// The mask of the object `expression` refers to in the photo at `path`, decided within its album.
+    pub fn mask(&self, path: &str, expression: &str, format: &str) -> Result<MaskAnswer> {
+        let mut request = check_expression(expression, Vec::new())?;
+        let format = MaskFormat::parse(format)?;
+        let photo = self.known_photo(path)?;
+        {
+            let reader = lock(&self.inner.reader);
+            let id = reader
+                .photo_id(&photo)
+                .map_err(Error::failed)?
+                .ok_or_else(|| Error::UnknownPhoto(unknown_photo(&photo)))?;
+            if !reader.has_features(id, &self.inner.backbone).map_err(Error::failed)? {
+                return Err(Error::NotIndexed(format!(
+                    "{} is not indexed for the model {} yet; the daemon indexes it in the background, ask again later",
+                    photo.display(),
+                    self.inner.backbone
+                )));
+            }
+        }
+        let album = photo.parent().unwrap_or(Path::new("/")).to_path_buf();
+        request.albums = vec![query::album_name(&album, &self.roots())];
+        let result = self.run_query(&request, || true)?.expect("always wanted");
+        let answer = result
+            .albums
+            .iter()
+            .find(|a| a.album == album)
+            .ok_or_else(|| Error::Failed(format!("the album {} was not answered; run the query again", album.display())))?;
+        let Some(p) = answer.positives.iter().find(|p| p.path == photo) else {
+            return Ok(MaskAnswer { found: false, width: 0, height: 0, data: Vec::new() });
+        };
+        let data = match format {
+            MaskFormat::Png => thumbnail::mask_png(p).map_err(Error::failed)?,
+            MaskFormat::Rle => {
+                query::rle::encode(&p.mask, p.width as usize, p.height as usize).map_err(Error::failed)?.counts.into_bytes()
+            }
+        };
+        Ok(MaskAnswer { found: true, width: p.width, height: p.height, data })
+    }
+
+    /// Photos known, photos with features for this model, albums, and whether indexing runs.
+    pub fn status(&self) -> Result<Status> {
+        let reader = lock(&self.inner.reader);
+        let albums = reader.albums().map_err(Error::failed)?;
+        let (mut photos, mut indexed) = (0u32, 0u32);
+        for a in &albums {
+            let entries = reader.album_entries(a.id, &self.inner.backbone).map_err(Error::failed)?;
+            photos += entries.len() as u32;
+            indexed += entries.iter().filter(|e| e.has_features).count() as u32;
+        }
+        let state = if self.inner.indexing.load(Ordering::SeqCst) { "indexing" } else { "idle" };
+        Ok(Status { photos, indexed, albums: albums.len() as u32, state })
+    }
+
+    /// The watched folders.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        lock(&self.inner.roots).clone()
+    }
+
+    /// Watches `path` (absolute, an existing readable folder) and indexes it in the background.
+    pub fn add_root(&self, path: &str) -> Result<()> {
+        let dir = absolute(path, "folder")?;
+        let mut roots = lock(&self.inner.roots);
+        let mut config = Config { roots: roots.clone() };
+        let added = config.add_root(&dir).map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
+        let RootAdded::Added { root, replaced } = added else {
+            return Ok(()); // already watched: nothing to do
+        };
+        config.save(&self.inner.config_file).map_err(Error::failed)?;
+        *roots = config.roots.clone();
+        *lock(&self.inner.pending_roots) = Some(config.roots);
+        self.tell_worker(worker::Command::AddRoot { root, replaced })
+    }
+
+    /// Stops watching the root `path` and forgets its photos.
+    pub fn remove_root(&self, path: &str) -> Result<()> {
+        let dir = absolute(path, "folder")?;
+        let mut roots = lock(&self.inner.roots);
+        let mut config = Config { roots: roots.clone() };
+        let root = config.remove_root(&dir).map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
+        config.save(&self.inner.config_file).map_err(Error::failed)?;
+        *roots = config.roots.clone();
+        *lock(&self.inner.pending_roots) = Some(config.roots);
+        self.tell_worker(worker::Command::RemoveRoot(root))
+    }
+
+    /// Checks that `path` names a photo the cache knows, inside a watched folder; returns it as the
+    /// cache spells it.
+    pub fn known_photo(&self, path: &str) -> Result<PathBuf> {
+        let path = absolute(path, "photo")?;
+        let roots = self.roots();
+        let inside = |p: &Path| roots.iter().any(|r| p.starts_with(r));
+        let photo = if inside(&path) {
+            path.clone()
+        } else {
+            // A symbolic link or `..` may still lead into a root.
+            match std::fs::canonicalize(&path) {
+                Ok(real) if inside(&real) => real,
+                _ => {
+                    let watched: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+                    return Err(Error::OutsideRoots(if watched.is_empty() {
+                        format!("{} is not inside a watched folder: no folders are watched", path.display())
+                    } else {
+                        format!("{} is not inside a watched folder; watched: {}", path.display(), watched.join(", "))
+                    }));
+                }
+            }
+        };
+        let known = lock(&self.inner.reader).photo_id(&photo).map_err(Error::failed)?.is_some();
+        if !known {
+            // The cache stores real paths: try the canonical spelling before giving up.
+            if let Ok(real) = std::fs::canonicalize(&photo) {
+                if real != photo && lock(&self.inner.reader).photo_id(&real).map_err(Error::failed)?.is_some() {
+                    return Ok(real);
+                }
+            }
+            return Err(Error::UnknownPhoto(unknown_photo(&photo)));
+        }
+        Ok(photo)
+    }
+
+    /// Stops the indexer thread, waiting at most `grace` for the event in hand. A run cut short loses
+    /// at most its batch in flight (the cache commits per batch); the next start redoes it.
+    pub fn shutdown(&self, grace: Duration) {
+        let Some((tx, handle)) = lock(&self.inner.worker).take() else { return };
+        let _ = tx.send(worker::Command::Stop);
+        let deadline = Instant::now() + grace;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            tracing::warn!("the indexer did not stop within {grace:?}; its batch in flight will be redone next time");
+        }
+    }
+
+    fn tell_worker(&self, command: worker::Command) -> Result<()> {
+        match lock(&self.inner.worker).as_ref() {
+            Some((tx, _)) if tx.send(command).is_ok() => Ok(()),
+            _ => Err(Error::Failed("the indexer has stopped (the daemon is shutting down)".into())),
+        }
+    }
+}
+
+/// A lock whose holder panicked is still usable: every guarded value stays consistent between
+/// statements (a panicking query leaves the engine as it was).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Checks an expression: not empty, at most [`MAX_EXPRESSION_BYTES`] after whitespace is collapsed.
+pub fn check_expression(expression: &str, albums: Vec<String>) -> Result<QueryRequest> {
+    let normal = normalize_expression(expression);
+    if normal.is_empty() {
+        return Err(Error::InvalidArgument("the expression is empty; say what to look for, e.g. \"my bike\"".into()));
+    }
+    if normal.len() > MAX_EXPRESSION_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "the expression is {} bytes long; at most {MAX_EXPRESSION_BYTES} are accepted",
+            normal.len()
+        )));
+    }
+    QueryRequest::new(&normal, albums).map_err(|e| Error::InvalidArgument(format!("{e:#}")))
+}
+
+/// `path` as a path, refused unless absolute and free of NUL bytes.
+fn absolute(path: &str, what: &str) -> Result<PathBuf> {
+    if path.is_empty() {
+        return Err(Error::InvalidArgument(format!("the {what} path is empty; give an absolute path")));
+    }
+    if path.as_bytes().contains(&0) {
+        return Err(Error::InvalidArgument(format!("the {what} path {path:?} contains a NUL byte")));
+    }
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "the {what} path {path:?} is relative; give an absolute path (the daemon has no working folder of yours)"
+        )));
+    }
+    Ok(p)
+}
+
+fn unknown_photo(photo: &Path) -> String {
+    let hint = if photo.exists() {
+        "it is not indexed yet or is not a photo photoseg reads (see `photoseg index`)"
+    } else {
+        "no such file"
+    };
+    format!("{} is not a photo of the library: {hint}", photo.display())
+}
+
+/// Lossy UTF-8 of a path, for D-Bus strings (which must be UTF-8).
+pub fn path_string(path: &Path) -> String {
+    String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned()
+}
+
+/// Loads the model and serves the library on `conn` under [`BUS_NAME`] until SIGINT or SIGTERM;
+/// then gives the name up and stops the indexer. The connection is the caller's (a session bus in
+/// `photoseg daemon`, any bus in tests).
+pub async fn run(conn: zbus::Connection, opts: Options) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let (library, signals) = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
+    dbus::serve(&conn, library.clone(), signals).await.context("cannot serve on the session bus")?;
+    eprintln!("photoseg daemon: serving {BUS_NAME} (model {}, {})", library.backbone(), library.model_dir().display());
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+        _ = conn.closed() => eprintln!("photoseg daemon: the bus connection closed"),
+    }
+    let _ = conn.release_name(BUS_NAME).await;
+    let lib = library.clone();
+    tokio::task::spawn_blocking(move || lib.shutdown(Duration::from_secs(3))).await?;
+    eprintln!("photoseg daemon: stopped");
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The daemon's indexer thread: owns the file watcher, the writing cache connection and a featurizer.
+//! It indexes every watched folder once at start, then applies each settled watcher event (as
+//! `photoseg index --watch` does) and each root change the D-Bus side sends, reporting progress as
+//! [`Signal`]s. One thread does all writes, so the cache sees one writer.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::BATCH;
+use crate::library::indexer::{apply_event, IndexReport, Progress};
+use crate::library::watch::{LibraryEvent, LibraryWatcher};
+use crate::library::{self, Cache};
+use crate::query::featurizer::ModelFeaturizer;
+use crate::query::model::LoadedModel;
+use crate::query::DEFAULT_CODEC;
+
+/// At most this many `IndexProgress` signals a second (the last photo of a run is always reported).
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// What the indexer reports; the D-Bus side turns these into the `IndexProgress` and `IndexFinished`
+/// signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    Progress { done: u32, total: u32, path: PathBuf },
+    Finished { featurized: u32, failed: u32 },
+}
+
+/// Orders from the D-Bus side.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// A new root (already in the config): watch it and index it; `replaced` roots were inside it.
+    AddRoot { root: PathBuf, replaced: Vec<PathBuf> },
+    /// A root removed from the config: stop watching it and forget its photos.
+    RemoveRoot(PathBuf),
+    Stop,
+}
+
+pub(super) struct Setup {
+    pub model: LoadedModel,
+    pub cache_file: PathBuf,
+    pub roots: Vec<PathBuf>,
+    pub settle: Duration,
+    pub signals: tokio::sync::mpsc::UnboundedSender<Signal>,
+    pub indexing: Arc<AtomicBool>,
+}
+
+pub(super) fn spawn(setup: Setup) -> Result<(mpsc::Sender<Command>, JoinHandle<()>)> {
+    let cache = Cache::open(&setup.cache_file)?;
+    let (watcher, events) = LibraryWatcher::start(&setup.roots, setup.settle)?;
+    let (tx, rx) = mpsc::channel();
+    // Indexing runs from the start: Status says so before the thread gets going.
+    setup.indexing.store(!setup.roots.is_empty(), Ordering::SeqCst);
+    let handle = std::thread::Builder::new()
+        .name("photoseg indexer".into())
+        .spawn(move || {
+            let mut w = Worker {
+                featurizer: ModelFeaturizer::new(&setup.model, DEFAULT_CODEC),
+                cache,
+                roots: setup.roots,
+                signals: setup.signals,
+                indexing: setup.indexing,
+            };
+            w.run(watcher, events, rx);
+        })
+        .context("cannot start the indexer thread")?;
+    Ok((tx, handle))
+}
+
+struct Worker {
+    featurizer: ModelFeaturizer,
+    cache: Cache,
+    roots: Vec<PathBuf>,
+    signals: tokio::sync::mpsc::UnboundedSender<Signal>,
+    indexing: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(&mut self, mut watcher: LibraryWatcher, events: mpsc::Receiver<LibraryEvent>, commands: mpsc::Receiver<Command>) {
+        if !self.roots.is_empty() {
+            let roots = self.roots.clone();
+            self.index(&roots);
+        }
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
+                Ok(Command::AddRoot { root, replaced }) => {
+                    for r in &replaced {
+                        if let Err(e) = watcher.unwatch(r) {
+                            tracing::warn!("{e:#}");
+                        }
+                    }
+                    self.roots.retain(|r| !replaced.contains(r));
+                    if let Err(e) = watcher.watch(&root) {
+                        tracing::warn!("{e:#}");
+                    }
+                    self.roots.push(root.clone());
+                    self.index(&[root]);
+                    continue;
+                }
+                Ok(Command::RemoveRoot(root)) => {
+                    if let Err(e) = watcher.unwatch(&root) {
+                        tracing::warn!("{e:#}");
+                    }
+                    self.roots.retain(|r| *r != root);
+                    match self.cache.write_batch(|c| c.remove_under(&root)) {
+                        Ok(n) => tracing::info!("stopped watching {}: forgot {n} photos", root.display()),
+                        Err(e) => tracing::warn!("cannot forget the photos of {}: {e:#}", root.display()),
+                    }
+                    continue;
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            match events.recv_timeout(Duration::from_millis(100)) {
+                Ok(event) => self.apply(&event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        drop(watcher);
+    }
+
+    /// A full indexing run over `roots`.
+    fn index(&mut self, roots: &[PathBuf]) {
+        self.indexing.store(true, Ordering::SeqCst);
+        let signals = self.signals.clone();
+        let mut progress = throttled(signals);
+        let result = library::index(&self.cache, roots, &mut self.featurizer, BATCH, &mut progress);
+        self.finish(result, "indexing");
+    }
+
+    /// One watcher event.
+    fn apply(&mut self, event: &LibraryEvent) {
+        self.indexing.store(true, Ordering::SeqCst);
+        let mut progress = throttled(self.signals.clone());
+        let result = apply_event(&self.cache, event, &mut self.featurizer, BATCH, &mut progress);
+        match &result {
+            Ok(r) if r.featurized == 0 && r.problems.is_empty() => {
+                self.indexing.store(false, Ordering::SeqCst);
+                tracing::debug!("{event:?}: {r:?}");
+            }
+            _ => self.finish(result, "following a change"),
+        }
+    }
+
+    fn finish(&mut self, result: Result<IndexReport>, what: &str) {
+        self.indexing.store(false, Ordering::SeqCst);
+        match result {
+            Ok(r) => {
+                for (path, reason) in &r.problems {
+                    tracing::info!("{}: {reason}", path.display());
+                }
+                let _ = self
+                    .signals
+                    .send(Signal::Finished { featurized: r.featurized as u32, failed: r.problems.len() as u32 });
+            }
+            Err(e) => {
+                tracing::error!("{what} failed: {e:#}");
+                let _ = self.signals.send(Signal::Finished { featurized: 0, failed: 1 });
+            }
+        }
+    }
+}
+
+/// A progress callback that sends at most one signal per [`PROGRESS_EVERY`], and always the last.
+fn throttled(signals: tokio::sync::mpsc::UnboundedSender<Signal>) -> impl FnMut(Progress) {
+    let mut last: Option<Instant> = None;
+    move |p: Progress| {
+        let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || p.done == p.total;
+        if due {
+            last = Some(Instant::now());
+            let _ = signals.send(Signal::Progress { done: p.done as u32, total: p.total as u32, path: p.current });
+        }
+    }
+}
