@@ -64,7 +64,7 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
     );
     eprintln!("{text}");
     if !ok {
-        let kept = w.tmp.into_path();
+        let kept = w.tmp.keep();
         panic!("eog overlay check failed (screenshots and logs kept in {})", kept.join("out").display());
     }
     assert!(text.contains("PASS: the overlay matches"), "no PASS line:\n{text}");
