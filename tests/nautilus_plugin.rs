@@ -25,11 +25,11 @@ fn library(w: &World) {
 
 /// The check script under Xvfb (started by the shell, on a display number it picks).
 fn check_argv(w: &World, extra: &[&str]) -> Vec<String> {
-    let script = format!(
+    let script = String::from(
         "Xvfb -displayfd 3 -screen 0 1024x768x24 -nolisten tcp 3>\"$1/display\" >/dev/null 2>&1 & x=$!; \
          for i in $(seq 100); do [ -s \"$1/display\" ] && break; sleep 0.1; done; \
          export DISPLAY=:$(cat \"$1/display\") GDK_BACKEND=x11 GSK_RENDERER=cairo; shift; \
-         \"$@\" --display \"$DISPLAY\"; s=$?; kill $x; exit $s"
+         \"$@\" --display \"$DISPLAY\"; s=$?; kill $x; exit $s",
     );
     let mut argv = vec!["sh".to_string(), "-c".into(), script, "sh".into(), w.path("out").display().to_string()];
     argv.push(PYTHON.into());
@@ -93,15 +93,20 @@ fn nautilus_extension_finds_in_a_folder_with_the_real_daemon() {
     w.photoseg_ok(&["index", w.path("photos").to_str().unwrap()]);
     // The daemon in the background; the check waits for nothing: its first call finds the name or
     // fails, so wait for the name here.
-    let script = format!(
+    let script = String::from(
         "\"$0\" daemon >\"$1\" 2>&1 & d=$!; \
          for i in $(seq 600); do gdbus call --session -d org.freedesktop.DBus -o /org/freedesktop/DBus \
            -m org.freedesktop.DBus.NameHasOwner org.photoseg.Photoseg1 2>/dev/null | grep -q true && break; \
-           kill -0 $d 2>/dev/null || {{ echo 'photoseg daemon exited:'; cat \"$1\"; exit 1; }}; sleep 0.1; done; \
-         shift; \"$@\"; s=$?; kill $d; exit $s"
+           kill -0 $d 2>/dev/null || { echo 'photoseg daemon exited:'; cat \"$1\"; exit 1; }; sleep 0.1; done; \
+         shift; \"$@\"; s=$?; kill $d; exit $s",
     );
-    let mut argv =
-        vec!["sh".to_string(), "-c".into(), script, env!("CARGO_BIN_EXE_photoseg").into(), w.path("out/daemon.log").display().to_string()];
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        script,
+        env!("CARGO_BIN_EXE_photoseg").into(),
+        w.path("out/daemon.log").display().to_string(),
+    ];
     argv.extend(check_argv(&w, &[]));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let (ok, text) = w.on_private_bus(&argv, &[], 600);

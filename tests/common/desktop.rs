@@ -122,10 +122,7 @@ impl World {
     pub fn on_private_bus(&self, argv: &[&str], extra_env: &[(&str, &str)], limit_s: u32) -> (bool, String) {
         let conf = self.path("bus.conf");
         let mut c = Command::new("timeout");
-        c.args(["-k", "10", &limit_s.to_string(), "dbus-run-session", "--config-file"])
-            .arg(&conf)
-            .arg("--")
-            .args(argv);
+        c.args(["-k", "10", &limit_s.to_string(), "dbus-run-session", "--config-file"]).arg(&conf).arg("--").args(argv);
         self.env(&mut c);
         for (k, v) in extra_env {
             c.env(k, v);
