@@ -1,0 +1,71 @@
+//! The eog overlay plugin (plugins/eog) tested for real: Xvfb, eog 43 with the plugin installed in a
+//! temporary `$XDG_DATA_HOME/eog/plugins` and enabled through a GSettings keyfile, the real
+//! `photoseg daemon` on a private session bus over a library indexed with a random tiny model, and
+//! screenshots compared pixel by pixel with the daemon's own mask at the fitted zoom, zoomed in and
+//! scrolled. tests/desktop/eog_overlay_check.py does the screen work and says how a screenshot is
+//! judged without trusting the plugin's geometry.
+#[path = "common/desktop.rs"]
+mod desktop;
+
+use desktop::{have_tools, repo, World, PYTHON};
+use image::{Rgb, RgbImage};
+
+/// The photo's coordinate code, read back by eog_overlay_check.py (keep in step).
+const LO: f64 = 20.0;
+const SPAN: f64 = 215.0;
+const BLUE: u8 = 128;
+
+#[test]
+fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
+    if !have_tools(
+        "eog_plugin",
+        &["eog", "Xvfb", "xdotool", "dbus-run-session", "timeout", PYTHON],
+        &["Gdk:3.0", "GdkPixbuf:2.0", "cairo"],
+    ) {
+        return;
+    }
+    let w = World::new();
+    w.model();
+    let (pw, ph) = (200u32, 120u32);
+    let photo = w.path("photos/Walk/p.png");
+    std::fs::create_dir_all(photo.parent().unwrap()).unwrap();
+    RgbImage::from_fn(pw, ph, |x, y| {
+        let r = LO + SPAN * f64::from(x) / f64::from(pw - 1);
+        let g = LO + SPAN * f64::from(y) / f64::from(ph - 1);
+        Rgb([r.round() as u8, g.round() as u8, BLUE])
+    })
+    .save(&photo)
+    .unwrap();
+    let photos = w.path("photos");
+    w.photoseg_ok(&["index", photos.to_str().unwrap()]);
+
+    let daemon = env!("CARGO_BIN_EXE_photoseg");
+    let check = repo("tests/desktop/eog_overlay_check.py");
+    let plugin = repo("plugins/eog");
+    let out = w.path("out");
+    let (ok, text) = w.on_private_bus(
+        &[
+            PYTHON,
+            check.to_str().unwrap(),
+            "--photo",
+            photo.to_str().unwrap(),
+            "--expressions",
+            "the thing|my bike|the red ball on the left|a dog|the sky|the big square|something blue|the tree",
+            "--plugin-dir",
+            plugin.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            daemon,
+            "daemon",
+        ],
+        &[],
+        600,
+    );
+    eprintln!("{text}");
+    if !ok {
+        let kept = w.tmp.keep();
+        panic!("eog overlay check failed (screenshots and logs kept in {})", kept.join("out").display());
+    }
+    assert!(text.contains("PASS: the overlay matches"), "no PASS line:\n{text}");
+}
