@@ -22,7 +22,10 @@ W=/tmp/photoseg-gpu; rm -rf $W; mkdir -p $W/logs
 log() { echo "$*" | tee -a "$SUM"; }
 T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 ))s; }
-pack() { tar -C $W -cf $OUT/results.tar logs $(cd $W && ls -d model-* 2>/dev/null); }
+# What comes back must stay small (a device run returns files of at most 16 MB): logs, and the best
+# variant's model directory (about 7 MB of f32 weights for the built-in shape).
+pack() { tar -C $W -czf $OUT/logs.tar.gz logs; [ -n "${best:-}" ] && tar -C $W -cf $OUT/best-model.tar model-$best; true; }
+best=
 trap pack EXIT
 
 log "== machine"
@@ -102,13 +105,13 @@ cat $W/logs/reference.json | tee -a "$SUM"
 log "== paper shape, timed run ($(el))"
 timeout 90 "$BIN" train --preset paper --data $W/synth-small --out $W/paper --steps 5 --groups-per-step 4 --group-size 8 \
     --lr 5e-5 --log-every 1 --checkpoint-every 1000 $DEV > $W/logs/paper-probe.log 2>&1 \
-    || log "paper-shape run stopped: $(grep -v '^step' $W/logs/paper-probe.log | tail -4)"
+    || log "paper-shape run stopped: $(grep -i -m3 'error\|panicked\|memory' $W/logs/paper-probe.log)"
 P=$(rate $W/logs/paper-probe.log)
 log "photoseg train, Swin-B + BERT-base, 416 px, 4 groups of 8, f32: $P img/s"
 if [ "$P" = "n/a" ]; then
   timeout 45 "$BIN" train --preset paper --data $W/synth-small --out $W/paper1 --steps 5 --groups-per-step 1 --group-size 8 \
       --lr 5e-5 --log-every 1 --checkpoint-every 1000 $DEV > $W/logs/paper-probe1.log 2>&1 \
-      || log "paper-shape run (1 group) stopped: $(grep -v '^step' $W/logs/paper-probe1.log | tail -4)"
+      || log "paper-shape run (1 group) stopped: $(grep -i -m3 'error\|panicked\|memory' $W/logs/paper-probe1.log)"
   log "photoseg train, Swin-B + BERT-base, 416 px, 1 group of 8, f32: $(rate $W/logs/paper-probe1.log) img/s"
 fi
 nvidia-smi --query-gpu=memory.used --format=csv,noheader >> $W/logs/paper-probe.log 2>&1
