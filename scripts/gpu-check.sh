@@ -11,6 +11,7 @@
 #   CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda --bin photoseg
 # then on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh BIN REF_SCRIPT OUT [BUILTIN_SECONDS]
+# (SKIP_THROUGHPUT=1 stops after the built-in model's training and evaluation.)
 # Every step has its own time limit and a failure does not stop the next one. OUT/summary.txt gathers
 # the figures; OUT/results.tar the logs and the trained models. Nothing here downloads anything.
 set -u
@@ -45,7 +46,8 @@ rate() { grep -o '[0-9.]* img/s' "$1" | awk 'NR>2 {print $1}' | sort -n | awk '{
 G=${GROUPS_PER_STEP:-8}
 DEV=${DEVICE_FLAG---cuda}   # DEVICE_FLAG= runs the same script on the CPU (a dry run)
 COMMON=(--data $W/synth --group-size 8 --groups-per-step $G --lambda-mirror 0 --neg-ce 1 --separation 1 --triplet-constant --seed 0 $DEV)
-declare -A VAR=([a]="--lr 1e-3" [b]="--lr 1e-3 --map-gain 10" [c]="--lr 2e-3 --map-gain 10")
+# VARIANT_A/B/C override them (the second run of 2026-11-27 used --center-v in all three).
+declare -A VAR=([a]="${VARIANT_A:---lr 1e-3}" [b]="${VARIANT_B:---lr 1e-3 --map-gain 10}" [c]="${VARIANT_C:---lr 2e-3 --map-gain 10}")
 
 log "== built-in shape: timed runs, the three side by side ($(el))"
 for v in a b c; do
@@ -99,6 +101,7 @@ PY
 fi
 pack
 
+if [ -n "${SKIP_THROUGHPUT:-}" ]; then log "== done, throughput checks skipped ($(el))"; exit 0; fi
 log "== PyTorch reference ($(el))"
 PYTHONUNBUFFERED=1 timeout 150 python3 "$REF" cuda > $W/logs/reference.json 2> $W/logs/reference.err || log "reference failed: $(tail -3 $W/logs/reference.err)"
 cat $W/logs/reference.json | tee -a "$SUM"

@@ -42,6 +42,11 @@ pub struct HeadConfig {
     /// initialisation) beside V's raw channels; a gain lets the decoder hear them from the first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_gain: Option<f64>,
+    /// Standardise each channel of V over the photo's positions before TQM (false for models saved
+    /// before it existed). A component shared by every position makes cos(V, L') nearly the same
+    /// everywhere: the language map is flat and the decoder has nothing to learn from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub center_v: bool,
 }
 
 /// What the decision vector e_n is pooled from (the paper leaves it open; docs/model.md).
@@ -76,7 +81,7 @@ impl Config {
         Self {
             swin: swin::Config::swin_b(),
             bert: text::Config::bert_base_uncased(),
-            head: HeadConfig { c_v: 512, k: 8, lateral: 32, decoder_dim: 256, margin: 1.0, decision: Decision::Fused, map_gain: None },
+            head: HeadConfig { c_v: 512, k: 8, lateral: 32, decoder_dim: 256, margin: 1.0, decision: Decision::Fused, map_gain: None, center_v: false },
             image_size: 416,
             description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
         }
@@ -106,7 +111,7 @@ impl Config {
                 max_position_embeddings: 32,
                 ..text::Config::tiny(vocab_size)
             },
-            head: HeadConfig { c_v: 64, k: 8, lateral: 16, decoder_dim: 32, margin: 1.0, decision: Decision::Fused, map_gain: None },
+            head: HeadConfig { c_v: 64, k: 8, lateral: 16, decoder_dim: 32, margin: 1.0, decision: Decision::Fused, map_gain: None, center_v: false },
             image_size: 128,
             description: "photoseg built-in demo model: trained only on the synthetic world of coloured shapes \
                           (photoseg synth); it knows nothing about real photos"
@@ -119,7 +124,7 @@ impl Config {
         Self {
             swin: swin::Config::tiny(),
             bert: text::Config::tiny(vocab_size),
-            head: HeadConfig { c_v: 32, k: 4, lateral: 8, decoder_dim: 16, margin: 1.0, decision: Decision::Fused, map_gain: None },
+            head: HeadConfig { c_v: 32, k: 4, lateral: 8, decoder_dim: 16, margin: 1.0, decision: Decision::Fused, map_gain: None, center_v: false },
             image_size: 64,
             description: "tiny test model".into(),
         }
@@ -170,6 +175,15 @@ pub struct Triphasic {
     pub fused: Option<Tensor>,
 }
 
+/// Each channel of `v` `[N, C, H, W]` minus its mean over H x W, divided by its standard deviation.
+fn standardize_positions(v: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = v.dims4()?;
+    let flat = v.reshape((n, c, h * w))?;
+    let centred = flat.broadcast_sub(&flat.mean_keepdim(D::Minus1)?)?;
+    let std = (centred.sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?.sqrt()?;
+    centred.broadcast_div(&std)?.reshape((n, c, h, w))
+}
+
 /// GRSER.md's decision: photo n holds the object when d_pos + m < d_neg.
 pub fn is_positive(d_pos: f32, d_neg: f32, margin: f64) -> bool {
     (d_pos as f64) + margin < d_neg as f64
@@ -201,7 +215,7 @@ impl Head {
 
     /// TQM, hierarchizer and decision for one group. `l`, `l_anti`: `[C_l]`.
     pub fn triphasic(&self, feats: &VisualFeatures, l: &Tensor, l_anti: &Tensor, pairs: Pairs) -> Result<Triphasic> {
-        let v = &feats.v;
+        let v = &if self.cfg.center_v { standardize_positions(&feats.v)? } else { feats.v.clone() };
         let (n, c, _, _) = v.dims4()?;
         if c != self.cfg.c_v {
             bail!("features have {c} channels, the head expects C_v = {}", self.cfg.c_v);
