@@ -148,13 +148,16 @@ impl Effect {
     }
 }
 
+/// Decisions, (d_pos then d_neg) distances and masks of a group's photos.
+type Answers = (Vec<bool>, Vec<f32>, Vec<Vec<u8>>);
+
 /// Decisions, distances and the mask of every photo (positive or not) of one group, at `size` x `size`.
 fn every_answer(
     head: &Head,
     feats: &VisualFeatures,
     text: &grser::EncodedExpression,
     size: usize,
-) -> anyhow::Result<(Vec<bool>, Vec<f32>, Vec<Vec<u8>>)> {
+) -> anyhow::Result<Answers> {
     let tri = head.triphasic_v(&feats.v, &text.l, &text.anti, Pairs::TopK)?;
     let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
     let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
@@ -169,32 +172,34 @@ fn every_answer(
     Ok((decisions, d_pos.into_iter().chain(d_neg).collect(), masks))
 }
 
-/// Adds to `effect` how `codec` moves the answers over `groups` (each a list of f32 features).
-fn codec_effect(
+/// How each of `codecs` moves the answers over `groups` (each a list of f32 features).
+fn codec_effects(
     head: &Head,
     groups: &[(Vec<VisualFeatures>, grser::EncodedExpression)],
-    codec: FeatureCodec,
+    codecs: &[FeatureCodec],
     size: usize,
-) -> anyhow::Result<Effect> {
-    let mut e = Effect::default();
+) -> anyhow::Result<Vec<Effect>> {
+    let mut effects: Vec<Effect> = codecs.iter().map(|_| Effect::default()).collect();
     for (feats, text) in groups {
-        let coded: Vec<VisualFeatures> = feats
-            .iter()
-            .map(|f| VisualFeatures::from_bytes(&f.to_bytes(codec)?, &Device::Cpu))
-            .collect::<candle_core::Result<_>>()?;
         let (da, dist_a, ma) = every_answer(head, &VisualFeatures::cat(feats)?, text, size)?;
-        let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
-        e.answers += da.len();
-        e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();
-        for (a, b) in dist_a.iter().zip(&dist_b) {
-            e.d_rel = e.d_rel.max((a - b).abs() / a.abs().max(1e-6));
-        }
-        for (a, b) in ma.iter().zip(&mb) {
-            e.ious.push(iou(a, b));
-            e.fg.push(a.iter().filter(|&&x| x != 0).count() as f64 / a.len() as f64);
+        for (e, &codec) in effects.iter_mut().zip(codecs) {
+            let coded: Vec<VisualFeatures> = feats
+                .iter()
+                .map(|f| VisualFeatures::from_bytes(&f.to_bytes(codec)?, &Device::Cpu))
+                .collect::<candle_core::Result<_>>()?;
+            let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
+            e.answers += da.len();
+            e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();
+            for (a, b) in dist_a.iter().zip(&dist_b) {
+                e.d_rel = e.d_rel.max((a - b).abs() / a.abs().max(1e-6));
+            }
+            for (a, b) in ma.iter().zip(&mb) {
+                e.ious.push(iou(a, b));
+                e.fg.push(a.iter().filter(|&&x| x != 0).count() as f64 / a.len() as f64);
+            }
         }
     }
-    Ok(e)
+    Ok(effects)
 }
 
 /// A synthetic cache of `albums` x `per_album` photos whose features cycle through `blobs`.
@@ -239,14 +244,15 @@ fn fill_cache(
 }
 
 /// Query latencies of `engine` over new expressions: (list of positives, first mask, all masks), ms.
-fn time_queries(engine: &mut Engine, label: &str, expressions: &[String]) -> anyhow::Result<()> {
+/// `albums`: `--album` patterns (empty: every album).
+fn time_queries(engine: &mut Engine, label: &str, expressions: &[String], albums: &[&str]) -> anyhow::Result<()> {
     let mut decide = Vec::new();
     let mut first = Vec::new();
     let mut total = Vec::new();
     let mut positives = 0;
     for e in expressions {
         let t = Instant::now();
-        let decided = engine.decide(&QueryRequest::new(e, vec![])?)?;
+        let decided = engine.decide(&QueryRequest::new(e, albums.iter().map(|a| a.to_string()).collect())?)?;
         decide.push(t.elapsed().as_secs_f64());
         let mut first_at = None;
         let r = engine.masks(decided, |_, _| {
@@ -267,6 +273,12 @@ fn time_queries(engine: &mut Engine, label: &str, expressions: &[String]) -> any
     Ok(())
 }
 
+/// The codec the index, query and paper parts store with: `$PHOTOSEG_BENCH_CODEC` (a codec name), else
+/// photoseg's default.
+fn bench_codec() -> FeatureCodec {
+    std::env::var("PHOTOSEG_BENCH_CODEC").ok().and_then(|n| FeatureCodec::from_name(&n)).unwrap_or(DEFAULT_CODEC)
+}
+
 fn main() -> anyhow::Result<()> {
     let parts: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
@@ -279,7 +291,12 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var(var, root.join(dir));
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("photoseg library benchmark: CPU, {threads} threads, default codec {}", DEFAULT_CODEC.name());
+    let codec = bench_codec();
+    println!(
+        "photoseg library benchmark: CPU, {threads} threads, codec {} (photoseg's default: {})",
+        codec.name(),
+        DEFAULT_CODEC.name()
+    );
 
     let lib = root.join("library");
     let (groups, photo_count) = generate(&root.join("synth"), &lib, 128, 14, (12, 16))?;
@@ -296,7 +313,7 @@ fn main() -> anyhow::Result<()> {
 
     if want("index") {
         let cache = Cache::open(&root.join("index.sqlite3"))?;
-        let mut featurizer = ModelFeaturizer::new(&model, DEFAULT_CODEC);
+        let mut featurizer = ModelFeaturizer::new(&model, codec);
         let t = Instant::now();
         let report = library::index(&cache, std::slice::from_ref(&lib), &mut featurizer, 16, &mut |_| {})?;
         let secs = t.elapsed().as_secs_f64();
@@ -325,9 +342,9 @@ fn main() -> anyhow::Result<()> {
             let feats: Vec<VisualFeatures> = g.photos.iter().map(|p| feats_of(&p.path)).collect();
             sets.push((feats, model.grser.encode_expression(&g.expression)?));
         }
-        for codec in FeatureCodec::ALL {
+        let effects = codec_effects(&model.grser.head, &sets, &FeatureCodec::ALL, 128)?;
+        for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
             let bytes = per_photo[0].1.to_bytes(codec)?.len();
-            let effect = codec_effect(&model.grser.head, &sets, codec, 128)?;
             println!(
                 "  {:>4}: {bytes} bytes/photo; vs f32 over {} groups: {}",
                 codec.name(),
@@ -338,15 +355,15 @@ fn main() -> anyhow::Result<()> {
     }
 
     if want("query") {
-        println!("query, built-in model, {} codec:", DEFAULT_CODEC.name());
+        println!("query, built-in model, {} codec:", codec.name());
         let rss_before = peak_rss_mib();
         let blobs: Vec<Vec<u8>> =
-            per_photo.iter().take(8).map(|(_, f)| f.to_bytes(DEFAULT_CODEC)).collect::<candle_core::Result<_>>()?;
-        let backbone = model.backbone_id(DEFAULT_CODEC);
+            per_photo.iter().take(8).map(|(_, f)| f.to_bytes(codec)).collect::<candle_core::Result<_>>()?;
+        let backbone = model.backbone_id(codec);
         let big = root.join("big");
         let cache = fill_cache(&root.join("big.sqlite3"), &big, &backbone, &blobs, 100, 100)?;
         let search = SearchIndex::open(&root.join("big-search"))?;
-        let mut engine = Engine::new(model.clone(), DEFAULT_CODEC, cache, search, vec![big.clone()]);
+        let mut engine = Engine::new(model.clone(), codec, cache, search, vec![big.clone()]);
         let mut expressions: Vec<String> = Vec::new();
         for g in &groups {
             if !expressions.contains(&g.expression) {
@@ -356,7 +373,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         engine.run(&QueryRequest::new(&expressions[0], vec![])?)?; // also builds the album documents
         println!("  warm-up (new expression, album documents built): {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-        time_queries(&mut engine, "10000 photos / 100 albums", &expressions[1..6])?;
+        time_queries(&mut engine, "10000 photos / 100 albums", &expressions[1..6], &[])?;
         let repeats: Vec<f64> = (0..5)
             .map(|_| -> anyhow::Result<f64> {
                 let t = Instant::now();
@@ -370,30 +387,22 @@ fn main() -> anyhow::Result<()> {
         );
 
         // The embedded model rejects every photo (docs/builtin-model.md), which leaves the mask path idle: the
-        // same weights with a lower margin accept some photos, to time masks.
-        let dir = root.join("builtin-low-margin");
+        // same weights with a margin of -1e4 accept every photo; asked over 10 of the albums (1 000 masks).
+        let dir = root.join("builtin-all-positive");
         std::fs::create_dir_all(&dir)?;
         for f in ["model.safetensors", "tokenizer.json"] {
             std::fs::copy(model.dir.join(f), dir.join(f))?;
         }
         let mut cfg = model.grser.cfg.clone();
-        let sample = VisualFeatures::cat(&per_photo.iter().take(8).map(|(_, f)| f.clone()).collect::<Vec<_>>())?;
-        let text = model.grser.encode_expression(&expressions[1])?;
-        let tri = model.grser.head.triphasic_v(&sample.v, &text.l, &text.anti, Pairs::TopK)?;
-        let mut gap: Vec<f32> = (tri.d_neg - tri.d_pos)?.to_vec1()?;
-        gap.sort_by(|a, b| b.total_cmp(a));
-        cfg.head.margin = gap[1] as f64 - 1e-4; // about two of the eight distinct photos
+        cfg.head.margin = -1e4;
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
-        let low = LoadedModel::load(&dir)?;
-        let cache = fill_cache(&root.join("big-low.sqlite3"), &big, &low.backbone_id(DEFAULT_CODEC), &blobs, 100, 100)?;
-        let search = SearchIndex::open(&root.join("big-low-search"))?;
-        let mut engine = Engine::new(low, DEFAULT_CODEC, cache, search, vec![big.clone()]);
+        let all = LoadedModel::load(&dir)?;
+        let cache = fill_cache(&root.join("big-all.sqlite3"), &big, &all.backbone_id(codec), &blobs, 100, 100)?;
+        let search = SearchIndex::open(&root.join("big-all-search"))?;
+        let mut engine = Engine::new(all, codec, cache, search, vec![big.clone()]);
         engine.run(&QueryRequest::new(&expressions[0], vec![])?)?;
-        time_queries(
-            &mut engine,
-            &format!("10000 photos / 100 albums, margin {:.3} (some positives)", cfg.head.margin),
-            &expressions[1..6],
-        )?;
+        let label = "10000 photos / 100 albums, every photo positive, --album album00 (10 albums, 1000 masks)";
+        time_queries(&mut engine, label, &expressions[1..4], &["album00"])?;
         println!("  peak RSS before the query part: {rss_before:.0} MiB, after: {:.0} MiB", peak_rss_mib());
     }
 
@@ -405,10 +414,17 @@ fn main() -> anyhow::Result<()> {
 
 /// The paper's shape with random weights: indexing, codecs at three lateral widths, query latency.
 fn paper(root: &Path) -> anyhow::Result<()> {
+    let codec = bench_codec();
     let tok = tokenizer()?;
     let mut cfg = grser::Config::paper();
+    if let Some(l) = std::env::var("PHOTOSEG_BENCH_PAPER_LATERAL").ok().and_then(|v| v.parse().ok()) {
+        cfg.head.lateral = l; // the indexing and query parts' lateral width (the codec table measures 32, 16, 8)
+    }
     cfg.bert = text::Config { vocab_size: tok.get_vocab_size(true), ..cfg.bert };
-    let laterals = [32usize, 16, 8];
+    let mut laterals = vec![32usize, 16, 8];
+    if !laterals.contains(&cfg.head.lateral) {
+        laterals.push(cfg.head.lateral);
+    }
     let s = cfg.image_size;
     println!(
         "paper shape (Swin-B {s} px, BERT-base, C_v {}, K {}, decoder {}, preset lateral {}), random weights:",
@@ -419,7 +435,7 @@ fn paper(root: &Path) -> anyhow::Result<()> {
     let c_l = cfg.bert.hidden_size;
     let vb = inference_weights(|vb| {
         Grser::new(&cfg, tok.clone(), vb.clone()).unwrap();
-        for l in laterals {
+        for &l in &laterals {
             Neck::new(&chans, cfg.head.c_v, l, vb.pp(format!("neck{l}"))).unwrap();
             Head::new(&grser::HeadConfig { lateral: l, ..cfg.head.clone() }, c_l, vb.pp(format!("head{l}"))).unwrap();
         }
@@ -442,7 +458,7 @@ fn paper(root: &Path) -> anyhow::Result<()> {
     let lib = root.join("paper-library");
     let (_, indexed) = generate(&root.join("paper-synth-index"), &lib, s as u32, 1, (4, 4))?;
     let cache = Cache::open(&root.join("paper-index.sqlite3"))?;
-    let mut featurizer = ModelFeaturizer::new(&loaded, DEFAULT_CODEC);
+    let mut featurizer = ModelFeaturizer::new(&loaded, codec);
     let t = Instant::now();
     let report = library::index(&cache, std::slice::from_ref(&lib), &mut featurizer, 16, &mut |_| {})?;
     let secs = t.elapsed().as_secs_f64();
@@ -455,7 +471,7 @@ fn paper(root: &Path) -> anyhow::Result<()> {
 
     // Codecs: the same photos through Swin-B once, then each lateral width's neck and head.
     let groups_wanted: usize =
-        std::env::var("PHOTOSEG_BENCH_PAPER_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+        std::env::var("PHOTOSEG_BENCH_PAPER_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let (groups, _) = generate(&root.join("paper-synth"), &root.join("paper-lib2"), s as u32, groups_wanted, (6, 8))?;
     let t = Instant::now();
     let mut sets: Vec<Vec<(Vec<VisualFeatures>, grser::EncodedExpression)>> =
@@ -480,9 +496,9 @@ fn paper(root: &Path) -> anyhow::Result<()> {
     }
     println!("  {photos} photos in {} groups through Swin-B in {:.0} s", groups.len(), t.elapsed().as_secs_f64());
     for (k, (l, _, head)) in variants.iter().enumerate() {
-        for codec in FeatureCodec::ALL {
+        let effects = codec_effects(head, &sets[k], &FeatureCodec::ALL, s)?;
+        for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
             let bytes = sets[k][0].0[0].to_bytes(codec)?.len();
-            let effect = codec_effect(head, &sets[k], codec, s)?;
             println!("  lateral {l:>2} {:>4}: {bytes:>7} bytes/photo; vs f32: {}", codec.name(), effect.line());
         }
     }
@@ -493,18 +509,18 @@ fn paper(root: &Path) -> anyhow::Result<()> {
         .iter()
         .flat_map(|(f, _)| f.iter())
         .take(8)
-        .map(|f| f.to_bytes(DEFAULT_CODEC))
+        .map(|f| f.to_bytes(codec))
         .collect::<candle_core::Result<_>>()?;
-    let backbone = loaded.backbone_id(DEFAULT_CODEC);
+    let backbone = loaded.backbone_id(codec);
     let top = root.join("paper-big");
     let cache = fill_cache(&root.join("paper-big.sqlite3"), &top, &backbone, &blobs, 10, 100)?;
     let search = SearchIndex::open(&root.join("paper-big-search"))?;
-    let mut engine = Engine::new(loaded, DEFAULT_CODEC, cache, search, vec![top]);
+    let mut engine = Engine::new(loaded, codec, cache, search, vec![top]);
     let expressions: Vec<String> = groups.iter().map(|g| g.expression.clone()).collect();
     engine.run(&QueryRequest::new(&expressions[0], vec![])?)?;
     let rest: Vec<String> =
         ["the thing on the left", "a blue one", "my red bike"].iter().map(|s| s.to_string()).collect();
-    time_queries(&mut engine, "paper shape, 1000 photos / 10 albums", &rest)?;
+    time_queries(&mut engine, "paper shape, 1000 photos / 10 albums", &rest, &[])?;
     println!("  peak RSS: {:.0} MiB", peak_rss_mib());
     Ok(())
 }

@@ -169,7 +169,7 @@ fn encode_map(values: &[f32], plane: usize, format: MapFormat, out: &mut Vec<u8>
             }
         }
         MapFormat::Int4 => {
-            let scales: Vec<f32> = values.chunks(plane).map(|ch| int4_scale(ch)).collect();
+            let scales: Vec<f32> = values.chunks(plane).map(int4_scale).collect();
             for s in &scales {
                 out.extend_from_slice(&s.to_le_bytes());
             }
