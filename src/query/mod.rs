@@ -289,10 +289,15 @@ impl Engine {
         for (ai, mut a) in albums.into_iter().enumerate() {
             let album = a.album.clone();
             let positives = match a.stored.take() {
-                Some(positives) => positives,
+                Some(positives) => {
+                    for p in &positives {
+                        on_mask(ai, p);
+                    }
+                    positives
+                }
                 None => {
                     let positives = self
-                        .album_masks(&expression, &a)
+                        .album_masks(&expression, &a, |p| on_mask(ai, p))
                         .with_context(|| format!("answering for album {}", album.display()))?;
                     let stored = StoredAnswer {
                         positives: positives
@@ -314,9 +319,6 @@ impl Engine {
                     positives
                 }
             };
-            for p in &positives {
-                on_mask(ai, p);
-            }
             results.push(AlbumResult {
                 album,
                 name: a.name,
@@ -483,7 +485,13 @@ impl Engine {
     }
 
     /// Masks of an album's positives (from [`Engine::decide`]), in its order.
-    fn album_masks(&mut self, expression: &str, a: &DecidedAlbum) -> Result<Vec<Positive>> {
+    /// `on_mask` sees each as soon as it is made.
+    fn album_masks(
+        &mut self,
+        expression: &str,
+        a: &DecidedAlbum,
+        mut on_mask: impl FnMut(&Positive),
+    ) -> Result<Vec<Positive>> {
         if a.positives.is_empty() {
             return Ok(Vec::new());
         }
@@ -499,36 +507,44 @@ impl Engine {
             }
         };
         let device = grser.device.clone();
-        let mut parts = Vec::with_capacity(a.positives.len());
-        let mut order = Vec::with_capacity(a.positives.len());
-        for c in &a.positives {
-            let bytes = self.cache.features(c.photo, &self.backbone)?.with_context(|| {
-                format!("features of {} vanished while reading; run the query again", c.path.display())
-            })?;
-            let feats = VisualFeatures::from_bytes(&bytes, &device).with_context(|| {
-                format!("cached features of {} are unreadable; delete the cache file to re-index", c.path.display())
-            })?;
-            parts.push(feats);
-            order.push(c.z_row as u32);
-        }
-        let lat = VisualFeatures::cat(&parts)?.laterals();
-        let z = z.index_select(&Tensor::new(order.as_slice(), z.device())?, 0)?;
-        let logits = grser.mask_logits(&z, &lat)?; // [M, h4, w4]
         let mut out = Vec::with_capacity(a.positives.len());
-        for (j, c) in a.positives.iter().enumerate() {
-            let mask = grser::mask_at(&logits.get(j)?, c.height as usize, c.width as usize)?;
-            out.push(Positive {
-                path: c.path.clone(),
-                score: c.score,
-                mask_area: mask.iter().filter(|&&m| m != 0).count(),
-                width: c.width,
-                height: c.height,
-                mask,
-            });
+        // A few positives at a time: the first masks go out before the album's last one is made.
+        for chunk in a.positives.chunks(MASK_CHUNK) {
+            let mut parts = Vec::with_capacity(chunk.len());
+            let mut order = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                let bytes = self.cache.features(c.photo, &self.backbone)?.with_context(|| {
+                    format!("features of {} vanished while reading; run the query again", c.path.display())
+                })?;
+                let feats = VisualFeatures::from_bytes(&bytes, &device).with_context(|| {
+                    format!("cached features of {} are unreadable; delete the cache file to re-index", c.path.display())
+                })?;
+                parts.push(feats);
+                order.push(c.z_row as u32);
+            }
+            let lat = VisualFeatures::cat(&parts)?.laterals();
+            let zc = z.index_select(&Tensor::new(order.as_slice(), z.device())?, 0)?;
+            let logits = grser.mask_logits(&zc, &lat)?; // [M, h4, w4]
+            for (j, c) in chunk.iter().enumerate() {
+                let mask = grser::mask_at(&logits.get(j)?, c.height as usize, c.width as usize)?;
+                let p = Positive {
+                    path: c.path.clone(),
+                    score: c.score,
+                    mask_area: mask.iter().filter(|&&m| m != 0).count(),
+                    width: c.width,
+                    height: c.height,
+                    mask,
+                };
+                on_mask(&p);
+                out.push(p);
+            }
         }
         Ok(out)
     }
 }
+
+/// Positives whose masks are decoded together (one decoder batch).
+const MASK_CHUNK: usize = 8;
 
 /// Bytes of triphasic features [`Engine::decide`] keeps for the masks; albums beyond it are decided again
 /// when their masks are made (the paper model's z is ~1.4 MB a positive).
