@@ -1,29 +1,37 @@
-//! `cargo bench --bench library`: what the photo library costs on this machine, one figure a line.
+//! `cargo bench --bench library [-- PART...]`: what the photo library costs on this machine, one figure
+//! a line. PARTs (default: all): `index`, `codec`, `query`, `paper`.
 //!
-//! 1. Indexing throughput of `library::index` with the built-in model on ~200 generated 128 px photos,
-//!    and featurize-only throughput of a paper-shaped backbone (Swin-B + neck at 416 px, random weights).
-//! 2. Cache bytes per photo (built-in model, f16 and int8; the paper's shape from its dims), and how far
-//!    int8 / f16 move the answers from uncached f32 features on the generated photos (decision agreement,
-//!    mask mIoU).
-//! 3. Query latency over a synthetic cache of 10 000 photos in 100 albums (real built-in model encodings
-//!    of a few photos, repeated), first and repeated query, and the peak RSS before and after.
+//! - `index`: indexing throughput of `library::index` with the built-in model on ~200 generated 128 px
+//!   photos.
+//! - `codec`: cache bytes per photo of every codec for the built-in model, and how far each moves the
+//!   answers from uncached f32 features on the generated photos (decision agreement, distances, mask mIoU
+//!   over every photo's mask, not only positives').
+//! - `query`: query latency over a synthetic cache of 10 000 photos in 100 albums (real built-in model
+//!   encodings of a few photos, repeated), split into the list of positives (`Engine::decide`), the first
+//!   mask and all masks; a repeated query; peak RSS.
+//! - `paper`: the paper's shape (Swin-B at 416 px, BERT-base, C_v 512, K 8, decoder 256; random weights):
+//!   indexing photos/s through `library::index`, bytes per photo and answer effect of every codec at
+//!   lateral widths 32, 16 and 8 against uncached f32 features of the same model, and query latency over
+//!   1 000 cached photos in 10 albums with the default codec.
 //!
 //! Everything is written under a temporary folder (HOME and the XDG folders point there).
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use photoseg::library::cache::NewPhoto;
 use photoseg::library::search::SearchIndex;
 use photoseg::library::{self, Cache};
 use photoseg::model::codec::FeatureCodec;
-use photoseg::model::grser::{self, Pairs};
+use photoseg::model::grser::{self, Grser, Head, Pairs};
 use photoseg::model::neck::{Neck, VisualFeatures};
-use photoseg::model::swin;
+use photoseg::model::preprocess::rgb_to_tensor;
+use photoseg::model::text;
 use photoseg::query::featurizer::{featurize_image, ModelFeaturizer};
 use photoseg::query::model::LoadedModel;
-use photoseg::query::{Engine, QueryRequest};
+use photoseg::query::{Engine, QueryRequest, DEFAULT_CODEC};
 use photoseg::synth::{self, SynthConfig, SynthDataset};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -49,14 +57,18 @@ fn inference_weights(init: impl FnOnce(VarBuilder)) -> VarBuilder<'static> {
     VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
 }
 
+fn tokenizer() -> anyhow::Result<tokenizers::Tokenizer> {
+    let tok_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin/tokenizer.json");
+    tokenizers::Tokenizer::from_file(&tok_path).map_err(anyhow::Error::msg)
+}
+
 /// A model of the built-in model's shape and tokenizer with random weights, saved and loaded as a model
 /// directory (for when the embedded weights do not fit this build's network).
 fn random_builtin_shape(dir: &Path) -> anyhow::Result<LoadedModel> {
-    let tok_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin/tokenizer.json");
-    let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(anyhow::Error::msg)?;
+    let tok = tokenizer()?;
     let cfg = grser::Config::builtin(tok.get_vocab_size(true));
     let varmap = VarMap::new();
-    grser::Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
     photoseg::model::checkpoint::save_model_dir(&varmap, &cfg, &tok, dir)?;
     LoadedModel::load(dir)
 }
@@ -71,7 +83,205 @@ fn iou(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
+/// Generated photos at `size` px in `dir`, copied into `lib/<album>/` (the data set's mask folders are
+/// not photos). Returns the groups and the number of photos copied.
+fn generate(
+    dir: &Path,
+    lib: &Path,
+    size: u32,
+    albums: usize,
+    photos: (usize, usize),
+) -> anyhow::Result<(Vec<synth::Group>, usize)> {
+    let cfg = SynthConfig {
+        seed: 7,
+        albums_train: albums,
+        albums_val: 0,
+        albums_heldout: 0,
+        heldout_combos: 0,
+        image_size: size,
+        photos_min: photos.0,
+        photos_max: photos.1,
+        ..SynthConfig::default()
+    };
+    synth::generate(&cfg, dir, |_, _| {})?;
+    let groups = SynthDataset::open(dir)?.split("train")?;
+    let mut count = 0;
+    for g in &groups {
+        let album = lib.join(g.album.file_name().unwrap());
+        std::fs::create_dir_all(&album)?;
+        for p in &g.photos {
+            let to = album.join(p.path.file_name().unwrap());
+            if !to.exists() {
+                std::fs::copy(&p.path, &to)?;
+                count += 1;
+            }
+        }
+    }
+    Ok((groups, count))
+}
+
+/// How far a codec moves one model's answers from its uncached f32 features, over groups.
+#[derive(Default)]
+struct Effect {
+    answers: usize,
+    same_decision: usize,
+    /// Largest |d_codec - d_f32| / |d_f32| over d_pos and d_neg.
+    d_rel: f32,
+    ious: Vec<f64>,
+    /// Object fraction of the f32 masks (to show they are not all one class).
+    fg: Vec<f64>,
+}
+
+impl Effect {
+    fn line(&self) -> String {
+        let miou = self.ious.iter().sum::<f64>() / self.ious.len().max(1) as f64;
+        let worst = self.ious.iter().copied().fold(1.0, f64::min);
+        let fg = self.fg.iter().sum::<f64>() / self.fg.len().max(1) as f64;
+        format!(
+            "decisions agree {:.2} % of {}, distances within {:.1e} relative, mask mIoU {miou:.4} (worst {worst:.4}, {} masks, f32 masks {:.0} % object)",
+            100.0 * self.same_decision as f64 / self.answers.max(1) as f64,
+            self.answers,
+            self.d_rel,
+            self.ious.len(),
+            100.0 * fg
+        )
+    }
+}
+
+/// Decisions, (d_pos then d_neg) distances and masks of a group's photos.
+type Answers = (Vec<bool>, Vec<f32>, Vec<Vec<u8>>);
+
+/// Decisions, distances and the mask of every photo (positive or not) of one group, at `size` x `size`.
+fn every_answer(
+    head: &Head,
+    feats: &VisualFeatures,
+    text: &grser::EncodedExpression,
+    size: usize,
+) -> anyhow::Result<Answers> {
+    let tri = head.triphasic_v(&feats.v, &text.l, &text.anti, Pairs::TopK)?;
+    let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
+    let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
+    let margin = head.config().margin;
+    let decisions = d_pos.iter().zip(&d_neg).map(|(&p, &n)| grser::is_positive(p, n, margin)).collect();
+    let logits = head.decode_z(&tri.z, &feats.laterals())?;
+    let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+    let mut masks = Vec::new();
+    for i in 0..feats.len() {
+        masks.push(grser::mask_at(&fg.get(i)?, size, size)?);
+    }
+    Ok((decisions, d_pos.into_iter().chain(d_neg).collect(), masks))
+}
+
+/// How each of `codecs` moves the answers over `groups` (each a list of f32 features).
+fn codec_effects(
+    head: &Head,
+    groups: &[(Vec<VisualFeatures>, grser::EncodedExpression)],
+    codecs: &[FeatureCodec],
+    size: usize,
+) -> anyhow::Result<Vec<Effect>> {
+    let mut effects: Vec<Effect> = codecs.iter().map(|_| Effect::default()).collect();
+    for (feats, text) in groups {
+        let (da, dist_a, ma) = every_answer(head, &VisualFeatures::cat(feats)?, text, size)?;
+        for (e, &codec) in effects.iter_mut().zip(codecs) {
+            let coded: Vec<VisualFeatures> = feats
+                .iter()
+                .map(|f| VisualFeatures::from_bytes(&f.to_bytes(codec)?, &Device::Cpu))
+                .collect::<candle_core::Result<_>>()?;
+            let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
+            e.answers += da.len();
+            e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();
+            for (a, b) in dist_a.iter().zip(&dist_b) {
+                e.d_rel = e.d_rel.max((a - b).abs() / a.abs().max(1e-6));
+            }
+            for (a, b) in ma.iter().zip(&mb) {
+                e.ious.push(iou(a, b));
+                e.fg.push(a.iter().filter(|&&x| x != 0).count() as f64 / a.len() as f64);
+            }
+        }
+    }
+    Ok(effects)
+}
+
+/// A synthetic cache of `albums` x `per_album` photos whose features cycle through `blobs`.
+fn fill_cache(
+    db: &Path,
+    top: &Path,
+    backbone: &str,
+    blobs: &[Vec<u8>],
+    albums: usize,
+    per_album: usize,
+) -> anyhow::Result<Cache> {
+    let cache = Cache::open(db)?;
+    let t = Instant::now();
+    for a in 0..albums {
+        cache.write_batch(|c| {
+            for i in 0..per_album {
+                let path = top.join(format!("album{a:03}/IMG_{i:04}.jpg"));
+                let sha = format!("{:064x}", a * per_album + i);
+                let id = c.upsert_photo(&NewPhoto {
+                    path: &path,
+                    size: 1000,
+                    mtime_ns: (a * per_album + i) as i64,
+                    sha256: &sha,
+                    width: 128,
+                    height: 128,
+                })?;
+                c.put_features(id, backbone, &blobs[(a + i) % blobs.len()])?;
+            }
+            Ok(())
+        })?;
+    }
+    let stats = cache.stats()?;
+    println!(
+        "  synthetic cache: {} photos, {} albums, {:.0} MB of features ({} bytes/photo), filled in {:.1} s",
+        stats.photos,
+        stats.albums,
+        stats.feature_bytes as f64 / 1e6,
+        blobs[0].len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(cache)
+}
+
+/// Query latencies of `engine` over new expressions: (list of positives, first mask, all masks), ms.
+/// `albums`: `--album` patterns (empty: every album).
+fn time_queries(engine: &mut Engine, label: &str, expressions: &[String], albums: &[&str]) -> anyhow::Result<()> {
+    let mut decide = Vec::new();
+    let mut first = Vec::new();
+    let mut total = Vec::new();
+    let mut positives = 0;
+    for e in expressions {
+        let t = Instant::now();
+        let decided = engine.decide(&QueryRequest::new(e, albums.iter().map(|a| a.to_string()).collect())?)?;
+        decide.push(t.elapsed().as_secs_f64());
+        let mut first_at = None;
+        let r = engine.masks(decided, |_, _| {
+            first_at.get_or_insert_with(|| t.elapsed().as_secs_f64());
+        })?;
+        let all = t.elapsed().as_secs_f64();
+        total.push(all);
+        first.push(first_at.unwrap_or(all));
+        positives = r.albums.iter().map(|a| a.positives.len()).sum();
+    }
+    println!(
+        "  query {label}, new expression, median of {}: positives listed {:.0} ms, first mask {:.0} ms, all masks {:.0} ms ({positives} positives in the last)",
+        expressions.len(),
+        median(decide) * 1e3,
+        median(first) * 1e3,
+        median(total) * 1e3,
+    );
+    Ok(())
+}
+
+/// The codec the index, query and paper parts store with: `$PHOTOSEG_BENCH_CODEC` (a codec name), else
+/// photoseg's default.
+fn bench_codec() -> FeatureCodec {
+    std::env::var("PHOTOSEG_BENCH_CODEC").ok().and_then(|n| FeatureCodec::from_name(&n)).unwrap_or(DEFAULT_CODEC)
+}
+
 fn main() -> anyhow::Result<()> {
+    let parts: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
     for (var, dir) in
@@ -81,206 +291,236 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var(var, root.join(dir));
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("photoseg library benchmark: CPU, {threads} threads");
+    let codec = bench_codec();
+    println!(
+        "photoseg library benchmark: CPU, {threads} threads, codec {} (photoseg's default: {})",
+        codec.name(),
+        DEFAULT_CODEC.name()
+    );
 
-    // Generated photos, copied into a library folder (the data set's mask folders are not photos).
-    let synth_cfg = SynthConfig {
-        seed: 7,
-        albums_train: 14,
-        albums_val: 0,
-        albums_heldout: 0,
-        heldout_combos: 0,
-        image_size: 128,
-        photos_min: 12,
-        photos_max: 16,
-        ..SynthConfig::default()
-    };
-    let data_dir = root.join("synth");
-    synth::generate(&synth_cfg, &data_dir, |_, _| {})?;
-    let data = SynthDataset::open(&data_dir)?;
-    let groups = data.split("train")?;
     let lib = root.join("library");
-    let mut photo_count = 0;
-    for g in &groups {
-        let album = lib.join(g.album.file_name().unwrap());
-        std::fs::create_dir_all(&album)?;
-        for p in &g.photos {
-            let to = album.join(p.path.file_name().unwrap());
-            if !to.exists() {
-                std::fs::copy(&p.path, &to)?;
-                photo_count += 1;
-            }
-        }
-    }
-
-    // 1. Indexing with the built-in model.
+    let (groups, photo_count) = generate(&root.join("synth"), &lib, 128, 14, (12, 16))?;
     let model = match LoadedModel::load(&photoseg::builtin::model_dir()?) {
         Ok(m) => {
-            println!("model: the built-in model");
+            println!("built-in model: the embedded one");
             m
         }
         Err(e) => {
-            println!("model: the built-in model does not load ({e:#}); a random model of its shape stands in");
+            println!("built-in model: the embedded one does not load ({e:#}); a random model of its shape stands in");
             random_builtin_shape(&root.join("random-builtin"))?
         }
     };
-    let cache = Cache::open(&root.join("index.sqlite3"))?;
-    let mut featurizer = ModelFeaturizer::new(&model, FeatureCodec::F16);
-    let t = Instant::now();
-    let report = library::index(&cache, std::slice::from_ref(&lib), &mut featurizer, 16, &mut |_| {})?;
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(report.featurized, photo_count, "{report:?}");
-    println!(
-        "index built-in model 128 px: {photo_count} photos in {secs:.2} s = {:.1} photos/s",
-        photo_count as f64 / secs
-    );
-    drop(cache);
 
-    let paper = grser::Config::paper();
-    {
-        let swin_cfg = swin::Config { img_size: Some(416), ..paper.swin.clone() };
-        let chans = swin_cfg.stage_channels();
-        let vb = inference_weights(|vb| {
-            swin::Swin::new(&swin_cfg, vb.pp("swin")).unwrap();
-            Neck::new(&chans, paper.head.c_v, paper.head.lateral, vb.pp("neck")).unwrap();
-        });
-        let backbone = swin::Swin::new(&swin_cfg, vb.pp("swin"))?;
-        let neck = Neck::new(&chans, paper.head.c_v, paper.head.lateral, vb.pp("neck"))?;
-        let x = Tensor::randn(0f32, 1.0, (1, 3, 416, 416), &Device::Cpu)?;
-        neck.forward(&backbone.forward_stages(&x)?)?; // warm-up
-        let runs = 3;
+    if want("index") {
+        let cache = Cache::open(&root.join("index.sqlite3"))?;
+        let mut featurizer = ModelFeaturizer::new(&model, codec);
         let t = Instant::now();
-        for _ in 0..runs {
-            neck.forward(&backbone.forward_stages(&x)?)?;
-        }
-        let per = t.elapsed().as_secs_f64() / runs as f64;
+        let report = library::index(&cache, std::slice::from_ref(&lib), &mut featurizer, 16, &mut |_| {})?;
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(report.featurized, photo_count, "{report:?}");
         println!(
-            "featurize paper shape (Swin-B + neck, 416 px, random weights): {per:.2} s/photo = {:.2} photos/s",
-            1.0 / per
+            "index, built-in model, 128 px: {photo_count} photos in {secs:.2} s = {:.1} photos/s",
+            photo_count as f64 / secs
         );
     }
 
-    // 2. Cache bytes per photo and what the codecs do to answers.
     let mut per_photo: Vec<(PathBuf, VisualFeatures)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for g in &groups {
         for p in &g.photos {
-            if seen.insert(p.path.clone()) {
+            if !per_photo.iter().any(|(q, _)| q == &p.path) {
                 let img = image::open(&p.path)?.to_rgb8();
                 per_photo.push((p.path.clone(), featurize_image(&model.grser, &img)?));
             }
         }
     }
-    let one = &per_photo[0].1;
-    for codec in [FeatureCodec::F16, FeatureCodec::Int8] {
-        println!("cache built-in model {}: {} bytes/photo", codec.name(), one.to_bytes(codec)?.len());
-    }
-    let s = paper.image_size;
-    let (c_v, lat) = (paper.head.c_v, paper.head.lateral);
-    let dims = [[1, c_v, s / 16, s / 16], [1, lat, s / 4, s / 4], [1, lat, s / 8, s / 8], [1, lat, s / 32, s / 32]];
-    for codec in [FeatureCodec::F16, FeatureCodec::Int8] {
-        println!("cache paper shape {}: {} bytes/photo", codec.name(), codec.encoded_len(&dims));
-    }
     let feats_of = |path: &Path| per_photo.iter().find(|(p, _)| p == path).map(|(_, f)| f.clone()).unwrap();
-    for codec in [FeatureCodec::F16, FeatureCodec::Int8] {
-        let (mut same, mut total, mut ious) = (0usize, 0usize, Vec::new());
+
+    if want("codec") {
+        println!("codecs, built-in model (128 px):");
+        let mut sets = Vec::new();
         for g in &groups {
-            let f32s: Vec<VisualFeatures> = g.photos.iter().map(|p| feats_of(&p.path)).collect();
-            let coded: Vec<VisualFeatures> = f32s
-                .iter()
-                .map(|f| VisualFeatures::from_bytes(&f.to_bytes(codec)?, &Device::Cpu))
-                .collect::<candle_core::Result<_>>()?;
-            let a = model.grser.answer(&VisualFeatures::cat(&f32s)?, &g.expression, Pairs::TopK)?;
-            let b = model.grser.answer(&VisualFeatures::cat(&coded)?, &g.expression, Pairs::TopK)?;
-            for (x, y) in a.iter().zip(&b) {
-                total += 1;
-                same += usize::from(x.positive == y.positive);
-                if let (Some(lx), Some(ly)) = (&x.mask_logits, &y.mask_logits) {
-                    ious.push(iou(&grser::mask_at(lx, 128, 128)?, &grser::mask_at(ly, 128, 128)?));
-                }
-            }
+            let feats: Vec<VisualFeatures> = g.photos.iter().map(|p| feats_of(&p.path)).collect();
+            sets.push((feats, model.grser.encode_expression(&g.expression)?));
         }
-        let miou = ious.iter().sum::<f64>() / ious.len().max(1) as f64;
-        let worst = ious.iter().copied().fold(1.0, f64::min);
-        println!(
-            "{} vs f32 on {total} photo answers ({} groups): decisions agree {:.2} %, mask mIoU {miou:.4} (worst {worst:.4}, {} masks)",
-            codec.name(),
-            groups.len(),
-            100.0 * same as f64 / total as f64,
-            ious.len()
-        );
+        let effects = codec_effects(&model.grser.head, &sets, &FeatureCodec::ALL, 128)?;
+        for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
+            let bytes = per_photo[0].1.to_bytes(codec)?.len();
+            println!(
+                "  {:>4}: {bytes} bytes/photo; vs f32 over {} groups: {}",
+                codec.name(),
+                groups.len(),
+                effect.line()
+            );
+        }
     }
 
-    // 3. Query latency over 10 000 cached photos in 100 albums.
-    let rss_before = peak_rss_mib();
-    let blobs: Vec<Vec<u8>> =
-        per_photo.iter().take(8).map(|(_, f)| f.to_bytes(FeatureCodec::F16)).collect::<candle_core::Result<_>>()?;
-    let backbone = model.backbone_id(FeatureCodec::F16);
-    let big = root.join("big");
-    let db = root.join("big.sqlite3");
-    let cache = Cache::open(&db)?;
-    let t = Instant::now();
-    for a in 0..100 {
-        cache.write_batch(|c| {
-            for i in 0..100 {
-                let path = big.join(format!("album{a:03}/IMG_{i:04}.jpg"));
-                let sha = format!("{:064x}", a * 100 + i);
-                let id = c.upsert_photo(&NewPhoto {
-                    path: &path,
-                    size: 1000,
-                    mtime_ns: (a * 100 + i) as i64,
-                    sha256: &sha,
-                    width: 128,
-                    height: 128,
-                })?;
-                c.put_features(id, &backbone, &blobs[(a + i) % blobs.len()])?;
+    if want("query") {
+        println!("query, built-in model, {} codec:", codec.name());
+        let rss_before = peak_rss_mib();
+        let blobs: Vec<Vec<u8>> =
+            per_photo.iter().take(8).map(|(_, f)| f.to_bytes(codec)).collect::<candle_core::Result<_>>()?;
+        let backbone = model.backbone_id(codec);
+        let big = root.join("big");
+        let cache = fill_cache(&root.join("big.sqlite3"), &big, &backbone, &blobs, 100, 100)?;
+        let search = SearchIndex::open(&root.join("big-search"))?;
+        let mut engine = Engine::new(model.clone(), codec, cache, search, vec![big.clone()]);
+        let mut expressions: Vec<String> = Vec::new();
+        for g in &groups {
+            if !expressions.contains(&g.expression) {
+                expressions.push(g.expression.clone());
             }
-            Ok(())
-        })?;
+        }
+        let t = Instant::now();
+        engine.run(&QueryRequest::new(&expressions[0], vec![])?)?; // also builds the album documents
+        println!("  warm-up (new expression, album documents built): {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        time_queries(&mut engine, "10000 photos / 100 albums", &expressions[1..6], &[])?;
+        let repeats: Vec<f64> = (0..5)
+            .map(|_| -> anyhow::Result<f64> {
+                let t = Instant::now();
+                engine.run(&QueryRequest::new(&expressions[1], vec![])?)?;
+                Ok(t.elapsed().as_secs_f64())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        println!(
+            "  query 10000 photos / 100 albums, repeated expression (search index): median {:.0} ms over 5",
+            median(repeats) * 1e3
+        );
+
+        // The embedded model rejects every photo (docs/builtin-model.md), which leaves the mask path idle: the
+        // same weights with a margin of -1e4 accept every photo; asked over 10 of the albums (1 000 masks).
+        let dir = root.join("builtin-all-positive");
+        std::fs::create_dir_all(&dir)?;
+        for f in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(model.dir.join(f), dir.join(f))?;
+        }
+        let mut cfg = model.grser.cfg.clone();
+        cfg.head.margin = -1e4;
+        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
+        let all = LoadedModel::load(&dir)?;
+        let cache = fill_cache(&root.join("big-all.sqlite3"), &big, &all.backbone_id(codec), &blobs, 100, 100)?;
+        let search = SearchIndex::open(&root.join("big-all-search"))?;
+        let mut engine = Engine::new(all, codec, cache, search, vec![big.clone()]);
+        engine.run(&QueryRequest::new(&expressions[0], vec![])?)?;
+        let label = "10000 photos / 100 albums, every photo positive, --album album00 (10 albums, 1000 masks)";
+        time_queries(&mut engine, label, &expressions[1..4], &["album00"])?;
+        println!("  peak RSS before the query part: {rss_before:.0} MiB, after: {:.0} MiB", peak_rss_mib());
     }
-    let stats = cache.stats()?;
+
+    if want("paper") {
+        paper(&root)?;
+    }
+    Ok(())
+}
+
+/// The paper's shape with random weights: indexing, codecs at three lateral widths, query latency.
+fn paper(root: &Path) -> anyhow::Result<()> {
+    let codec = bench_codec();
+    let tok = tokenizer()?;
+    let mut cfg = grser::Config::paper();
+    if let Some(l) = std::env::var("PHOTOSEG_BENCH_PAPER_LATERAL").ok().and_then(|v| v.parse().ok()) {
+        cfg.head.lateral = l; // the indexing and query parts' lateral width (the codec table measures 32, 16, 8)
+    }
+    cfg.bert = text::Config { vocab_size: tok.get_vocab_size(true), ..cfg.bert };
+    let mut laterals = vec![32usize, 16, 8];
+    if !laterals.contains(&cfg.head.lateral) {
+        laterals.push(cfg.head.lateral);
+    }
+    let s = cfg.image_size;
     println!(
-        "synthetic cache: {} photos, {} albums, {:.0} MB of features, filled in {:.1} s",
-        stats.photos,
-        stats.albums,
-        stats.feature_bytes as f64 / 1e6,
-        t.elapsed().as_secs_f64()
+        "paper shape (Swin-B {s} px, BERT-base, C_v {}, K {}, decoder {}, preset lateral {}), random weights:",
+        cfg.head.c_v, cfg.head.k, cfg.head.decoder_dim, cfg.head.lateral
     );
-    let search = SearchIndex::open(&root.join("big-search"))?;
-    let mut engine = Engine::new(model.clone(), FeatureCodec::F16, cache, search, vec![big.clone()]);
-    let mut expressions: Vec<String> = Vec::new();
+    let t = Instant::now();
+    let chans = cfg.swin.stage_channels();
+    let c_l = cfg.bert.hidden_size;
+    let vb = inference_weights(|vb| {
+        Grser::new(&cfg, tok.clone(), vb.clone()).unwrap();
+        for &l in &laterals {
+            Neck::new(&chans, cfg.head.c_v, l, vb.pp(format!("neck{l}"))).unwrap();
+            Head::new(&grser::HeadConfig { lateral: l, ..cfg.head.clone() }, c_l, vb.pp(format!("head{l}"))).unwrap();
+        }
+    });
+    let model = Grser::new(&cfg, tok.clone(), vb.clone())?;
+    let variants: Vec<(usize, Neck, Head)> = laterals
+        .iter()
+        .map(|&l| -> anyhow::Result<_> {
+            Ok((
+                l,
+                Neck::new(&chans, cfg.head.c_v, l, vb.pp(format!("neck{l}")))?,
+                Head::new(&grser::HeadConfig { lateral: l, ..cfg.head.clone() }, c_l, vb.pp(format!("head{l}")))?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    println!("  random weights made in {:.1} s", t.elapsed().as_secs_f64());
+    let loaded = LoadedModel { grser: Arc::new(model), dir: root.join("paper-model"), digest: "0".repeat(64) };
+
+    // Indexing: the whole `library::index` path (read, hash, decode, resize, Swin-B + neck, encode, SQLite).
+    let lib = root.join("paper-library");
+    let (_, indexed) = generate(&root.join("paper-synth-index"), &lib, s as u32, 1, (4, 4))?;
+    let cache = Cache::open(&root.join("paper-index.sqlite3"))?;
+    let mut featurizer = ModelFeaturizer::new(&loaded, codec);
+    let t = Instant::now();
+    let report = library::index(&cache, std::slice::from_ref(&lib), &mut featurizer, 16, &mut |_| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(report.featurized, indexed, "{report:?}");
+    println!(
+        "  index, Swin-B {s} px: {indexed} photos in {secs:.1} s = {:.3} photos/s ({:.2} s/photo)",
+        indexed as f64 / secs,
+        secs / indexed as f64
+    );
+
+    // Codecs: the same photos through Swin-B once, then each lateral width's neck and head.
+    let groups_wanted: usize =
+        std::env::var("PHOTOSEG_BENCH_PAPER_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let (groups, _) = generate(&root.join("paper-synth"), &root.join("paper-lib2"), s as u32, groups_wanted, (6, 8))?;
+    let t = Instant::now();
+    let mut sets: Vec<Vec<(Vec<VisualFeatures>, grser::EncodedExpression)>> =
+        laterals.iter().map(|_| Vec::new()).collect();
+    let mut photos = 0;
     for g in &groups {
-        if !expressions.contains(&g.expression) {
-            expressions.push(g.expression.clone());
+        let text = loaded.grser.encode_expression(&g.expression)?;
+        let mut per_variant: Vec<Vec<VisualFeatures>> = laterals.iter().map(|_| Vec::new()).collect();
+        for p in &g.photos {
+            let img = image::open(&p.path)?.to_rgb8();
+            let small = image::imageops::resize(&img, s as u32, s as u32, image::imageops::FilterType::Triangle);
+            let x = rgb_to_tensor(small.as_raw(), s, s, &Device::Cpu)?.unsqueeze(0)?;
+            let stages = loaded.grser.swin.forward_stages(&x)?;
+            for (k, (_, neck, _)) in variants.iter().enumerate() {
+                per_variant[k].push(neck.forward(&stages)?);
+            }
+            photos += 1;
+        }
+        for (k, f) in per_variant.into_iter().enumerate() {
+            sets[k].push((f, text.clone()));
         }
     }
-    let run = |engine: &mut Engine, expr: &str| -> anyhow::Result<(f64, usize)> {
-        let t = Instant::now();
-        let r = engine.run(&QueryRequest::new(expr, vec![])?)?;
-        let positives = r.albums.iter().map(|a| a.positives.len()).sum();
-        Ok((t.elapsed().as_secs_f64(), positives))
-    };
-    let (warm, _) = run(&mut engine, &expressions[0])?; // warm-up (also builds the album documents)
-    println!("query 10000 photos / 100 albums, warm-up (new expression, album documents built): {:.0} ms", warm * 1e3);
-    let mut first = Vec::new();
-    let mut positives = 0;
-    for e in expressions.iter().skip(1).take(3) {
-        let (s, n) = run(&mut engine, e)?;
-        first.push(s);
-        positives = n;
+    println!("  {photos} photos in {} groups through Swin-B in {:.0} s", groups.len(), t.elapsed().as_secs_f64());
+    for (k, (l, _, head)) in variants.iter().enumerate() {
+        let effects = codec_effects(head, &sets[k], &FeatureCodec::ALL, s)?;
+        for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
+            let bytes = sets[k][0].0[0].to_bytes(codec)?.len();
+            println!("  lateral {l:>2} {:>4}: {bytes:>7} bytes/photo; vs f32: {}", codec.name(), effect.line());
+        }
     }
-    println!(
-        "query 10000 photos / 100 albums, new expression: median {:.0} ms over {} expressions ({positives} positives in the last)",
-        median(first.clone()) * 1e3,
-        first.len()
-    );
-    let repeats: Vec<f64> =
-        (0..5).map(|_| run(&mut engine, &expressions[1]).map(|r| r.0)).collect::<anyhow::Result<_>>()?;
-    println!(
-        "query 10000 photos / 100 albums, repeated expression (search index): median {:.0} ms over 5",
-        median(repeats) * 1e3
-    );
-    println!("peak RSS before the query part: {rss_before:.0} MiB");
-    println!("peak RSS after the queries: {:.0} MiB", peak_rss_mib());
+
+    // Query latency over 1 000 cached photos in 10 albums, the preset lateral width, the default codec.
+    let k = laterals.iter().position(|&l| l == cfg.head.lateral).expect("the preset's lateral width is measured");
+    let blobs: Vec<Vec<u8>> = sets[k]
+        .iter()
+        .flat_map(|(f, _)| f.iter())
+        .take(8)
+        .map(|f| f.to_bytes(codec))
+        .collect::<candle_core::Result<_>>()?;
+    let backbone = loaded.backbone_id(codec);
+    let top = root.join("paper-big");
+    let cache = fill_cache(&root.join("paper-big.sqlite3"), &top, &backbone, &blobs, 10, 100)?;
+    let search = SearchIndex::open(&root.join("paper-big-search"))?;
+    let mut engine = Engine::new(loaded, codec, cache, search, vec![top]);
+    let expressions: Vec<String> = groups.iter().map(|g| g.expression.clone()).collect();
+    engine.run(&QueryRequest::new(&expressions[0], vec![])?)?;
+    let rest: Vec<String> =
+        ["the thing on the left", "a blue one", "my red bike"].iter().map(|s| s.to_string()).collect();
+    time_queries(&mut engine, "paper shape, 1000 photos / 10 albums", &rest, &[])?;
+    println!("  peak RSS: {:.0} MiB", peak_rss_mib());
     Ok(())
 }

@@ -65,6 +65,9 @@ pub struct TrainArgs {
     /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
     #[arg(long, default_value_t = 0.0)]
     pub map_gain: f64,
+    /// Pool the decision from the decoder's first level (`head.decision = "fused"`, docs/model.md).
+    #[arg(long)]
+    pub decision_fused: bool,
     /// Standardise V's channels over each photo's positions before TQM (`head.center_v`, docs/model.md).
     #[arg(long)]
     pub center_v: bool,
@@ -134,6 +137,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut model_cfg = model_cfg;
     model_cfg.head.map_gain = (args.map_gain > 0.0).then_some(args.map_gain);
     model_cfg.head.center_v = args.center_v;
+    if args.decision_fused {
+        model_cfg.head.decision = crate::model::grser::DecisionInput::Fused;
+    }
     let cfg = TrainConfig {
         steps: args.steps,
         groups_per_step: args.groups_per_step,

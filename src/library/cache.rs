@@ -94,6 +94,20 @@ pub struct AlbumEntry {
     pub has_features: bool,
 }
 
+/// A stored feature blob (the `features` table's rowid): lets a query read part of it
+/// ([`Cache::read_feature_prefixes`]) without loading the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FeatureRow(pub i64);
+
+/// An album with its photos as a query sees them, and each photo's feature row for one backbone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryAlbum {
+    pub info: AlbumInfo,
+    pub entries: Vec<AlbumEntry>,
+    /// Parallel to `entries`: the photo's feature row for the backbone asked about, if any.
+    pub rows: Vec<Option<FeatureRow>>,
+}
+
 /// Counts for `photoseg index --stats` and the like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -373,6 +387,82 @@ impl Cache {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every album (by path) with its photos (by path) and their `backbone` feature rows, in one
+    /// statement: what a query over the whole library starts from.
+    pub fn query_albums(&self, backbone: &str) -> Result<Vec<QueryAlbum>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT a.id, a.path, p.id, p.path, p.sha256, p.mtime_ns, p.width, p.height, f.rowid
+             FROM albums a JOIN photos p ON p.album_id = a.id
+             LEFT JOIN features f ON f.photo_id = p.id AND f.backbone = ?1
+             ORDER BY a.path, p.path",
+        )?;
+        let mut rows = stmt.query([backbone])?;
+        let mut out: Vec<QueryAlbum> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let album = AlbumId(r.get(0)?);
+            if out.last().is_none_or(|a| a.info.id != album) {
+                out.push(QueryAlbum {
+                    info: AlbumInfo { id: album, path: path_of(r.get(1)?), photos: 0 },
+                    entries: Vec::new(),
+                    rows: Vec::new(),
+                });
+            }
+            let a = out.last_mut().expect("pushed above");
+            let row: Option<i64> = r.get(8)?;
+            a.info.photos += 1;
+            a.entries.push(AlbumEntry {
+                id: PhotoId(r.get(2)?),
+                path: path_of(r.get(3)?),
+                sha256: r.get(4)?,
+                mtime_ns: r.get(5)?,
+                width: r.get(6)?,
+                height: r.get(7)?,
+                has_features: row.is_some(),
+            });
+            a.rows.push(row.map(FeatureRow));
+        }
+        Ok(out)
+    }
+
+    /// The first `len` bytes of each feature blob in `rows` (all of it when shorter), in order. Reads
+    /// only the pages holding those bytes: the decision needs V, which [`crate::model::codec`] puts
+    /// first, and not the lateral maps after it. `None` for a row deleted since it was listed.
+    pub fn read_feature_prefixes(&self, rows: &[FeatureRow], len: usize) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(rows.len());
+        let Some(first) = rows.first() else { return Ok(out) };
+        let mut blob = match self.conn.blob_open(rusqlite::MAIN_DB, "features", "data", first.0, true) {
+            Ok(b) => Some(b),
+            Err(rusqlite::Error::SqliteFailure(..)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        for (i, row) in rows.iter().enumerate() {
+            // A handle is reopened, not opened, for each row: no statement is compiled per photo.
+            let open = match (&mut blob, i) {
+                (Some(_), 0) => true,
+                (Some(b), _) => b.reopen(row.0).is_ok(),
+                (None, _) => match self.conn.blob_open(rusqlite::MAIN_DB, "features", "data", row.0, true) {
+                    Ok(b) => {
+                        blob = Some(b);
+                        true
+                    }
+                    Err(rusqlite::Error::SqliteFailure(..)) => false,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            if !open {
+                // A failed reopen leaves the handle unusable; the next row opens a fresh one.
+                blob = None;
+                out.push(None);
+                continue;
+            }
+            let b = blob.as_ref().expect("opened above");
+            let mut buf = vec![0u8; len.min(b.len())];
+            b.read_at_exact(&mut buf, 0)?;
+            out.push(Some(buf));
+        }
+        Ok(out)
     }
 
     /// Every cached photo at or under `dir`, with whether `backbone` features exist: what the

@@ -247,18 +247,27 @@ impl SearchIndex {
 
     /// Stores (replacing) the answer for `key`. Returns false when another process holds the writer.
     pub fn store_answer(&mut self, key: &AnswerKey<'_>, fingerprint: &str, result_json: &str) -> Result<bool> {
+        self.store_answers(&[(*key, fingerprint, result_json)])
+    }
+
+    /// Stores (replacing) several answers, each `(key, fingerprint, result JSON)`, in one commit: a query
+    /// over many albums pays for one writer and one commit, not one per album. Returns false when
+    /// another process holds the writer.
+    pub fn store_answers(&mut self, answers: &[(AnswerKey<'_>, &str, &str)]) -> Result<bool> {
         let f = self.f;
-        let digest = key.digest();
         self.write(|w| {
-            w.delete_term(Term::from_field_text(f.key, &digest));
-            let mut doc = TantivyDocument::default();
-            doc.add_text(f.kind, "answer");
-            doc.add_text(f.key, &digest);
-            doc.add_text(f.expression, normalize_expression(key.expression));
-            doc.add_bytes(f.album_bytes, key.album.as_os_str().as_bytes());
-            doc.add_text(f.fingerprint, fingerprint);
-            doc.add_text(f.result, result_json);
-            w.add_document(doc)?;
+            for (key, fingerprint, result_json) in answers {
+                let digest = key.digest();
+                w.delete_term(Term::from_field_text(f.key, &digest));
+                let mut doc = TantivyDocument::default();
+                doc.add_text(f.kind, "answer");
+                doc.add_text(f.key, &digest);
+                doc.add_text(f.expression, normalize_expression(key.expression));
+                doc.add_bytes(f.album_bytes, key.album.as_os_str().as_bytes());
+                doc.add_text(f.fingerprint, *fingerprint);
+                doc.add_text(f.result, *result_json);
+                w.add_document(doc)?;
+            }
             Ok(())
         })
     }

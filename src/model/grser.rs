@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decoder::Decoder;
 use super::hierarchizer;
+use super::kernels;
 use super::neck::{Neck, VisualFeatures};
 use super::swin::{self, Swin};
 use super::text::{self, TextEncoder};
@@ -36,7 +37,7 @@ pub struct HeadConfig {
     pub margin: f64,
     /// Which map the decision pools into e_n (models saved before the choice existed pool z_n itself).
     #[serde(default)]
-    pub decision: Decision,
+    pub decision: DecisionInput,
     /// A learnt gain on the language and visual maps inside z_n, starting at this value (None: no gain,
     /// as models saved before it existed). The maps are cosines (|x| <= 1, about 1/sqrt(C_v) at
     /// initialisation) beside V's raw channels; a gain lets the decoder hear them from the first step.
@@ -52,7 +53,7 @@ pub struct HeadConfig {
 /// What the decision vector e_n is pooled from (the paper leaves it open; docs/model.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Decision {
+pub enum DecisionInput {
     /// [mean; max] of z_n itself. Global pooling of V loses where things are, so "red" and "circle"
     /// can only be matched as two separate facts about the photo; kept to load older models.
     #[default]
@@ -81,7 +82,16 @@ impl Config {
         Self {
             swin: swin::Config::swin_b(),
             bert: text::Config::bert_base_uncased(),
-            head: HeadConfig { c_v: 512, k: 8, lateral: 32, decoder_dim: 256, margin: 1.0, decision: Decision::Fused, map_gain: None, center_v: false },
+            head: HeadConfig {
+                c_v: 512,
+                k: 8,
+                lateral: 32,
+                decoder_dim: 256,
+                margin: 1.0,
+                decision: DecisionInput::PooledZ,
+                map_gain: None,
+                center_v: false,
+            },
             image_size: 416,
             description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
         }
@@ -111,7 +121,16 @@ impl Config {
                 max_position_embeddings: 32,
                 ..text::Config::tiny(vocab_size)
             },
-            head: HeadConfig { c_v: 64, k: 8, lateral: 16, decoder_dim: 32, margin: 1.0, decision: Decision::Fused, map_gain: None, center_v: false },
+            head: HeadConfig {
+                c_v: 64,
+                k: 8,
+                lateral: 16,
+                decoder_dim: 32,
+                margin: 1.0,
+                decision: DecisionInput::PooledZ,
+                map_gain: None,
+                center_v: false,
+            },
             image_size: 128,
             description: "photoseg built-in demo model: trained only on the synthetic world of coloured shapes \
                           (photoseg synth); it knows nothing about real photos"
@@ -124,7 +143,16 @@ impl Config {
         Self {
             swin: swin::Config::tiny(),
             bert: text::Config::tiny(vocab_size),
-            head: HeadConfig { c_v: 32, k: 4, lateral: 8, decoder_dim: 16, margin: 1.0, decision: Decision::Fused, map_gain: None, center_v: false },
+            head: HeadConfig {
+                c_v: 32,
+                k: 4,
+                lateral: 8,
+                decoder_dim: 16,
+                margin: 1.0,
+                decision: DecisionInput::PooledZ,
+                map_gain: None,
+                center_v: false,
+            },
             image_size: 64,
             description: "tiny test model".into(),
         }
@@ -171,7 +199,7 @@ pub struct Triphasic {
     /// L' and L'_anti, `[C_v]` each (the training loss keeps them apart).
     pub l_proj: Tensor,
     pub anti_proj: Tensor,
-    /// The decoder's first level for every photo, when the decision pools it (`Decision::Fused`).
+    /// The decoder's first level for every photo, when the decision pools it (`DecisionInput::Fused`).
     pub fused: Option<Tensor>,
 }
 
@@ -193,8 +221,8 @@ impl Head {
     pub fn new(cfg: &HeadConfig, c_l: usize, vb: VarBuilder) -> Result<Self> {
         let c_z = cfg.c_v + 1 + cfg.k;
         let pooled = match cfg.decision {
-            Decision::PooledZ => 2 * c_z,
-            Decision::Fused => 2 * cfg.decoder_dim,
+            DecisionInput::PooledZ => 2 * c_z,
+            DecisionInput::Fused => 2 * cfg.decoder_dim,
         };
         Ok(Self {
             tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
@@ -215,7 +243,25 @@ impl Head {
 
     /// TQM, hierarchizer and decision for one group. `l`, `l_anti`: `[C_l]`.
     pub fn triphasic(&self, feats: &VisualFeatures, l: &Tensor, l_anti: &Tensor, pairs: Pairs) -> Result<Triphasic> {
-        let v = &if self.cfg.center_v { standardize_positions(&feats.v)? } else { feats.v.clone() };
+        self.triphasic_inner(&feats.v, Some(&feats.lat3), l, l_anti, pairs)
+    }
+
+    /// [`Head::triphasic`] from V alone (`[N, C_v, h, w]`): the decision reads nothing else, so a query
+    /// need not load the lateral maps of photos it rejects. Not for `DecisionInput::Fused` heads, whose
+    /// decision also reads stage 4's lateral map.
+    pub fn triphasic_v(&self, v: &Tensor, l: &Tensor, l_anti: &Tensor, pairs: Pairs) -> Result<Triphasic> {
+        self.triphasic_inner(v, None, l, l_anti, pairs)
+    }
+
+    fn triphasic_inner(
+        &self,
+        v: &Tensor,
+        lat3: Option<&Tensor>,
+        l: &Tensor,
+        l_anti: &Tensor,
+        pairs: Pairs,
+    ) -> Result<Triphasic> {
+        let v = &if self.cfg.center_v { standardize_positions(v)? } else { v.clone() };
         let (n, c, _, _) = v.dims4()?;
         if c != self.cfg.c_v {
             bail!("features have {c} channels, the head expects C_v = {}", self.cfg.c_v);
@@ -245,8 +291,13 @@ impl Head {
         };
         let z = Tensor::cat(&[v, &maps], 1)?; // [N, C_v + 1 + K, h, w]
         let fused = match self.cfg.decision {
-            Decision::PooledZ => None,
-            Decision::Fused => Some(self.decoder.fuse_top(&z, &feats.lat3)?),
+            DecisionInput::PooledZ => None,
+            DecisionInput::Fused => match lat3 {
+                Some(lat3) => Some(self.decoder.fuse_top(&z, lat3)?),
+                None => {
+                    bail!("this model's decision reads stage 4's lateral map (head.decision = \"fused\"), not V alone")
+                }
+            },
         };
         let flat = fused.as_ref().unwrap_or(&z).flatten_from(2)?;
         let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 C]
@@ -264,6 +315,65 @@ impl Head {
         })
     }
 
+    /// The decision of [`Head::triphasic_v`] (`Pairs::TopK`) from V's values on the CPU (`v`: `[N, C_v, h, w]`
+    /// as dims, NCHW values), through the fused kernel [`kernels::triphasic_pooled`]: d_pos, d_neg and the
+    /// kernel's maps, from which [`Head::z_of`] builds z for the photos that need a mask.
+    pub fn decide_pooled(
+        &self,
+        v: &[f32],
+        dims: [usize; 4],
+        l: &Tensor,
+        l_anti: &Tensor,
+    ) -> Result<(Vec<f32>, Vec<f32>, kernels::PooledTriphasic)> {
+        let [n, c, h, w] = dims;
+        if self.cfg.decision != DecisionInput::PooledZ || self.cfg.map_gain.is_some() || self.cfg.center_v {
+            bail!(
+                "photoseg query answers from V alone with the plain GRSer head; this model uses the experimental \
+                 head options (decision = fused, map_gain or center_v): evaluate it with photoseg eval"
+            );
+        }
+        if c != self.cfg.c_v {
+            bail!("features have {c} channels, the head expects C_v = {}", self.cfg.c_v);
+        }
+        if n == 0 {
+            bail!("an empty group has nothing to segment");
+        }
+        let l_proj = self.tqm.project_text(l)?;
+        let anti_proj = self.tqm.project_text(l_anti)?;
+        let pooled = kernels::triphasic_pooled(
+            v,
+            (n, c, h * w),
+            self.cfg.k,
+            &l_proj.to_vec1::<f32>()?,
+            &anti_proj.to_vec1::<f32>()?,
+        );
+        let c_z = c + 1 + self.cfg.k;
+        let flat = Tensor::from_slice(&pooled.pooled, (n, 2 * c_z), l_proj.device())?;
+        let e = self.w_z.forward(&self.z_norm.forward(&flat)?)?; // [N, C_v]
+        let dist =
+            |x: &Tensor| -> Result<Vec<f32>> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt()?.to_vec1() };
+        Ok((dist(&l_proj)?, dist(&anti_proj)?, pooled))
+    }
+
+    /// z `[M, C_v + 1 + K, h, w]` of the photos `idx` of a group decided by [`Head::decide_pooled`].
+    pub fn z_of(
+        &self,
+        v: &[f32],
+        dims: [usize; 4],
+        pooled: &kernels::PooledTriphasic,
+        idx: &[usize],
+    ) -> Result<Tensor> {
+        let [_, c, h, w] = dims;
+        let (hw, k) = (h * w, self.cfg.k);
+        let mut z = Vec::with_capacity(idx.len() * (c + 1 + k) * hw);
+        for &i in idx {
+            z.extend_from_slice(&v[i * c * hw..(i + 1) * c * hw]);
+            z.extend_from_slice(&pooled.language_map[i * hw..(i + 1) * hw]);
+            z.extend_from_slice(&pooled.maps[i * k * hw..(i + 1) * k * hw]);
+        }
+        Tensor::from_vec(z, (idx.len(), c + 1 + k, h, w), &candle_core::Device::Cpu)
+    }
+
     /// Mask logits `[M, 2, h4, w4]` for the photos `idx` of the group (decode only what is needed).
     pub fn decode(&self, tri: &Triphasic, feats: &VisualFeatures, idx: &[usize]) -> Result<Tensor> {
         let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
@@ -273,6 +383,12 @@ impl Head {
             Some(top) => self.decoder.forward_from_top(&top.index_select(&ids, 0)?, &sub.lat0, &sub.lat1),
             None => self.decoder.forward(&tri.z.index_select(&ids, 0)?, &sub.lat0, &sub.lat1, &sub.lat3),
         }
+    }
+
+    /// Mask logits `[M, 2, h4, w4]` from the triphasic features `z` `[M, C_v + 1 + K, h, w]` of M photos
+    /// and those photos' lateral maps (`lat`'s V is not read).
+    pub fn decode_z(&self, z: &Tensor, lat: &Laterals) -> Result<Tensor> {
+        self.decoder.forward(z, &lat.lat0, &lat.lat1, &lat.lat3)
     }
 
     /// Decoder over every photo of the group (training).
@@ -323,25 +439,108 @@ impl Grser {
 
     /// One expression over one group: a decision for every photo, mask logits for the positives.
     pub fn answer(&self, feats: &VisualFeatures, expression: &str, pairs: Pairs) -> anyhow::Result<Vec<PhotoAnswer>> {
+        self.answer_with_text(feats, &self.encode_expression(expression)?, pairs)
+    }
+
+    /// L and L_anti of `expression` (BERT, once per query): every album of a query reuses them.
+    pub fn encode_expression(&self, expression: &str) -> anyhow::Result<EncodedExpression> {
         let (l, anti) = self.text.encode_with_anti(&[expression])?;
-        let tri = self.head.triphasic(feats, &l.squeeze(0)?, &anti.squeeze(0)?, pairs)?;
-        let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
-        let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
-        let margin = self.head.config().margin;
-        let positives: Vec<usize> = (0..d_pos.len()).filter(|&i| is_positive(d_pos[i], d_neg[i], margin)).collect();
-        let mut answers: Vec<PhotoAnswer> = (0..d_pos.len())
-            .map(|i| PhotoAnswer { positive: false, d_pos: d_pos[i], d_neg: d_neg[i], mask_logits: None })
+        Ok(EncodedExpression { l: l.squeeze(0)?, anti: anti.squeeze(0)? })
+    }
+
+    /// [`Grser::answer`] with the expression already encoded.
+    pub fn answer_with_text(
+        &self,
+        feats: &VisualFeatures,
+        text: &EncodedExpression,
+        pairs: Pairs,
+    ) -> anyhow::Result<Vec<PhotoAnswer>> {
+        let decision = self.decide(&feats.v, text, pairs)?;
+        let mut answers: Vec<PhotoAnswer> = (0..decision.d_pos.len())
+            .map(|i| PhotoAnswer {
+                positive: false,
+                d_pos: decision.d_pos[i],
+                d_neg: decision.d_neg[i],
+                mask_logits: None,
+            })
             .collect();
-        if !positives.is_empty() {
-            let logits = self.head.decode(&tri, feats, &positives)?; // [M, 2, h, w]
-            let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
-            for (j, &i) in positives.iter().enumerate() {
+        if let Some(z) = &decision.z_positives {
+            let fg = self.mask_logits(z, &feats.select(&decision.positives)?.laterals())?;
+            for (j, &i) in decision.positives.iter().enumerate() {
                 answers[i].positive = true;
                 answers[i].mask_logits = Some(fg.get(j)?);
             }
         }
         Ok(answers)
     }
+
+    /// The decision for every photo of a group from V alone (`[N, C_v, h, w]`); the triphasic features of
+    /// the positives are kept for [`Grser::mask_logits`].
+    pub fn decide(&self, v: &Tensor, text: &EncodedExpression, pairs: Pairs) -> Result<Decision> {
+        let tri = self.head.triphasic_v(v, &text.l, &text.anti, pairs)?;
+        let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
+        let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
+        let margin = self.head.config().margin;
+        let positives: Vec<usize> = (0..d_pos.len()).filter(|&i| is_positive(d_pos[i], d_neg[i], margin)).collect();
+        let z_positives = if positives.is_empty() {
+            None
+        } else {
+            let ids: Vec<u32> = positives.iter().map(|&i| i as u32).collect();
+            Some(tri.z.index_select(&Tensor::new(ids.as_slice(), tri.z.device())?, 0)?)
+        };
+        Ok(Decision { d_pos, d_neg, positives, z_positives })
+    }
+
+    /// [`Grser::decide`] from V's values (`[N, C_v, h, w]` as dims), as decoded from the cache: on the CPU
+    /// through the fused kernel (several times faster on large albums), elsewhere through tensors.
+    pub fn decide_values(&self, v: Vec<f32>, dims: [usize; 4], text: &EncodedExpression) -> Result<Decision> {
+        if !self.device.is_cpu() {
+            let v = Tensor::from_vec(v, (dims[0], dims[1], dims[2], dims[3]), &self.device)?;
+            return self.decide(&v, text, Pairs::TopK);
+        }
+        let (d_pos, d_neg, pooled) = self.head.decide_pooled(&v, dims, &text.l, &text.anti)?;
+        let margin = self.head.config().margin;
+        let positives: Vec<usize> = (0..d_pos.len()).filter(|&i| is_positive(d_pos[i], d_neg[i], margin)).collect();
+        let z_positives =
+            if positives.is_empty() { None } else { Some(self.head.z_of(&v, dims, &pooled, &positives)?) };
+        Ok(Decision { d_pos, d_neg, positives, z_positives })
+    }
+
+    /// Object-minus-background mask logits `[M, h4, w4]` for M photos from their triphasic features
+    /// (`z`, `[M, C_z, h, w]`, rows of [`Decision::z_positives`]) and their lateral maps.
+    pub fn mask_logits(&self, z: &Tensor, lat: &Laterals) -> Result<Tensor> {
+        let logits = self.head.decode_z(z, lat)?; // [M, 2, h4, w4]
+        (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)
+    }
+}
+
+/// An expression's sentence features, `[C_l]` each: computed once per query.
+#[derive(Debug, Clone)]
+pub struct EncodedExpression {
+    pub l: Tensor,
+    pub anti: Tensor,
+}
+
+/// The decision over one group, before any mask.
+#[derive(Debug)]
+pub struct Decision {
+    /// d(e_n, L') and d(e_n, L'_anti) per photo.
+    pub d_pos: Vec<f32>,
+    pub d_neg: Vec<f32>,
+    /// Indices of the positives, in group order.
+    pub positives: Vec<usize>,
+    /// Triphasic features of the positives `[M, C_v + 1 + K, h, w]` (row j is `positives[j]`); `None`
+    /// when there is none.
+    pub z_positives: Option<Tensor>,
+}
+
+/// The lateral maps of some photos (what the decoder reads besides z).
+#[derive(Debug, Clone)]
+pub struct Laterals {
+    /// `[M, lateral, H/4, W/4]`, `[M, lateral, H/8, W/8]`, `[M, lateral, H/32, W/32]`.
+    pub lat0: Tensor,
+    pub lat1: Tensor,
+    pub lat3: Tensor,
 }
 
 /// Binary mask at the photo's own resolution from `[h4, w4]` logits: bilinear upsampling of the logits,

@@ -189,6 +189,103 @@ pub fn bias_softmax(scores: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Re
     scores.contiguous()?.apply_op1_no_bwd(&BiasSoftmax { bias, mask, heads, n })
 }
 
+/// What [`triphasic_pooled`] computes for a group of N photos.
+#[derive(Debug, Clone)]
+pub struct PooledTriphasic {
+    /// The language maps M_l, `[N, HW]`.
+    pub language_map: Vec<f32>,
+    /// The visual maps of the K best-ranked prototypes (zeros past the group's size), `[N, K, HW]`.
+    pub maps: Vec<f32>,
+    /// concat(mean over HW, max over HW) of z_n = (V_n, M_l[n], maps[n]), `[N, 2 (C + 1 + K)]`.
+    pub pooled: Vec<f32>,
+    /// The hierarchizer's prototype order, best first.
+    pub order: Vec<usize>,
+}
+
+/// The decision half of the head (TQM, hierarchizer with top-K maps, pooling of z_n) fused for the CPU:
+/// the same maths as `Head::triphasic` with `Pairs::TopK` up to the pooled vector, but each photo's V
+/// (`v`: `[N, C, HW]`, contiguous) is read a few times in place instead of through a dozen tensor ops
+/// that each write a copy of it. `l_proj`, `anti_proj`: L' and L'_anti, `[C]`. Photos run in parallel.
+pub fn triphasic_pooled(
+    v: &[f32],
+    (n, c, hw): (usize, usize, usize),
+    k: usize,
+    l_proj: &[f32],
+    anti_proj: &[f32],
+) -> PooledTriphasic {
+    const EPS: f32 = 1e-8; // as tqm::l2_normalize
+    assert_eq!(v.len(), n * c * hw, "V is [N, C, HW]");
+    let unit = |x: &[f32]| -> Vec<f32> {
+        let norm = x.iter().map(|a| a * a).sum::<f32>().sqrt().max(EPS);
+        x.iter().map(|a| a / norm).collect()
+    };
+    let l_hat = unit(l_proj);
+    let plane = c * hw;
+    // Per photo: 1 / |V[:, p]| for each position, M_l and the prototype.
+    let per_photo: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = v
+        .par_chunks(plane.max(1))
+        .map(|vn| {
+            let mut sq = vec![0f32; hw];
+            let mut dot = vec![0f32; hw];
+            for (ch, &lc) in vn.chunks_exact(hw).zip(&l_hat) {
+                for ((s, d), &x) in sq.iter_mut().zip(dot.iter_mut()).zip(ch) {
+                    *s += x * x;
+                    *d += x * lc;
+                }
+            }
+            let inv: Vec<f32> = sq.iter().map(|s| 1.0 / s.sqrt().max(EPS)).collect();
+            let m_l: Vec<f32> = dot.iter().zip(&inv).map(|(d, i)| d * i).collect();
+            let proto: Vec<f32> = vn
+                .chunks_exact(hw)
+                .map(|ch| ch.iter().zip(&m_l).map(|(x, m)| x * m).sum::<f32>() / hw as f32)
+                .collect();
+            (inv, m_l, proto)
+        })
+        .collect();
+    let dist = |p: &[f32], x: &[f32]| p.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
+    let s_pos: Vec<f32> = per_photo.iter().map(|(_, _, p)| dist(p, l_proj)).collect();
+    let s_neg: Vec<f32> = per_photo.iter().map(|(_, _, p)| dist(p, anti_proj)).collect();
+    let order = super::hierarchizer::order(&s_pos, &s_neg);
+    let kept: Vec<Vec<f32>> = order.iter().take(k).map(|&i| unit(&per_photo[i].2)).collect();
+    let c_z = c + 1 + k;
+    let rows: Vec<(Vec<f32>, Vec<f32>)> = v
+        .par_chunks(plane.max(1))
+        .zip(per_photo.par_iter())
+        .map(|(vn, (inv, m_l, _))| {
+            let mut maps = vec![0f32; k * hw];
+            for (map, p_hat) in maps.chunks_exact_mut(hw).zip(&kept) {
+                for (ch, &pc) in vn.chunks_exact(hw).zip(p_hat) {
+                    for (m, &x) in map.iter_mut().zip(ch) {
+                        *m += x * pc;
+                    }
+                }
+                for (m, i) in map.iter_mut().zip(inv) {
+                    *m *= i;
+                }
+            }
+            let mut pooled = vec![0f32; 2 * c_z];
+            let channels = vn.chunks_exact(hw).chain(std::iter::once(m_l.as_slice())).chain(maps.chunks_exact(hw));
+            for (j, ch) in channels.enumerate() {
+                pooled[j] = ch.iter().sum::<f32>() / hw as f32;
+                pooled[c_z + j] = ch.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            }
+            (maps, pooled)
+        })
+        .collect();
+    let mut out = PooledTriphasic {
+        language_map: Vec::with_capacity(n * hw),
+        maps: Vec::with_capacity(n * k * hw),
+        pooled: Vec::with_capacity(n * 2 * c_z),
+        order,
+    };
+    for ((_, m_l, _), (maps, pooled)) in per_photo.iter().zip(rows) {
+        out.language_map.extend_from_slice(m_l);
+        out.maps.extend_from_slice(&maps);
+        out.pooled.extend_from_slice(&pooled);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

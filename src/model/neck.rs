@@ -50,6 +50,11 @@ impl VisualFeatures {
         Ok(Self { v: pick(|p| &p.v)?, lat0: pick(|p| &p.lat0)?, lat1: pick(|p| &p.lat1)?, lat3: pick(|p| &p.lat3)? })
     }
 
+    /// The lateral maps alone (what masks need besides the decision's z).
+    pub fn laterals(&self) -> super::grser::Laterals {
+        super::grser::Laterals { lat0: self.lat0.clone(), lat1: self.lat1.clone(), lat3: self.lat3.clone() }
+    }
+
     /// The cacheable bytes of these features (see [`super::codec`] for the format).
     pub fn to_bytes(&self, codec: super::codec::FeatureCodec) -> Result<Vec<u8>> {
         super::codec::encode(self, codec)

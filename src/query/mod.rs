@@ -17,14 +17,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::library::cache::{AlbumEntry, Cache};
+use crate::library::cache::{AlbumEntry, Cache, FeatureRow, PhotoId, QueryAlbum};
 use crate::library::search::{normalize_expression, AlbumDoc, AnswerKey, SearchIndex};
 use crate::library::{config, paths};
-use crate::model::codec::FeatureCodec;
-use crate::model::grser::{self, Pairs};
+use crate::model::codec::{self, FeatureCodec};
+use crate::model::grser::{self, EncodedExpression};
 use crate::model::neck::VisualFeatures;
 use model::LoadedModel;
 
@@ -217,14 +218,27 @@ impl Engine {
         &self.backbone
     }
 
-    /// Runs the query over every album (or those `request.albums` names).
+    /// Runs the query over every album (or those `request.albums` names): [`Engine::decide`], then
+    /// [`Engine::masks`].
     pub fn run(&mut self, request: &QueryRequest) -> Result<QueryResult> {
-        let mut albums = Vec::new();
-        for info in self.cache.albums()? {
-            let entries = self.cache.album_entries(info.id, &self.backbone)?;
-            let name = album_name(&info.path, &self.roots);
-            albums.push((info.path, name, entries));
-        }
+        let decided = self.decide(request)?;
+        self.masks(decided, |_, _| {})
+    }
+
+    /// The first half of a query: which photos of every album show the expression, with their scores,
+    /// before any mask is computed. BERT runs once; each album's V maps are read (the start of each
+    /// feature blob, not the lateral maps) and the head decides. Albums whose answer is stored in the
+    /// search index for the same photos come from there, masks included.
+    pub fn decide(&mut self, request: &QueryRequest) -> Result<Decided> {
+        let mut albums: Vec<(QueryAlbum, String)> = self
+            .cache
+            .query_albums(&self.backbone)?
+            .into_iter()
+            .map(|a| {
+                let name = album_name(&a.info.path, &self.roots);
+                (a, name)
+            })
+            .collect();
         if albums.is_empty() {
             bail!("the library is empty: no photos are indexed; run `photoseg index PATH` with your photo folder");
         }
@@ -238,17 +252,16 @@ impl Engine {
             } else {
                 // Another process holds the index writer and the album documents may be stale: the
                 // same rule, applied to the cache's album list directly.
-                for (path, name, _) in &albums {
+                for (a, name) in &albums {
                     let name = name.to_lowercase();
                     if request.albums.iter().any(|p| name.contains(&p.to_lowercase())) {
-                        wanted.insert(path.clone());
+                        wanted.insert(a.info.path.clone());
                     }
                 }
             }
-            albums.retain(|(path, _, _)| wanted.contains(path));
+            let names: Vec<String> = albums.iter().take(10).map(|(_, name)| name.clone()).collect();
+            albums.retain(|(a, _)| wanted.contains(&a.info.path));
             if albums.is_empty() {
-                let names: Vec<String> =
-                    self.cache.albums()?.iter().take(10).map(|a| album_name(&a.path, &self.roots)).collect();
                 bail!(
                     "no album name contains {}; albums are named e.g. {}",
                     request.albums.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" or "),
@@ -256,24 +269,93 @@ impl Engine {
                 );
             }
         }
-        let mut results = Vec::with_capacity(albums.len());
-        for (path, name, entries) in albums {
-            let result = self
-                .answer_album(&request.expression, &path, name, &entries)
+        let mut text = None;
+        let mut kept_z = 0usize;
+        let mut out = Vec::with_capacity(albums.len());
+        for (a, name) in albums {
+            let path = a.info.path.clone();
+            let decided = self
+                .decide_album(&request.expression, a, name, &mut text, &mut kept_z)
                 .with_context(|| format!("answering for album {}", path.display()))?;
-            results.push(result);
+            out.push(decided);
         }
-        Ok(QueryResult { expression: request.expression.clone(), model: self.backbone.clone(), albums: results })
+        Ok(Decided { expression: request.expression.clone(), model: self.backbone.clone(), albums: out })
+    }
+
+    /// The second half of a query: masks of the positives [`Engine::decide`] found, album by album in
+    /// its order, best score first within an album; `on_mask(album, positive)` sees each one as soon as
+    /// it is made (`album` indexes `decided.albums`). Only the positives' lateral maps are read. New
+    /// answers are stored in the search index, in one commit.
+    pub fn masks(&mut self, decided: Decided, mut on_mask: impl FnMut(usize, &Positive)) -> Result<QueryResult> {
+        let Decided { expression, model, albums } = decided;
+        let mut results = Vec::with_capacity(albums.len());
+        let mut to_store: Vec<(PathBuf, String, String)> = Vec::new();
+        for (ai, mut a) in albums.into_iter().enumerate() {
+            let album = a.album.clone();
+            let positives = match a.stored.take() {
+                Some(positives) => {
+                    for p in &positives {
+                        on_mask(ai, p);
+                    }
+                    positives
+                }
+                None => {
+                    let positives = self
+                        .album_masks(&expression, &a, |p| on_mask(ai, p))
+                        .with_context(|| format!("answering for album {}", album.display()))?;
+                    let stored = StoredAnswer {
+                        positives: positives
+                            .iter()
+                            .zip(&a.positives)
+                            .map(|(p, c)| -> Result<StoredPositive> {
+                                Ok(StoredPositive {
+                                    photo: c.photo.0,
+                                    score: p.score,
+                                    mask: rle::encode(&p.mask, p.width as usize, p.height as usize)?,
+                                })
+                            })
+                            .collect::<Result<_>>()?,
+                        rejected: a.rejected,
+                    };
+                    if !a.indexed.is_empty() {
+                        to_store.push((album.clone(), a.fingerprint.clone(), serde_json::to_string(&stored)?));
+                    }
+                    positives
+                }
+            };
+            results.push(AlbumResult {
+                album,
+                name: a.name,
+                photos: a.photos,
+                positives,
+                rejected: a.rejected,
+                unindexed: a.unindexed,
+                from_index: a.from_index,
+            });
+        }
+        if !to_store.is_empty() {
+            let answers: Vec<(AnswerKey<'_>, &str, &str)> = to_store
+                .iter()
+                .map(|(album, fp, json)| {
+                    (AnswerKey { model: &self.backbone, album, expression: &expression }, fp.as_str(), json.as_str())
+                })
+                .collect();
+            // Best effort: a busy or broken index costs the next query time, never this answer.
+            if let Err(e) = self.search.store_answers(&answers) {
+                tracing::warn!("cannot store the answers in the search index: {e:#}");
+            }
+        }
+        Ok(QueryResult { expression, model, albums: results })
     }
 
     /// Rebuilds the album and photo documents when the album list changed since they were written.
     /// Returns whether they are current (false: another process held the writer).
-    fn sync_search(&mut self, albums: &[(PathBuf, String, Vec<AlbumEntry>)]) -> Result<bool> {
+    fn sync_search(&mut self, albums: &[(QueryAlbum, String)]) -> Result<bool> {
         let mut h = Sha256::new();
-        for (path, name, entries) in albums {
-            feed(&mut h, path.as_os_str().as_bytes());
+        for (a, name) in albums {
+            feed(&mut h, a.info.path.as_os_str().as_bytes());
             feed(&mut h, name.as_bytes());
-            for e in entries {
+            for e in &a.entries {
                 feed(&mut h, e.path.as_os_str().as_bytes());
                 h.update(e.mtime_ns.to_le_bytes());
             }
@@ -284,93 +366,233 @@ impl Engine {
         }
         let docs: Vec<AlbumDoc> = albums
             .iter()
-            .map(|(path, name, entries)| AlbumDoc {
-                path: path.clone(),
+            .map(|(a, name)| AlbumDoc {
+                path: a.info.path.clone(),
                 name: name.clone(),
-                photos: entries.iter().map(|e| e.path.clone()).collect(),
-                first_mtime_ns: entries.iter().map(|e| e.mtime_ns).min(),
-                last_mtime_ns: entries.iter().map(|e| e.mtime_ns).max(),
+                photos: a.entries.iter().map(|e| e.path.clone()).collect(),
+                first_mtime_ns: a.entries.iter().map(|e| e.mtime_ns).min(),
+                last_mtime_ns: a.entries.iter().map(|e| e.mtime_ns).max(),
             })
             .collect();
         self.search.replace_albums(&docs, &fingerprint)
     }
 
-    fn answer_album(
+    /// One album's decision (or its stored answer). `text` is the expression's encoding, made on first
+    /// need; `kept_z` counts the bytes of triphasic features kept for masks so far.
+    fn decide_album(
         &mut self,
         expression: &str,
-        album: &Path,
+        a: QueryAlbum,
         name: String,
-        entries: &[AlbumEntry],
-    ) -> Result<AlbumResult> {
-        let indexed: Vec<&AlbumEntry> = entries.iter().filter(|e| e.has_features).collect();
-        let mut result = AlbumResult {
-            album: album.to_path_buf(),
+        text: &mut Option<EncodedExpression>,
+        kept_z: &mut usize,
+    ) -> Result<DecidedAlbum> {
+        let QueryAlbum { info, entries, rows } = a;
+        let indexed: Vec<(AlbumEntry, FeatureRow)> =
+            entries.iter().zip(&rows).filter_map(|(e, r)| r.map(|r| (e.clone(), r))).collect();
+        let fingerprint = album_fingerprint(&self.backbone, &entries);
+        let mut d = DecidedAlbum {
+            album: info.path,
             name,
             photos: entries.len(),
             positives: Vec::new(),
             rejected: 0,
             unindexed: entries.len() - indexed.len(),
             from_index: false,
+            fingerprint,
+            stored: None,
+            indexed: Vec::new(),
+            z: None,
         };
         if indexed.is_empty() {
-            return Ok(result);
+            d.stored = Some(Vec::new());
+            return Ok(d);
         }
-        let fingerprint = album_fingerprint(&self.backbone, entries);
-        let key = AnswerKey { model: &self.backbone, album, expression };
-        if let Some(json) = self.search.answer(&key, &fingerprint)? {
-            if let Some((positives, rejected)) = from_stored(&json, entries) {
-                result.positives = positives;
-                result.rejected = rejected;
-                result.from_index = true;
-                return Ok(result);
+        let key = AnswerKey { model: &self.backbone, album: &d.album, expression };
+        if let Some(json) = self.search.answer(&key, &d.fingerprint)? {
+            if let Some((positives, rejected)) = from_stored(&json, &entries) {
+                d.positives = positives
+                    .iter()
+                    .map(|p| Candidate {
+                        path: p.path.clone(),
+                        score: p.score,
+                        width: p.width,
+                        height: p.height,
+                        photo: entries.iter().find(|e| e.path == p.path).map_or(PhotoId(0), |e| e.id),
+                        z_row: 0,
+                    })
+                    .collect();
+                d.stored = Some(positives);
+                d.rejected = rejected;
+                d.from_index = true;
+                return Ok(d);
             }
         }
-
-        let device = self.model.grser.device.clone();
-        let mut parts = Vec::with_capacity(indexed.len());
-        for e in &indexed {
-            let bytes = self.cache.features(e.id, &self.backbone)?.with_context(|| {
-                format!("features of {} vanished while reading; run the query again", e.path.display())
-            })?;
-            let feats = VisualFeatures::from_bytes(&bytes, &device).with_context(|| {
-                format!("cached features of {} are unreadable; delete the cache file to re-index", e.path.display())
-            })?;
-            parts.push(feats);
+        let grser = self.model.grser.clone();
+        let text = match text {
+            Some(t) => t,
+            None => text.insert(grser.encode_expression(expression)?),
+        };
+        let rows: Vec<FeatureRow> = indexed.iter().map(|(_, r)| *r).collect();
+        let (v, dims) = self.read_v(&rows, |i| &indexed[i].0.path)?;
+        let decision = grser.decide_values(v, dims, text)?;
+        let margin = grser.head.config().margin as f32;
+        d.rejected = indexed.len() - decision.positives.len();
+        for (j, &i) in decision.positives.iter().enumerate() {
+            let e = &indexed[i].0;
+            d.positives.push(Candidate {
+                path: e.path.clone(),
+                score: decision.d_neg[i] - decision.d_pos[i] - margin,
+                width: e.width,
+                height: e.height,
+                photo: e.id,
+                z_row: j,
+            });
         }
-        let group = VisualFeatures::cat(&parts)?;
-        let answers = self.model.grser.answer(&group, expression, Pairs::TopK)?;
-        let margin = self.model.grser.head.config().margin as f32;
-        let mut stored = StoredAnswer { positives: Vec::new(), rejected: 0 };
-        for (e, a) in indexed.iter().zip(&answers) {
-            match (&a.mask_logits, a.positive) {
-                (Some(logits), true) => {
-                    let mask = grser::mask_at(logits, e.height as usize, e.width as usize)?;
-                    let score = a.d_neg - a.d_pos - margin;
-                    stored.positives.push(StoredPositive {
-                        photo: e.id.0,
-                        score,
-                        mask: rle::encode(&mask, e.width as usize, e.height as usize)?,
-                    });
-                    result.positives.push(Positive {
-                        path: e.path.clone(),
-                        score,
-                        mask_area: mask.iter().filter(|&&m| m != 0).count(),
-                        width: e.width,
-                        height: e.height,
-                        mask,
-                    });
-                }
-                _ => result.rejected += 1,
+        d.positives.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
+        if let Some(z) = decision.z_positives {
+            let bytes = z.elem_count() * z.dtype().size_in_bytes();
+            // Kept for the masks up to a budget; beyond it the album's decision is recomputed then.
+            if *kept_z + bytes <= KEPT_Z_BYTES {
+                *kept_z += bytes;
+                d.z = Some(z);
             }
         }
-        stored.rejected = result.rejected;
-        sort_by_score(&mut result.positives);
-        // Best effort: a busy or broken index costs the next query time, never this answer.
-        if let Err(e) = self.search.store_answer(&key, &fingerprint, &serde_json::to_string(&stored)?) {
-            tracing::warn!("cannot store the answer in the search index: {e:#}");
-        }
-        Ok(result)
+        d.indexed = indexed.into_iter().map(|(e, r)| (e.id, r, e.path)).collect();
+        Ok(d)
     }
+
+    /// V of the photos at `rows`, stacked (values and `[N, C_v, h, w]`), from the start of each feature blob.
+    /// `path(i)` names photo `i` in errors.
+    fn read_v<'p>(&self, rows: &[FeatureRow], path: impl Fn(usize) -> &'p Path) -> Result<(Vec<f32>, [usize; 4])> {
+        let vanished =
+            |i: usize| anyhow::anyhow!("features of {} vanished while reading; run the query again", path(i).display());
+        let unreadable = |i: usize| {
+            format!("cached features of {} are unreadable; delete the cache file to re-index", path(i).display())
+        };
+        let head = self.cache.read_feature_prefixes(&rows[..1], codec::HEADER)?;
+        let head = head.into_iter().next().flatten().ok_or_else(|| vanished(0))?;
+        let v_end = codec::layout(&head).with_context(|| unreadable(0))?.v_end();
+        let prefixes = self.cache.read_feature_prefixes(rows, v_end)?;
+        let mut values = Vec::new();
+        let mut dims: Option<[usize; 4]> = None;
+        for (i, p) in prefixes.iter().enumerate() {
+            let p = p.as_ref().ok_or_else(|| vanished(i))?;
+            let di = codec::decode_v_into(p, &mut values).with_context(|| unreadable(i))?;
+            if di[0] != 1 || dims.is_some_and(|d| d[1..] != di[1..]) {
+                bail!("{}: its V has shape {di:?}, unlike the album's other photos", unreadable(i));
+            }
+            dims = Some(di);
+        }
+        let [_, c, h, w] = dims.expect("at least one photo");
+        Ok((values, [rows.len(), c, h, w]))
+    }
+
+    /// Masks of an album's positives (from [`Engine::decide`]), in its order.
+    /// `on_mask` sees each as soon as it is made.
+    fn album_masks(
+        &mut self,
+        expression: &str,
+        a: &DecidedAlbum,
+        mut on_mask: impl FnMut(&Positive),
+    ) -> Result<Vec<Positive>> {
+        if a.positives.is_empty() {
+            return Ok(Vec::new());
+        }
+        let grser = self.model.grser.clone();
+        let z = match &a.z {
+            Some(z) => z.clone(),
+            None => {
+                // Dropped for memory: decide again (same V, same answer).
+                let rows: Vec<FeatureRow> = a.indexed.iter().map(|(_, r, _)| *r).collect();
+                let (v, dims) = self.read_v(&rows, |i| &a.indexed[i].2)?;
+                let decision = grser.decide_values(v, dims, &grser.encode_expression(expression)?)?;
+                decision.z_positives.context("the decision changed between two readings of the same features")?
+            }
+        };
+        let device = grser.device.clone();
+        let mut out = Vec::with_capacity(a.positives.len());
+        // A few positives at a time: the first masks go out before the album's last one is made.
+        for chunk in a.positives.chunks(MASK_CHUNK) {
+            let mut parts = Vec::with_capacity(chunk.len());
+            let mut order = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                let bytes = self.cache.features(c.photo, &self.backbone)?.with_context(|| {
+                    format!("features of {} vanished while reading; run the query again", c.path.display())
+                })?;
+                let feats = VisualFeatures::from_bytes(&bytes, &device).with_context(|| {
+                    format!("cached features of {} are unreadable; delete the cache file to re-index", c.path.display())
+                })?;
+                parts.push(feats);
+                order.push(c.z_row as u32);
+            }
+            let lat = VisualFeatures::cat(&parts)?.laterals();
+            let zc = z.index_select(&Tensor::new(order.as_slice(), z.device())?, 0)?;
+            let logits = grser.mask_logits(&zc, &lat)?; // [M, h4, w4]
+            for (j, c) in chunk.iter().enumerate() {
+                let mask = grser::mask_at(&logits.get(j)?, c.height as usize, c.width as usize)?;
+                let p = Positive {
+                    path: c.path.clone(),
+                    score: c.score,
+                    mask_area: mask.iter().filter(|&&m| m != 0).count(),
+                    width: c.width,
+                    height: c.height,
+                    mask,
+                };
+                on_mask(&p);
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Positives whose masks are decoded together (one decoder batch).
+const MASK_CHUNK: usize = 8;
+
+/// Bytes of triphasic features [`Engine::decide`] keeps for the masks; albums beyond it are decided again
+/// when their masks are made (the paper model's z is ~1.4 MB a positive).
+const KEPT_Z_BYTES: usize = 256 << 20;
+
+/// The answer before masks: [`Engine::decide`]'s result, for [`Engine::masks`].
+#[derive(Debug)]
+pub struct Decided {
+    pub expression: String,
+    /// The backbone id of the model that answered.
+    pub model: String,
+    pub albums: Vec<DecidedAlbum>,
+}
+
+/// One album's decision: counts and positives (best score first), masks to come.
+#[derive(Debug)]
+pub struct DecidedAlbum {
+    pub album: PathBuf,
+    pub name: String,
+    pub photos: usize,
+    pub positives: Vec<Candidate>,
+    pub rejected: usize,
+    pub unindexed: usize,
+    pub from_index: bool,
+    fingerprint: String,
+    /// The stored answer's positives, masks included (from the search index, or none to make).
+    stored: Option<Vec<Positive>>,
+    /// (photo, feature row, path) of the album's indexed photos, in the order the head saw them (empty
+    /// when served from the search index).
+    indexed: Vec<(PhotoId, FeatureRow, PathBuf)>,
+    /// Triphasic features of the positives (row [`Candidate::z_row`]), unless dropped for memory.
+    z: Option<Tensor>,
+}
+
+/// A photo the model says shows the object, before its mask is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub path: PathBuf,
+    /// As [`Positive::score`].
+    pub score: f32,
+    pub width: u32,
+    pub height: u32,
+    photo: PhotoId,
+    z_row: usize,
 }
 
 impl QueryBackend for Engine {

@@ -1,0 +1,179 @@
+//! The query engine's two halves (`Engine::decide`, then `Engine::masks`) against the reference path
+//! (`Grser::answer` on whole decoded features): the engine reads only V for the decision and the lateral
+//! maps of positives only, encodes the expression once for all albums and stores every album's answer in
+//! one commit; none of that may change an answer. Tiny random model: plumbing, not answer quality.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use image::{Rgb, RgbImage};
+use photoseg::library::cache::NewPhoto;
+use photoseg::library::search::SearchIndex;
+use photoseg::library::Cache;
+use photoseg::model::codec::FeatureCodec;
+use photoseg::model::grser::{self, Config, Grser, Pairs};
+use photoseg::model::neck::VisualFeatures;
+use photoseg::query::featurizer::featurize_image;
+use photoseg::query::model::LoadedModel;
+use photoseg::query::{Engine, QueryRequest};
+
+fn model(margin: f64) -> LoadedModel {
+    let varmap = VarMap::new();
+    let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
+    let mut cfg = Config::tiny(60);
+    cfg.head.margin = margin;
+    let grser = Grser::new(&cfg, tok, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    LoadedModel { grser: Arc::new(grser), dir: PathBuf::from("/nonexistent"), digest: "ab".repeat(32) }
+}
+
+fn photo(seed: u32) -> RgbImage {
+    RgbImage::from_fn(40 + seed * 4, 30 + seed, |x, y| {
+        if (x as i32 - 15 - seed as i32).pow(2) + (y as i32 - 14).pow(2) < 60 {
+            Rgb([230, 20, (seed * 30) as u8])
+        } else {
+            Rgb([(x * 5) as u8, (y * 3 + seed * 25) as u8, 60])
+        }
+    })
+}
+
+/// Three albums (3, 4 and 2 photos; one photo of the last without features) cached with `codec`; returns
+/// each album's photos with their f32-decoded cached features, in path order.
+fn fill(
+    cache: &Cache,
+    m: &LoadedModel,
+    codec: FeatureCodec,
+    top: &Path,
+) -> Vec<Vec<(PathBuf, u32, u32, VisualFeatures)>> {
+    let backbone = m.backbone_id(codec);
+    let mut albums = Vec::new();
+    let mut seed = 0;
+    for (a, n) in [3u32, 4, 2].into_iter().enumerate() {
+        let mut photos = Vec::new();
+        for i in 0..n {
+            let img = photo(seed);
+            seed += 1;
+            let path = top.join(format!("album{a}/p{i}.png"));
+            let id = cache
+                .upsert_photo(&NewPhoto {
+                    path: &path,
+                    size: 1,
+                    mtime_ns: seed as i64,
+                    sha256: &format!("{seed:064x}"),
+                    width: img.width(),
+                    height: img.height(),
+                })
+                .unwrap();
+            if a == 2 && i == 1 {
+                continue; // not indexed yet
+            }
+            let bytes = featurize_image(&m.grser, &img).unwrap().to_bytes(codec).unwrap();
+            cache.put_features(id, &backbone, &bytes).unwrap();
+            let feats = VisualFeatures::from_bytes(&bytes, &Device::Cpu).unwrap();
+            photos.push((path, img.width(), img.height(), feats));
+        }
+        albums.push(photos);
+    }
+    albums
+}
+
+#[test]
+fn decide_then_masks_gives_the_reference_answers() {
+    for codec in [FeatureCodec::F16, FeatureCodec::Int4] {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(-1e4); // every photo positive: every mask is compared
+        let cache = Cache::open(&tmp.path().join("c.sqlite3")).unwrap();
+        let top = tmp.path().join("photos");
+        let albums = fill(&cache, &m, codec, &top);
+        let search = SearchIndex::open(&tmp.path().join("search")).unwrap();
+        let mut engine = Engine::new(m.clone(), codec, cache, search, vec![top.clone()]);
+        let request = QueryRequest::new("the red ball", vec![]).unwrap();
+
+        let decided = engine.decide(&request).unwrap();
+        assert_eq!(decided.albums.len(), 3);
+        let listed: Vec<Vec<PathBuf>> =
+            decided.albums.iter().map(|a| a.positives.iter().map(|c| c.path.clone()).collect()).collect();
+        let mut streamed = Vec::new();
+        let result = engine.masks(decided, |album, p| streamed.push((album, p.path.clone()))).unwrap();
+
+        for (ai, (a, photos)) in result.albums.iter().zip(&albums).enumerate() {
+            assert_eq!(a.name, format!("album{ai}"));
+            assert_eq!(a.positives.len(), photos.len(), "every indexed photo is positive");
+            assert_eq!(a.unindexed, usize::from(ai == 2));
+            assert!(!a.from_index);
+            let got: Vec<PathBuf> = a.positives.iter().map(|p| p.path.clone()).collect();
+            assert_eq!(got, listed[ai], "masks come in the order decide listed");
+            let group = VisualFeatures::cat(&photos.iter().map(|p| p.3.clone()).collect::<Vec<_>>()).unwrap();
+            let reference = m.grser.answer(&group, "the red ball", Pairs::TopK).unwrap();
+            for ((path, w, h, _), r) in photos.iter().zip(&reference) {
+                let p = a.positives.iter().find(|p| &p.path == path).unwrap();
+                let want = grser::mask_at(r.mask_logits.as_ref().unwrap(), *h as usize, *w as usize).unwrap();
+                assert_eq!(p.mask, want, "{} ({})", path.display(), codec.name());
+                assert!((p.score - (r.d_neg - r.d_pos + 1e4)).abs() <= 1e-2 * p.score.abs().max(1.0));
+            }
+        }
+        let expected: Vec<(usize, PathBuf)> = result
+            .albums
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.positives.iter().map(move |p| (i, p.path.clone())))
+            .collect();
+        assert_eq!(streamed, expected, "on_mask saw every positive once, album by album");
+
+        // Stored in one commit for every album, and served from there the second time, masks included.
+        let again = engine.run(&request).unwrap();
+        assert!(again.albums.iter().all(|a| a.from_index));
+        assert_eq!(
+            again.albums,
+            result
+                .albums
+                .iter()
+                .map(|a| photoseg::query::AlbumResult { from_index: true, ..a.clone() })
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn rejected_photos_have_no_masks_and_albums_can_be_picked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(1e4); // every photo rejected
+    let cache = Cache::open(&tmp.path().join("c.sqlite3")).unwrap();
+    let top = tmp.path().join("photos");
+    fill(&cache, &m, FeatureCodec::F16, &top);
+    let search = SearchIndex::open(&tmp.path().join("search")).unwrap();
+    let mut engine = Engine::new(m, FeatureCodec::F16, cache, search, vec![top]);
+    let decided = engine.decide(&QueryRequest::new("a cat", vec!["ALBUM1".into()]).unwrap()).unwrap();
+    assert_eq!(decided.albums.len(), 1);
+    assert!(decided.albums[0].positives.is_empty());
+    assert_eq!(decided.albums[0].rejected, 4);
+    let mut calls = 0;
+    let result = engine.masks(decided, |_, _| calls += 1).unwrap();
+    assert_eq!(calls, 0);
+    assert_eq!(result.albums[0].rejected, 4);
+}
+
+#[test]
+fn fused_cpu_decision_matches_the_tensor_path() {
+    let m = model(-1e4);
+    let text = m.grser.encode_expression("the red ball").unwrap();
+    // Groups smaller than, equal to and larger than K = 4 (zero-padded maps, then top-K maps).
+    for n in [1u32, 2, 4, 9] {
+        let feats: Vec<VisualFeatures> = (0..n).map(|i| featurize_image(&m.grser, &photo(i)).unwrap()).collect();
+        let group = VisualFeatures::cat(&feats).unwrap();
+        let dims: [usize; 4] = group.v.dims4().map(|(a, b, c, d)| [a, b, c, d]).unwrap();
+        let values: Vec<f32> = group.v.flatten_all().unwrap().to_vec1().unwrap();
+        let reference = m.grser.decide(&group.v, &text, Pairs::TopK).unwrap();
+        let fused = m.grser.decide_values(values, dims, &text).unwrap();
+        assert_eq!(fused.positives, reference.positives, "n = {n}");
+        for (a, b) in fused.d_pos.iter().chain(&fused.d_neg).zip(reference.d_pos.iter().chain(&reference.d_neg)) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "n = {n}: {a} vs {b}");
+        }
+        let (za, zb) = (fused.z_positives.unwrap(), reference.z_positives.unwrap());
+        assert_eq!(za.dims(), zb.dims());
+        let diff = (za - zb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "n = {n}: z differs by {diff}");
+    }
+}
