@@ -46,8 +46,9 @@ rate() { grep -o '[0-9.]* img/s' "$1" | awk 'NR>2 {print $1}' | sort -n | awk '{
 G=${GROUPS_PER_STEP:-8}
 DEV=${DEVICE_FLAG---cuda}   # DEVICE_FLAG= runs the same script on the CPU (a dry run)
 COMMON=(--data $W/synth --group-size 8 --groups-per-step $G --lambda-mirror 0 --neg-ce 1 --separation 1 --triplet-constant --seed 0 $DEV)
-# VARIANT_A/B/C override them (the second run of 2026-11-27 used --center-v in all three).
-declare -A VAR=([a]="${VARIANT_A:---lr 1e-3}" [b]="${VARIANT_B:---lr 1e-3 --map-gain 10}" [c]="${VARIANT_C:---lr 2e-3 --map-gain 10}")
+# VARIANT_A/B/C override them. The defaults are the next recipes to try (docs/builtin-model.md); the
+# run of 2026-11-27 used "--decision-fused --lr 1e-3", "... --map-gain 10", "--decision-fused --lr 2e-3 --map-gain 10".
+declare -A VAR=([a]="${VARIANT_A:---lr 1e-3 --center-v}" [b]="${VARIANT_B:---lr 1e-3 --center-v --decision-fused}" [c]="${VARIANT_C:---lr 2e-3 --center-v --map-gain 10}")
 
 log "== built-in shape: timed runs, the three side by side ($(el))"
 for v in a b c; do
