@@ -72,6 +72,9 @@ fn gnome_search_provider_lists_describes_and_opens_photos() {
         assert_eq!(field("id"), *path);
         assert_eq!(field("name"), Path::new(path).file_name().unwrap().to_str().unwrap());
         let description = field("description");
+        // Scores are f32 in photoseg; the JSON carries their shortest decimal, which read back as f64
+        // can round the other way at two decimals (9999.445 -> "9999.44" but f32 "9999.45").
+        let score = *score as f32;
         assert!(description.starts_with(&format!("{album} \u{b7} score {score:.2}")), "{description}");
         let gicon = PathBuf::from(field("gicon"));
         assert!(gicon.starts_with(std::fs::canonicalize(&thumbs).unwrap()), "{}", gicon.display());
