@@ -21,11 +21,21 @@ use photoseg::query::model::LoadedModel;
 use photoseg::query::{Engine, QueryRequest};
 
 fn model(margin: f64) -> LoadedModel {
+    model_with(margin, |_| {})
+}
+
+/// A tiny random model whose config `edit` changes; a position embedding gets random values (it starts
+/// at zero, which would test nothing).
+fn model_with(margin: f64, edit: impl FnOnce(&mut Config)) -> LoadedModel {
     let varmap = VarMap::new();
     let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
     let mut cfg = Config::tiny(60);
     cfg.head.margin = margin;
+    edit(&mut cfg);
     let grser = Grser::new(&cfg, tok, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    if let Some(pos) = varmap.data().lock().unwrap().get("head.v_pos") {
+        pos.set(&pos.randn_like(0.0, 2.0).unwrap()).unwrap();
+    }
     LoadedModel { grser: Arc::new(grser), dir: PathBuf::from("/nonexistent"), digest: "ab".repeat(32) }
 }
 
@@ -157,7 +167,20 @@ fn rejected_photos_have_no_masks_and_albums_can_be_picked() {
 
 #[test]
 fn fused_cpu_decision_matches_the_tensor_path() {
-    let m = model(-1e4);
+    fused_matches_tensor_path(&model(-1e4));
+}
+
+#[test]
+fn fused_cpu_decision_matches_the_tensor_path_with_standardised_v_and_positions() {
+    // Tiny Swin at 64 px: V is 4 x 4.
+    let m = model_with(-1e4, |c| {
+        c.head.center_v = true;
+        c.head.position_grid = Some(4);
+    });
+    fused_matches_tensor_path(&m);
+}
+
+fn fused_matches_tensor_path(m: &LoadedModel) {
     let text = m.grser.encode_expression("the red ball").unwrap();
     // Groups smaller than, equal to and larger than K = 4 (zero-padded maps, then top-K maps).
     for n in [1u32, 2, 4, 9] {

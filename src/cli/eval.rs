@@ -75,6 +75,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
     println!("{} groups, {} photos (largest group {})", report.groups, report.photos, report.largest_group);
     println!("mIoU on positives     {}", pct(report.miou_positives));
+    println!(
+        "  segmentation alone  {} (every true positive decoded, whatever the decision)",
+        pct(report.miou_segmentation)
+    );
     println!("overall IoU           {:.1}%", 100.0 * report.oiou);
     println!("positives accepted    {}", pct(report.accuracy_positives));
     println!("negatives rejected    {}", pct(report.accuracy_negatives));

@@ -62,9 +62,17 @@ pub struct TrainArgs {
     /// objective; see docs/model.md).
     #[arg(long, default_value_t = TrainConfig::default().separation)]
     pub separation: f64,
+    /// Weight of the language-map supervision: M_l must light up the referred object and stay dark on
+    /// negatives (not in the paper; 0 gives its objective; see docs/model.md).
+    #[arg(long, default_value_t = TrainConfig::default().language_map)]
+    pub language_map: f64,
     /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
     #[arg(long, default_value_t = 0.0)]
     pub map_gain: f64,
+    /// Add a learnt position embedding to V before TQM (`head.position_grid`, docs/model.md), so
+    /// expressions can say "on the left" / "at the top".
+    #[arg(long)]
+    pub position: bool,
     /// Pool the decision from the decoder's first level (`head.decision = "fused"`, docs/model.md).
     #[arg(long)]
     pub decision_fused: bool,
@@ -137,6 +145,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut model_cfg = model_cfg;
     model_cfg.head.map_gain = (args.map_gain > 0.0).then_some(args.map_gain);
     model_cfg.head.center_v = args.center_v;
+    if args.position {
+        // Swin's grid: the patch embedding divides by 4 (rounding up), each of two merges by 2.
+        let grid = model_cfg.image_size.div_ceil(4).div_ceil(2).div_ceil(2);
+        model_cfg.head.position_grid = Some(grid);
+    }
     if args.decision_fused {
         model_cfg.head.decision = crate::model::grser::DecisionInput::Fused;
     }
@@ -149,6 +162,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         dice: args.dice,
         neg_ce: args.neg_ce,
         separation: args.separation,
+        language_map: args.language_map,
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -204,11 +218,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
-            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3}) {:.1} img/s",
+            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3}) {:.1} img/s",
             s.ce,
             s.neg_ce,
             s.mirror,
             s.triplet,
+            s.language,
             s.images as f64 / s.seconds
         );
         if log_every > 0 && (s.step + 1) % log_every == 0 {

@@ -21,6 +21,9 @@ pub struct EvalReport {
     pub largest_group: usize,
     pub miou_positives: Option<f64>,
     pub miou_all: f64,
+    /// mIoU of the masks of every true positive, decoded whatever the decision said: the segmentation
+    /// alone, apart from the decision (a diagnostic; `miou_positives` is the product's figure).
+    pub miou_segmentation: Option<f64>,
     pub oiou: f64,
     pub accuracy_positives: Option<f64>,
     pub accuracy_negatives: Option<f64>,
@@ -32,13 +35,14 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    fn new(seg: SegScores, sod: SodScores, groups: usize, largest: usize, seconds: f64) -> Self {
+    fn new(seg: SegScores, sod: SodScores, forced: (f64, usize), groups: usize, largest: usize, seconds: f64) -> Self {
         Self {
             groups,
             photos: seg.images,
             largest_group: largest,
             miou_positives: seg.miou_positives,
             miou_all: seg.miou,
+            miou_segmentation: (forced.1 > 0).then(|| forced.0 / forced.1 as f64),
             oiou: seg.oiou,
             accuracy_positives: seg.accuracy_positives,
             accuracy_negatives: seg.accuracy_negatives,
@@ -58,6 +62,7 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
     let mut seg = SegMetrics::new();
     let mut sod = SodMetrics::new();
     let mut largest = 0;
+    let mut forced = (0f64, 0usize);
     for (gi, g) in groups.iter().enumerate() {
         largest = largest.max(g.photos.len());
         let mut tensors = Vec::with_capacity(g.photos.len());
@@ -76,6 +81,21 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
         }
         let feats = crate::model::neck::VisualFeatures::cat(&parts)?;
         let answers = model.answer(&feats, &g.expression, Pairs::TopK)?;
+        // Every true positive's mask, whatever the decision: the segmentation on its own.
+        let truth: Vec<usize> = (0..g.photos.len()).filter(|&i| g.photos[i].mask.is_some()).collect();
+        if !truth.is_empty() {
+            let text = model.encode_expression(&g.expression)?;
+            let tri = model.head.triphasic(&feats, &text.l, &text.anti, Pairs::TopK)?;
+            let logits = model.head.decode(&tri, &feats, &truth)?;
+            let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+            for (j, &i) in truth.iter().enumerate() {
+                let (w, h) = sizes[i];
+                let pred = Mask::from_data(w as u32, h as u32, crate::model::grser::mask_at(&fg.get(j)?, h, w)?)?;
+                let gt = g.photos[i].mask.as_ref().expect("a true positive").load()?;
+                forced.0 += crate::eval::metrics::iou(&pred, &gt)?;
+                forced.1 += 1;
+            }
+        }
         for ((p, a), &(w, h)) in g.photos.iter().zip(&answers).zip(&sizes) {
             let gt = match &p.mask {
                 Some(m) => Some(m.load().with_context(|| format!("ground truth of {}", p.image.display()))?),
@@ -97,5 +117,5 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
         }
         progress(gi + 1, groups.len());
     }
-    Ok(EvalReport::new(seg.finish(), sod.finish(), groups.len(), largest, start.elapsed().as_secs_f64()))
+    Ok(EvalReport::new(seg.finish(), sod.finish(), forced, groups.len(), largest, start.elapsed().as_secs_f64()))
 }

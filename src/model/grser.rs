@@ -48,6 +48,11 @@ pub struct HeadConfig {
     /// everywhere: the language map is flat and the decoder has nothing to learn from.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub center_v: bool,
+    /// Side of V's grid (image_size / 16) when a learnt position embedding is added to V before TQM
+    /// (None: none, as models saved before it existed). Swin knows only relative positions, so without it
+    /// no cosine with L' can tell "the star at the top" from the one at the bottom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_grid: Option<usize>,
 }
 
 /// What the decision vector e_n is pooled from (the paper leaves it open; docs/model.md).
@@ -91,6 +96,7 @@ impl Config {
                 decision: DecisionInput::PooledZ,
                 map_gain: None,
                 center_v: false,
+                position_grid: None,
             },
             image_size: 416,
             description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
@@ -130,6 +136,7 @@ impl Config {
                 decision: DecisionInput::PooledZ,
                 map_gain: None,
                 center_v: false,
+                position_grid: None,
             },
             image_size: 128,
             description: "photoseg built-in demo model: trained only on the synthetic world of coloured shapes \
@@ -152,6 +159,7 @@ impl Config {
                 decision: DecisionInput::PooledZ,
                 map_gain: None,
                 center_v: false,
+                position_grid: None,
             },
             image_size: 64,
             description: "tiny test model".into(),
@@ -180,6 +188,8 @@ pub struct Head {
     decoder: Decoder,
     /// `[1]`, see [`HeadConfig::map_gain`].
     map_gain: Option<Tensor>,
+    /// `[1, C_v, g, g]`, see [`HeadConfig::position_grid`].
+    v_pos: Option<Tensor>,
     cfg: HeadConfig,
 }
 
@@ -233,12 +243,45 @@ impl Head {
                 Some(g) => Some(vb.get_with_hints(1, "map_gain", candle_nn::Init::Const(g))?),
                 None => None,
             },
+            // Zero at the start: the model first learns what things are, then where "top" is.
+            v_pos: match cfg.position_grid {
+                Some(g) => Some(vb.get_with_hints((1, cfg.c_v, g, g), "v_pos", candle_nn::Init::Const(0.0))?),
+                None => None,
+            },
             cfg: cfg.clone(),
         })
     }
 
     pub fn config(&self) -> &HeadConfig {
         &self.cfg
+    }
+
+    /// V as TQM reads it: standardised ([`HeadConfig::center_v`]) and with the position embedding added
+    /// ([`HeadConfig::position_grid`]), when the model has them.
+    fn prepare(&self, v: &Tensor) -> Result<Tensor> {
+        let v = if self.cfg.center_v { standardize_positions(v)? } else { v.clone() };
+        match &self.v_pos {
+            Some(p) => {
+                let (_, _, h, w) = v.dims4()?;
+                let (_, _, ph, pw) = p.dims4()?;
+                if (h, w) != (ph, pw) {
+                    bail!("V is {h} x {w}, this model's position embedding is {ph} x {pw}: features of another input size");
+                }
+                v.broadcast_add(p)
+            }
+            None => Ok(v),
+        }
+    }
+
+    /// [`Head::prepare`] on V's values in place (`[N, C_v, h, w]` as dims, NCHW), for the CPU decision.
+    pub fn prepare_values(&self, v: &mut [f32], dims: [usize; 4]) -> Result<()> {
+        if !self.cfg.center_v && self.v_pos.is_none() {
+            return Ok(());
+        }
+        let [n, c, h, w] = dims;
+        let t = self.prepare(&Tensor::from_slice(v, (n, c, h, w), &Device::Cpu)?)?;
+        v.copy_from_slice(&t.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
     }
 
     /// TQM, hierarchizer and decision for one group. `l`, `l_anti`: `[C_l]`.
@@ -261,7 +304,7 @@ impl Head {
         l_anti: &Tensor,
         pairs: Pairs,
     ) -> Result<Triphasic> {
-        let v = &if self.cfg.center_v { standardize_positions(v)? } else { v.clone() };
+        let v = &self.prepare(v)?;
         let (n, c, _, _) = v.dims4()?;
         if c != self.cfg.c_v {
             bail!("features have {c} channels, the head expects C_v = {}", self.cfg.c_v);
@@ -316,7 +359,7 @@ impl Head {
     }
 
     /// The decision of [`Head::triphasic_v`] (`Pairs::TopK`) from V's values on the CPU (`v`: `[N, C_v, h, w]`
-    /// as dims, NCHW values), through the fused kernel [`kernels::triphasic_pooled`]: d_pos, d_neg and the
+    /// as dims, NCHW values, already through [`Head::prepare_values`]), through the fused kernel [`kernels::triphasic_pooled`]: d_pos, d_neg and the
     /// kernel's maps, from which [`Head::z_of`] builds z for the photos that need a mask.
     pub fn decide_pooled(
         &self,
@@ -326,10 +369,10 @@ impl Head {
         l_anti: &Tensor,
     ) -> Result<(Vec<f32>, Vec<f32>, kernels::PooledTriphasic)> {
         let [n, c, h, w] = dims;
-        if self.cfg.decision != DecisionInput::PooledZ || self.cfg.map_gain.is_some() || self.cfg.center_v {
+        if self.cfg.decision != DecisionInput::PooledZ || self.cfg.map_gain.is_some() {
             bail!(
                 "photoseg query answers from V alone with the plain GRSer head; this model uses the experimental \
-                 head options (decision = fused, map_gain or center_v): evaluate it with photoseg eval"
+                 head options (decision = fused or map_gain): evaluate it with photoseg eval"
             );
         }
         if c != self.cfg.c_v {
@@ -493,11 +536,12 @@ impl Grser {
 
     /// [`Grser::decide`] from V's values (`[N, C_v, h, w]` as dims), as decoded from the cache: on the CPU
     /// through the fused kernel (several times faster on large albums), elsewhere through tensors.
-    pub fn decide_values(&self, v: Vec<f32>, dims: [usize; 4], text: &EncodedExpression) -> Result<Decision> {
+    pub fn decide_values(&self, mut v: Vec<f32>, dims: [usize; 4], text: &EncodedExpression) -> Result<Decision> {
         if !self.device.is_cpu() {
             let v = Tensor::from_vec(v, (dims[0], dims[1], dims[2], dims[3]), &self.device)?;
             return self.decide(&v, text, Pairs::TopK);
         }
+        self.head.prepare_values(&mut v, dims)?;
         let (d_pos, d_neg, pooled) = self.head.decide_pooled(&v, dims, &text.l, &text.anti)?;
         let margin = self.head.config().margin;
         let positives: Vec<usize> = (0..d_pos.len()).filter(|&i| is_positive(d_pos[i], d_neg[i], margin)).collect();

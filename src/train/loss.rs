@@ -42,6 +42,32 @@ pub fn separation(l_proj: &Tensor, anti_proj: &Tensor, margin: f64) -> Result<Te
     dist.affine(-1.0, 2.0 * margin)?.relu()
 }
 
+/// Gain and offset that turn a language-map cosine into a logit for [`language_map`]: cos 1 -> 0.99,
+/// cos 0 -> 0.007. Fixed, so the loss asks the cosine itself to be high on the object and low elsewhere.
+pub const LANGUAGE_MAP_GAIN: f64 = 10.0;
+pub const LANGUAGE_MAP_OFFSET: f64 = -5.0;
+
+/// Deep supervision of the language map M_l (not in the paper): binary cross entropy between
+/// sigmoid(10 M_l - 5) and the share of each 1/16 cell that is the referred object (zero everywhere on a
+/// negative). Without it L' and V only learn to agree through the decoder, which at first ignores the one
+/// M_l channel beside V's many: a saddle the built-in model never left (docs/builtin-model.md).
+/// `map`: `[N, h, w]` cosines; `target`: `[N, h, w]` in [0, 1].
+pub fn language_map(map: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let x = map.affine(LANGUAGE_MAP_GAIN, LANGUAGE_MAP_OFFSET)?;
+    // softplus(x) - y x, with softplus written stably: max(x, 0) + log(1 + exp(-|x|)).
+    let softplus = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    (softplus - (target * &x)?)?.mean_all()
+}
+
+/// The share of object in each `f x f` cell of `masks` (`[M, h4, w4]`, u32 0/1) -> `[M, h4 / f, w4 / f]`.
+pub fn pooled_mask(masks: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (_, h4, w4) = masks.dims3()?;
+    if h4 % h != 0 || w4 % w != 0 || h4 / h != w4 / w {
+        candle_core::bail!("a {h4} x {w4} mask does not pool evenly to the {h} x {w} language map");
+    }
+    masks.to_dtype(DType::F32)?.unsqueeze(1)?.avg_pool2d(h4 / h)?.squeeze(1)
+}
+
 /// The parts of one group's loss, kept apart for logging.
 #[derive(Debug)]
 pub struct GroupLoss {
@@ -53,14 +79,17 @@ pub struct GroupLoss {
     pub triplet: Tensor,
     /// [`separation`] of L' and L'_anti (0 when its weight is 0).
     pub separation: Tensor,
+    /// [`language_map`] over the whole group (0 when its weight is 0).
+    pub language: Tensor,
 }
 
 impl GroupLoss {
-    /// `ce + dice * dice + neg_ce * neg_ce + lambda * mirror + progress * triplet`, with the weights of
+    /// `ce + dice * dice + neg_ce * neg_ce + lambda * mirror + progress * triplet + separation * separation
+    /// + language_map * language`, with the weights of
     /// `cfg` and progress = t / T in [0, 1] (or 1 without the ramp).
     pub fn total(&self, cfg: &super::TrainConfig, progress: f64) -> Result<Tensor> {
         let seg = ((&self.ce + (&self.dice * cfg.dice)?)? + (&self.neg_ce * cfg.neg_ce)?)?;
-        let text = (&self.separation * cfg.separation)?;
+        let text = ((&self.separation * cfg.separation)? + (&self.language * cfg.language_map)?)?;
         ((seg + (&self.mirror * cfg.lambda_mirror)?)? + (&self.triplet * progress)?)? + text
     }
 }
@@ -97,6 +126,28 @@ mod tests {
         let logits = Tensor::stack(&[fg.zeros_like()?, fg], 1)?;
         assert!(dice(&logits, &target)?.to_scalar::<f32>()? < 0.01);
         assert!(dice(&logits, &invert(&target)?)?.to_scalar::<f32>()? > 0.7);
+        Ok(())
+    }
+
+    #[test]
+    fn language_map_loss_prefers_the_map_that_matches_the_object() -> Result<()> {
+        let dev = Device::Cpu;
+        let target = Tensor::new(&[[[0f32, 1.0], [0.25, 0.0]]], &dev)?;
+        let right = Tensor::new(&[[[-0.5f32, 1.0], [0.3, -0.5]]], &dev)?;
+        let wrong = Tensor::new(&[[[1f32, -0.5], [-0.5, 1.0]]], &dev)?;
+        let (r, w) =
+            (language_map(&right, &target)?.to_scalar::<f32>()?, language_map(&wrong, &target)?.to_scalar::<f32>()?);
+        assert!(r < 0.3 && w > 3.0, "right {r}, wrong {w}");
+        // Same value as the textbook binary cross entropy.
+        let x = 10.0 * 0.3f32 - 5.0;
+        let p = 1.0 / (1.0 + (-x).exp());
+        let bce = -(0.25 * p.ln() + 0.75 * (1.0 - p).ln());
+        let one = language_map(&Tensor::new(&[[[0.3f32]]], &dev)?, &Tensor::new(&[[[0.25f32]]], &dev)?)?;
+        assert!((one.to_scalar::<f32>()? - bce).abs() < 1e-5);
+        // Pooling: a 4 x 4 mask with one full 2 x 2 cell and one half cell.
+        let m = Tensor::new(&[[[1u32, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]]], &dev)?;
+        assert_eq!(pooled_mask(&m, 2, 2)?.to_vec3::<f32>()?, vec![vec![vec![1.0, 0.0], vec![0.0, 0.5]]]);
+        assert!(pooled_mask(&m, 3, 3).is_err());
         Ok(())
     }
 

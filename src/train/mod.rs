@@ -48,6 +48,10 @@ pub struct TrainConfig {
     /// Weight of the term keeping L' and L'_anti 2m apart (not in the paper; 0 gives its objective).
     #[serde(default)]
     pub separation: f64,
+    /// Weight of the language-map supervision ([`loss::language_map`]; not in the paper, 0 gives its
+    /// objective): M_l itself must light up the referred object and stay dark on negatives.
+    #[serde(default)]
+    pub language_map: f64,
     /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
     #[serde(default = "default_true")]
     pub triplet_ramp: bool,
@@ -76,6 +80,7 @@ impl Default for TrainConfig {
             dice: 1.0,
             neg_ce: 1.0,
             separation: 1.0,
+            language_map: 1.0,
             triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
@@ -109,6 +114,9 @@ pub struct StepStats {
     pub neg_ce: f32,
     pub mirror: f32,
     pub triplet: f32,
+    /// Language-map supervision ([`loss::language_map`]).
+    #[serde(default)]
+    pub language: f32,
     pub images: usize,
     pub seconds: f64,
 }
@@ -270,7 +278,7 @@ impl Trainer {
         let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
         let margin = self.model_cfg.head.margin;
         let mut total: Option<Tensor> = None;
-        let (mut ce_sum, mut neg_sum, mut mirror_sum, mut triplet_sum) = (0f32, 0f32, 0f32, 0f32);
+        let (mut ce_sum, mut neg_sum, mut mirror_sum, mut triplet_sum, mut lang_sum) = (0f32, 0f32, 0f32, 0f32, 0f32);
         let mut offset = 0;
         for (gi, d) in draws.iter().enumerate() {
             let n = d.photos.len();
@@ -312,11 +320,31 @@ impl Trainer {
             } else {
                 zero.clone()
             };
-            let parts = loss::GroupLoss { ce, dice, neg_ce, mirror, triplet: trip, separation };
+            let language = if self.cfg.language_map > 0.0 {
+                let (_, h, w) = tri.language_map.dims3()?;
+                let pooled = loss::pooled_mask(&target, h, w)?;
+                // Positives' rows from their masks, negatives' rows zero, in group order.
+                let zeros = Tensor::zeros((1, h, w), DType::F32, &dev)?;
+                let mut rows = Vec::with_capacity(n);
+                let mut next_pos = 0;
+                for p in &d.photos {
+                    if p.1.is_some() {
+                        rows.push(pooled.narrow(0, next_pos, 1)?);
+                        next_pos += 1;
+                    } else {
+                        rows.push(zeros.clone());
+                    }
+                }
+                loss::language_map(&tri.language_map, &Tensor::cat(&rows, 0)?)?
+            } else {
+                zero.clone()
+            };
+            let parts = loss::GroupLoss { ce, dice, neg_ce, mirror, triplet: trip, separation, language };
             ce_sum += parts.ce.to_scalar::<f32>()?;
             neg_sum += parts.neg_ce.to_scalar::<f32>()?;
             mirror_sum += parts.mirror.to_scalar::<f32>()?;
             triplet_sum += parts.triplet.to_scalar::<f32>()?;
+            lang_sum += parts.language.to_scalar::<f32>()?;
             let g = parts.total(&self.cfg, progress)?;
             total = Some(match total {
                 Some(acc) => (acc + g)?,
@@ -336,6 +364,7 @@ impl Trainer {
             neg_ce: neg_sum / g,
             mirror: mirror_sum / g,
             triplet: triplet_sum / g,
+            language: lang_sum / g,
             images: pool.len(),
             seconds: start.elapsed().as_secs_f64(),
         })
