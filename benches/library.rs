@@ -280,6 +280,13 @@ fn bench_codec() -> FeatureCodec {
 }
 
 fn main() -> anyhow::Result<()> {
+    // RUST_LOG=photoseg=debug shows where a query's time goes (the engine's debug lines).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let parts: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
     let tmp = tempfile::tempdir()?;

@@ -200,3 +200,29 @@ fn fused_matches_tensor_path(m: &LoadedModel) {
         assert!(diff < 1e-4, "n = {n}: z differs by {diff}");
     }
 }
+
+#[test]
+fn an_unreadable_album_fails_the_query_with_its_name() {
+    // Reading and deciding run on two threads: an error in a middle album still names that album.
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(1e4);
+    let cache = Cache::open(&tmp.path().join("c.sqlite3")).unwrap();
+    let top = tmp.path().join("photos");
+    fill(&cache, &m, FeatureCodec::F16, &top);
+    let path = top.join("album1/p2.png");
+    let id = cache
+        .upsert_photo(&NewPhoto {
+            path: &path,
+            size: 1,
+            mtime_ns: 6,
+            sha256: &format!("{:064x}", 6),
+            width: 48,
+            height: 32,
+        })
+        .unwrap();
+    cache.put_features(id, &m.backbone_id(FeatureCodec::F16), b"not features").unwrap();
+    let search = SearchIndex::open(&tmp.path().join("search")).unwrap();
+    let mut engine = Engine::new(m, FeatureCodec::F16, cache, search, vec![top]);
+    let err = format!("{:#}", engine.decide(&QueryRequest::new("a cat", vec![]).unwrap()).unwrap_err());
+    assert!(err.contains("album1") && err.contains("unreadable"), "{err}");
+}

@@ -430,13 +430,27 @@ impl Cache {
     /// only the pages holding those bytes: the decision needs V, which [`crate::model::codec`] puts
     /// first, and not the lateral maps after it. `None` for a row deleted since it was listed.
     pub fn read_feature_prefixes(&self, rows: &[FeatureRow], len: usize) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut out = Vec::with_capacity(rows.len());
-        let Some(first) = rows.first() else { return Ok(out) };
+        let mut buf = Vec::new();
+        let ranges = self.read_feature_prefixes_into(rows, len, &mut buf)?;
+        Ok(ranges.into_iter().map(|r| r.map(|r| buf[r].to_vec())).collect())
+    }
+
+    /// [`Cache::read_feature_prefixes`] into one buffer: appends each prefix to `out` and returns where
+    /// each lies in it (`None` for a row deleted since it was listed). No allocation per photo.
+    pub fn read_feature_prefixes_into(
+        &self,
+        rows: &[FeatureRow],
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<Option<std::ops::Range<usize>>>> {
+        let mut ranges = Vec::with_capacity(rows.len());
+        let Some(first) = rows.first() else { return Ok(ranges) };
         let mut blob = match self.conn.blob_open(rusqlite::MAIN_DB, "features", "data", first.0, true) {
             Ok(b) => Some(b),
             Err(rusqlite::Error::SqliteFailure(..)) => None,
             Err(e) => return Err(e.into()),
         };
+        out.reserve(rows.len() * len);
         for (i, row) in rows.iter().enumerate() {
             // A handle is reopened, not opened, for each row: no statement is compiled per photo.
             let open = match (&mut blob, i) {
@@ -454,15 +468,16 @@ impl Cache {
             if !open {
                 // A failed reopen leaves the handle unusable; the next row opens a fresh one.
                 blob = None;
-                out.push(None);
+                ranges.push(None);
                 continue;
             }
             let b = blob.as_ref().expect("opened above");
-            let mut buf = vec![0u8; len.min(b.len())];
-            b.read_at_exact(&mut buf, 0)?;
-            out.push(Some(buf));
+            let at = out.len();
+            out.resize(at + len.min(b.len()), 0);
+            b.read_at_exact(&mut out[at..], 0)?;
+            ranges.push(Some(at..out.len()));
         }
-        Ok(out)
+        Ok(ranges)
     }
 
     /// Every cached photo at or under `dir`, with whether `backbone` features exist: what the

@@ -230,6 +230,7 @@ impl Engine {
     /// feature blob, not the lateral maps) and the head decides. Albums whose answer is stored in the
     /// search index for the same photos come from there, masks included.
     pub fn decide(&mut self, request: &QueryRequest) -> Result<Decided> {
+        let t_start = std::time::Instant::now();
         let mut albums: Vec<(QueryAlbum, String)> = self
             .cache
             .query_albums(&self.backbone)?
@@ -269,15 +270,73 @@ impl Engine {
                 );
             }
         }
-        let mut text = None;
-        let mut kept_z = 0usize;
-        let mut out = Vec::with_capacity(albums.len());
-        for (a, name) in albums {
-            let path = a.info.path.clone();
-            let decided = self
-                .decide_album(&request.expression, a, name, &mut text, &mut kept_z)
-                .with_context(|| format!("answering for album {}", path.display()))?;
-            out.push(decided);
+        // Two stages run side by side: this thread asks the search index and reads each album's V bytes
+        // from SQLite; a worker decodes them and runs the head, album by album in order (so the budget
+        // of kept z is spent as before), while the next album is read.
+        let grser = self.model.grser.clone();
+        let count = albums.len();
+        let mut results: Vec<Option<Result<DecidedAlbum>>> = (0..count).map(|_| None).collect();
+        let mut text: Option<EncodedExpression> = None;
+        let t_main = std::time::Instant::now();
+        let done = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, VJob, EncodedExpression)>(2);
+            let worker = s.spawn(move || {
+                let mut kept_z = 0usize;
+                let mut done = Vec::new();
+                let mut busy = std::time::Duration::ZERO;
+                for (i, job, text) in rx {
+                    let t = std::time::Instant::now();
+                    let path = job.d.album.clone();
+                    let r = decide_job(&grser, &text, job, &mut kept_z)
+                        .with_context(|| format!("answering for album {}", path.display()));
+                    busy += t.elapsed();
+                    done.push((i, r));
+                }
+                (done, busy)
+            });
+            let mut read = std::time::Duration::ZERO;
+            for (i, (a, name)) in albums.into_iter().enumerate() {
+                let path = a.info.path.clone();
+                let t = std::time::Instant::now();
+                let prepared = self
+                    .prepare_album(&request.expression, a, name, &mut text)
+                    .with_context(|| format!("answering for album {}", path.display()));
+                read += t.elapsed();
+                match prepared {
+                    Ok(Prepared::Done(d)) => results[i] = Some(Ok(d)),
+                    Ok(Prepared::Job(job)) => {
+                        let text = text.clone().expect("encoded before the first job");
+                        if tx.send((i, job, text)).is_err() {
+                            break; // the worker panicked: join says why
+                        }
+                    }
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let t = std::time::Instant::now();
+            let done = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            tracing::debug!(
+                "decide: listing albums {:.1} ms, then {:.1} ms: reading (search index, SQLite) {:.1} ms, \
+                 waiting {:.1} ms for the worker, busy {:.1} ms decoding and deciding",
+                (t_main - t_start).as_secs_f64() * 1e3,
+                t_main.elapsed().as_secs_f64() * 1e3,
+                read.as_secs_f64() * 1e3,
+                t.elapsed().as_secs_f64() * 1e3,
+                done.1.as_secs_f64() * 1e3
+            );
+            done.0
+        });
+        for (i, r) in done {
+            results[i] = Some(r);
+        }
+        let mut out = Vec::with_capacity(count);
+        for r in results {
+            // Albums after a failed one were never asked: the first error (in album order) ends the loop.
+            out.push(r.expect("every album before the first error is answered")?);
         }
         Ok(Decided { expression: request.expression.clone(), model: self.backbone.clone(), albums: out })
     }
@@ -377,16 +436,15 @@ impl Engine {
         self.search.replace_albums(&docs, &fingerprint)
     }
 
-    /// One album's decision (or its stored answer). `text` is the expression's encoding, made on first
-    /// need; `kept_z` counts the bytes of triphasic features kept for masks so far.
-    fn decide_album(
+    /// One album's stored answer, or its V bytes for [`decide_job`]. `text` is the expression's encoding,
+    /// made on first need.
+    fn prepare_album(
         &mut self,
         expression: &str,
         a: QueryAlbum,
         name: String,
         text: &mut Option<EncodedExpression>,
-        kept_z: &mut usize,
-    ) -> Result<DecidedAlbum> {
+    ) -> Result<Prepared> {
         let QueryAlbum { info, entries, rows } = a;
         let indexed: Vec<(AlbumEntry, FeatureRow)> =
             entries.iter().zip(&rows).filter_map(|(e, r)| r.map(|r| (e.clone(), r))).collect();
@@ -406,7 +464,7 @@ impl Engine {
         };
         if indexed.is_empty() {
             d.stored = Some(Vec::new());
-            return Ok(d);
+            return Ok(Prepared::Done(d));
         }
         let key = AnswerKey { model: &self.backbone, album: &d.album, expression };
         if let Some(json) = self.search.answer(&key, &d.fingerprint)? {
@@ -425,67 +483,40 @@ impl Engine {
                 d.stored = Some(positives);
                 d.rejected = rejected;
                 d.from_index = true;
-                return Ok(d);
+                return Ok(Prepared::Done(d));
             }
         }
-        let grser = self.model.grser.clone();
-        let text = match text {
-            Some(t) => t,
-            None => text.insert(grser.encode_expression(expression)?),
-        };
+        if text.is_none() {
+            *text = Some(self.model.grser.encode_expression(expression)?);
+        }
         let rows: Vec<FeatureRow> = indexed.iter().map(|(_, r)| *r).collect();
-        let (v, dims) = self.read_v(&rows, |i| &indexed[i].0.path)?;
-        let decision = grser.decide_values(v, dims, text)?;
-        let margin = grser.head.config().margin as f32;
-        d.rejected = indexed.len() - decision.positives.len();
-        for (j, &i) in decision.positives.iter().enumerate() {
-            let e = &indexed[i].0;
-            d.positives.push(Candidate {
-                path: e.path.clone(),
-                score: decision.d_neg[i] - decision.d_pos[i] - margin,
-                width: e.width,
-                height: e.height,
-                photo: e.id,
-                z_row: j,
-            });
-        }
-        d.positives.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
-        if let Some(z) = decision.z_positives {
-            let bytes = z.elem_count() * z.dtype().size_in_bytes();
-            // Kept for the masks up to a budget; beyond it the album's decision is recomputed then.
-            if *kept_z + bytes <= KEPT_Z_BYTES {
-                *kept_z += bytes;
-                d.z = Some(z);
-            }
-        }
-        d.indexed = indexed.into_iter().map(|(e, r)| (e.id, r, e.path)).collect();
-        Ok(d)
+        let (bytes, ranges) = self.read_v_bytes(&rows, |i| &indexed[i].0.path)?;
+        Ok(Prepared::Job(VJob { d, indexed, bytes, ranges }))
+    }
+
+    /// V of the photos at `rows`, as stored: each photo's prefix of its feature blob through V, one after
+    /// the other in one buffer, and where each lies in it. `path(i)` names photo `i` in errors.
+    fn read_v_bytes<'p>(
+        &self,
+        rows: &[FeatureRow],
+        path: impl Fn(usize) -> &'p Path,
+    ) -> Result<(Vec<u8>, Vec<std::ops::Range<usize>>)> {
+        let mut bytes = Vec::new();
+        let head = self.cache.read_feature_prefixes_into(&rows[..1], codec::HEADER, &mut bytes)?;
+        let head = head.into_iter().next().flatten().map(|r| &bytes[r]).ok_or_else(|| vanished(path(0)))?;
+        let v_end = codec::layout(head).with_context(|| unreadable(path(0)))?.v_end();
+        bytes.clear();
+        let ranges = self.cache.read_feature_prefixes_into(rows, v_end, &mut bytes)?;
+        let ranges =
+            ranges.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| vanished(path(i)))).collect::<Result<_>>()?;
+        Ok((bytes, ranges))
     }
 
     /// V of the photos at `rows`, stacked (values and `[N, C_v, h, w]`), from the start of each feature blob.
     /// `path(i)` names photo `i` in errors.
     fn read_v<'p>(&self, rows: &[FeatureRow], path: impl Fn(usize) -> &'p Path) -> Result<(Vec<f32>, [usize; 4])> {
-        let vanished =
-            |i: usize| anyhow::anyhow!("features of {} vanished while reading; run the query again", path(i).display());
-        let unreadable = |i: usize| {
-            format!("cached features of {} are unreadable; delete the cache file to re-index", path(i).display())
-        };
-        let head = self.cache.read_feature_prefixes(&rows[..1], codec::HEADER)?;
-        let head = head.into_iter().next().flatten().ok_or_else(|| vanished(0))?;
-        let v_end = codec::layout(&head).with_context(|| unreadable(0))?.v_end();
-        let prefixes = self.cache.read_feature_prefixes(rows, v_end)?;
-        let mut values = Vec::new();
-        let mut dims: Option<[usize; 4]> = None;
-        for (i, p) in prefixes.iter().enumerate() {
-            let p = p.as_ref().ok_or_else(|| vanished(i))?;
-            let di = codec::decode_v_into(p, &mut values).with_context(|| unreadable(i))?;
-            if di[0] != 1 || dims.is_some_and(|d| d[1..] != di[1..]) {
-                bail!("{}: its V has shape {di:?}, unlike the album's other photos", unreadable(i));
-            }
-            dims = Some(di);
-        }
-        let [_, c, h, w] = dims.expect("at least one photo");
-        Ok((values, [rows.len(), c, h, w]))
+        let (bytes, ranges) = self.read_v_bytes(rows, &path)?;
+        decode_v(&bytes, &ranges, path)
     }
 
     /// Masks of an album's positives (from [`Engine::decide`]), in its order.
@@ -553,6 +584,83 @@ const MASK_CHUNK: usize = 8;
 /// Bytes of triphasic features [`Engine::decide`] keeps for the masks; albums beyond it are decided again
 /// when their masks are made (the paper model's z is ~1.4 MB a positive).
 const KEPT_Z_BYTES: usize = 256 << 20;
+
+/// An album to decide: its answer so far and its photos' V as stored ([`Engine::read_v_bytes`]).
+struct VJob {
+    d: DecidedAlbum,
+    indexed: Vec<(AlbumEntry, FeatureRow)>,
+    bytes: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+enum Prepared {
+    /// Nothing to compute (no indexed photo, or the search index's answer).
+    Done(DecidedAlbum),
+    Job(VJob),
+}
+
+/// Decodes a job's V and decides; `kept_z` counts the bytes of triphasic features kept for masks so far.
+fn decide_job(grser: &grser::Grser, text: &EncodedExpression, job: VJob, kept_z: &mut usize) -> Result<DecidedAlbum> {
+    let VJob { mut d, indexed, bytes, ranges } = job;
+    let (v, dims) = decode_v(&bytes, &ranges, |i| &indexed[i].0.path)?;
+    drop(bytes);
+    let decision = grser.decide_values(v, dims, text)?;
+    let margin = grser.head.config().margin as f32;
+    d.rejected = indexed.len() - decision.positives.len();
+    for (j, &i) in decision.positives.iter().enumerate() {
+        let e = &indexed[i].0;
+        d.positives.push(Candidate {
+            path: e.path.clone(),
+            score: decision.d_neg[i] - decision.d_pos[i] - margin,
+            width: e.width,
+            height: e.height,
+            photo: e.id,
+            z_row: j,
+        });
+    }
+    d.positives.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
+    if let Some(z) = decision.z_positives {
+        let bytes = z.elem_count() * z.dtype().size_in_bytes();
+        // Kept for the masks up to a budget; beyond it the album's decision is recomputed then.
+        if *kept_z + bytes <= KEPT_Z_BYTES {
+            *kept_z += bytes;
+            d.z = Some(z);
+        }
+    }
+    d.indexed = indexed.into_iter().map(|(e, r)| (e.id, r, e.path)).collect();
+    Ok(d)
+}
+
+/// Decodes the V prefixes `bytes[ranges[i]]` straight into one stacked buffer: values and
+/// `[N, C_v, h, w]`. `path(i)` names photo `i` in errors.
+fn decode_v<'p>(
+    bytes: &[u8],
+    ranges: &[std::ops::Range<usize>],
+    path: impl Fn(usize) -> &'p Path,
+) -> Result<(Vec<f32>, [usize; 4])> {
+    let mut values = Vec::new();
+    let mut dims: Option<[usize; 4]> = None;
+    for (i, r) in ranges.iter().enumerate() {
+        let di = codec::decode_v_into(&bytes[r.clone()], &mut values).with_context(|| unreadable(path(i)))?;
+        if di[0] != 1 || dims.is_some_and(|d| d[1..] != di[1..]) {
+            bail!("{}: its V has shape {di:?}, unlike the album's other photos", unreadable(path(i)));
+        }
+        if dims.is_none() {
+            values.reserve(values.len() * (ranges.len() - 1));
+        }
+        dims = Some(di);
+    }
+    let [_, c, h, w] = dims.context("no photo to decode")?;
+    Ok((values, [ranges.len(), c, h, w]))
+}
+
+fn vanished(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!("features of {} vanished while reading; run the query again", path.display())
+}
+
+fn unreadable(path: &Path) -> String {
+    format!("cached features of {} are unreadable; delete the cache file to re-index", path.display())
+}
 
 /// The answer before masks: [`Engine::decide`]'s result, for [`Engine::masks`].
 #[derive(Debug)]
