@@ -7,7 +7,8 @@
 //! - `full`: the real head (TQM, hierarchizer, maps) with the expression, as `photoseg train` runs it.
 //!
 //! `cargo run --release --example seg_probe -- MODE DATA [STEPS] [LR] [FLAGS...]` (DATA from
-//! `photoseg synth`); flags: `center_v`, `map_gain`, `position`. Results are in docs/builtin-model.md.
+//! `photoseg synth`); flags: `center_v`, `map_gain`, `position`, `n=32`
+//! (training photos). Results are in docs/builtin-model.md.
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use photoseg::model::grser::{Config, Pairs};
@@ -80,7 +81,8 @@ fn main() -> Result<()> {
     cfg.head.map_gain = flags.contains(&"map_gain").then_some(10.0);
     cfg.head.position_grid = flags.contains(&"position").then_some(cfg.image_size / 16);
     let size = cfg.image_size;
-    let train = samples(&ds, "train", 32, size)?;
+    let n_train = flags.iter().find_map(|f| f.strip_prefix("n=")).map(str::parse).transpose()?.unwrap_or(32);
+    let train = samples(&ds, "train", n_train, size)?;
     let test = samples(&ds, "val", 32, size)?;
     let mut tc = TrainConfig { steps, ..TrainConfig::default() };
     tc.optim.lr = lr;
