@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// negatives (not in the paper; 0 gives its objective; see docs/model.md).
     #[arg(long, default_value_t = TrainConfig::default().language_map)]
     pub language_map: f64,
+    /// Weight of the dense attribute supervision: colour, shape and size of every object, read back from
+    /// V and stage 1 by training-only heads (not in the paper; 0 gives its objective; docs/model.md).
+    #[arg(long, default_value_t = TrainConfig::default().attributes)]
+    pub attributes: f64,
     /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
     #[arg(long, default_value_t = 0.0)]
     pub map_gain: f64,
@@ -163,6 +167,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         neg_ce: args.neg_ce,
         separation: args.separation,
         language_map: args.language_map,
+        attributes: args.attributes,
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -178,11 +183,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .collect();
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("loading photos {pos}/{len} {wide_bar} {eta}")?);
-    let set = TrainSet::load(&groups, model_cfg.image_size, &Device::Cpu, |d, t| {
+    let mut set = TrainSet::load(&groups, model_cfg.image_size, &Device::Cpu, |d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);
     })?;
     bar.finish_and_clear();
+    if cfg.attributes > 0.0 {
+        let grid = crate::train::data::mask_grid(model_cfg.image_size);
+        let labelled = set.attach_attributes(crate::train::attributes::synth_labels(&ds, "train", grid)?);
+        eprintln!("attribute labels for {labelled} of {} photos", set.images.len());
+    }
     eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), args.data.display());
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut init = match &args.init {
@@ -218,12 +228,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
-            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3}) {:.1} img/s",
+            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3}) {:.1} img/s",
             s.ce,
             s.neg_ce,
             s.mirror,
             s.triplet,
             s.language,
+            s.attributes,
             s.images as f64 / s.seconds
         );
         if log_every > 0 && (s.step + 1) % log_every == 0 {

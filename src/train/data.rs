@@ -33,6 +33,11 @@ pub struct TrainSet {
     pub images: Vec<Tensor>,
     pub groups: Vec<TrainGroup>,
     pub image_size: usize,
+    /// The file of each of `images`.
+    pub paths: Vec<PathBuf>,
+    /// Dense attribute labels of each of `images`, when the data set has them
+    /// ([`TrainSet::attach_attributes`]).
+    pub attributes: Vec<Option<super::attributes::AttributeLabels>>,
 }
 
 /// The decoder's grid for an `s x s` input (Swin's patch embedding rounds up).
@@ -98,7 +103,16 @@ impl TrainSet {
         if out.is_empty() {
             bail!("no group with a positive photo: nothing to train on");
         }
-        Ok(Self { images, groups: out, image_size })
+        let attributes = vec![None; paths.len()];
+        Ok(Self { images, groups: out, image_size, paths, attributes })
+    }
+
+    /// Takes the labels of the photos `labels` has (keyed by path); returns how many of the pool have one.
+    pub fn attach_attributes(&mut self, mut labels: HashMap<PathBuf, super::attributes::AttributeLabels>) -> usize {
+        for (slot, path) in self.attributes.iter_mut().zip(&self.paths) {
+            *slot = labels.remove(path);
+        }
+        self.attributes.iter().filter(|a| a.is_some()).count()
     }
 
     /// A photo from another group that is not a positive of `group`'s expression.

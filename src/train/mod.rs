@@ -4,6 +4,7 @@
 //! Exact resume: the photos of step t are drawn from an RNG seeded with (seed, t) alone, and a checkpoint
 //! holds the weights, the optimizer's moments and t; so a run stopped after a checkpoint and resumed
 //! takes the same steps as one never stopped.
+pub mod attributes;
 pub mod data;
 pub mod loss;
 pub mod optim;
@@ -52,6 +53,10 @@ pub struct TrainConfig {
     /// objective): M_l itself must light up the referred object and stay dark on negatives.
     #[serde(default)]
     pub language_map: f64,
+    /// Weight of the dense attribute supervision ([`attributes`]; not in the paper, 0 gives its
+    /// objective). Needs labels in the training set (the synthetic world has them).
+    #[serde(default)]
+    pub attributes: f64,
     /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
     #[serde(default = "default_true")]
     pub triplet_ramp: bool,
@@ -81,6 +86,7 @@ impl Default for TrainConfig {
             neg_ce: 1.0,
             separation: 1.0,
             language_map: 1.0,
+            attributes: 0.0,
             triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
@@ -117,6 +123,9 @@ pub struct StepStats {
     /// Language-map supervision ([`loss::language_map`]).
     #[serde(default)]
     pub language: f32,
+    /// Dense attribute loss ([`attributes`]).
+    #[serde(default)]
+    pub attributes: f32,
     pub images: usize,
     pub seconds: f64,
 }
@@ -167,6 +176,8 @@ pub struct Trainer {
     pub cfg: TrainConfig,
     pub model_cfg: ModelConfig,
     tokenizer: tokenizers::Tokenizer,
+    /// Training-only heads of the attribute loss (when its weight is not 0).
+    attribute_heads: Option<attributes::AttributeHeads>,
     /// Next step to run (0-based).
     pub step: usize,
 }
@@ -199,7 +210,13 @@ impl Trainer {
         }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let model = Grser::new(model_cfg, tokenizer.clone(), vb)?;
+        let model = Grser::new(model_cfg, tokenizer.clone(), vb.clone())?;
+        let attribute_heads = if cfg.attributes > 0.0 {
+            let h = &model_cfg.head;
+            Some(attributes::AttributeHeads::new(h.c_v, h.lateral, vb.pp("aux").pp("attributes"))?)
+        } else {
+            None
+        };
         if let Some(init) = init {
             let mut data = varmap.data().lock().expect("varmap lock");
             for (name, var) in data.iter_mut() {
@@ -214,7 +231,16 @@ impl Trainer {
         let vars: Vec<(String, candle_core::Var)> =
             varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let opt = AdamW::new(vars, cfg.optim)?;
-        Ok(Self { model, varmap, opt, cfg: cfg.clone(), model_cfg: model_cfg.clone(), tokenizer, step: 0 })
+        Ok(Self {
+            model,
+            varmap,
+            opt,
+            cfg: cfg.clone(),
+            model_cfg: model_cfg.clone(),
+            tokenizer,
+            attribute_heads,
+            step: 0,
+        })
     }
 
     /// Resumes from `out`'s latest checkpoint, if there is one; `Ok(false)` when there is none.
@@ -273,6 +299,17 @@ impl Trainer {
             draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| set.images[i].clone())).collect();
         let images = Tensor::stack(&pool, 0)?.to_device(&dev)?;
         let feats = self.model.featurize(&images)?;
+        let attribute_loss = match &self.attribute_heads {
+            Some(heads) => {
+                let ids: Vec<usize> = draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
+                let labels: Option<Vec<_>> = ids.iter().map(|&i| set.attributes[i].as_ref()).collect();
+                let Some(labels) = labels else {
+                    bail!("--attributes needs attribute labels for every training photo (the synthetic world has them)")
+                };
+                Some(heads.loss(&feats, &labels)?)
+            }
+            None => None,
+        };
         let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
         let (l, l_anti) = self.model.text.encode_with_anti(&exprs)?;
         let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
@@ -352,7 +389,12 @@ impl Trainer {
             });
         }
         let groups = draws.len() as f64;
-        let loss = (total.expect("at least one group") / groups)?;
+        let mut loss = (total.expect("at least one group") / groups)?;
+        let mut attr_value = 0f32;
+        if let Some(a) = &attribute_loss {
+            attr_value = a.to_scalar::<f32>()?;
+            loss = (loss + (a * self.cfg.attributes)?)?;
+        }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
         self.step += 1;
@@ -365,6 +407,7 @@ impl Trainer {
             mirror: mirror_sum / g,
             triplet: triplet_sum / g,
             language: lang_sum / g,
+            attributes: attr_value,
             images: pool.len(),
             seconds: start.elapsed().as_secs_f64(),
         })

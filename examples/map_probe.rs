@@ -1,0 +1,137 @@
+//! Which half of the built-in model is failing, the visual features or the language's grip on them?
+//! For a checkpoint of `photoseg train --attributes` and a split of a synth data set it prints:
+//!
+//! - attribute accuracy of the training-only heads (colour per 1/4 cell from stage 1, colour / shape /
+//!   size per 1/16 cell from V, on cells an object covers at least half of): do the features know what
+//!   is where?
+//! - pointing accuracy of the language map: the share of positives whose M_l peaks in a 1/16 cell that
+//!   holds some of the referred object (chance is roughly the object's share of cells), and M_l's mean
+//!   on the object's cells against elsewhere, on positives and on negatives.
+//!
+//! `cargo run --release --example map_probe -- CHECKPOINT DATA [SPLIT] [MAX_GROUPS]`
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use photoseg::model::checkpoint;
+use photoseg::model::grser::Pairs;
+use photoseg::synth::SynthDataset;
+use photoseg::train::attributes::{self, AttributeHeads, COLOR_CLASSES, SHAPE_CLASSES};
+use photoseg::train::data::{load_image, load_mask, mask_grid};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let ckpt = std::path::PathBuf::from(args.get(1).expect("CHECKPOINT"));
+    let data = args.get(2).cloned().unwrap_or_else(|| "synth-data".into());
+    let split = args.get(3).cloned().unwrap_or_else(|| "val".into());
+    let max_groups: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(40);
+    let dev = Device::Cpu;
+    let model = checkpoint::load_model_dir(&ckpt, &dev)?;
+    let cfg = model.cfg.clone();
+    let tensors = candle_core::safetensors::load(ckpt.join(checkpoint::WEIGHTS_FILE), &dev)?;
+    let heads = if tensors.keys().any(|k| k.starts_with("aux.attributes.")) {
+        let vb = checkpoint::var_builder(tensors, DType::F32, &dev);
+        Some(AttributeHeads::new(cfg.head.c_v, cfg.head.lateral, vb.pp("aux").pp("attributes"))?)
+    } else {
+        None
+    };
+    let ds = SynthDataset::open(&data)?;
+    let grid = mask_grid(cfg.image_size);
+    let labels = attributes::synth_labels(&ds, &split, grid)?;
+    let groups = ds.split(&split)?;
+    let (mut fine_ok, mut fine_n) = (0usize, 0usize);
+    let mut coarse = [(0usize, 0usize); 3];
+    let (mut point_ok, mut point_n, mut chance) = (0usize, 0usize, 0f64);
+    let (mut on_obj, mut off_obj, mut on_neg) = (Vec::new(), Vec::new(), Vec::new());
+    for g in groups.iter().take(max_groups) {
+        let imgs: Vec<Tensor> =
+            g.photos.iter().map(|p| load_image(&p.path, cfg.image_size, &dev)).collect::<Result<_>>()?;
+        let feats = model.featurize(&Tensor::stack(&imgs, 0)?)?;
+        let text = model.encode_expression(&g.expression)?;
+        let tri = model.head.triphasic(&feats, &text.l, &text.anti, Pairs::TopK)?;
+        let (_, h, w) = tri.language_map.dims3()?;
+        for (j, p) in g.photos.iter().enumerate() {
+            let m_l: Vec<f32> = tri.language_map.get(j)?.flatten_all()?.to_vec1()?;
+            match &p.mask {
+                Some(mask) => {
+                    let pooled = photoseg::train::loss::pooled_mask(&load_mask(mask, grid, &dev)?.unsqueeze(0)?, h, w)?;
+                    let share: Vec<f32> = pooled.flatten_all()?.to_vec1()?;
+                    let peak = m_l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                    point_ok += usize::from(share[peak] > 0.0);
+                    point_n += 1;
+                    chance += share.iter().filter(|&&s| s > 0.0).count() as f64 / share.len() as f64;
+                    for (v, s) in m_l.iter().zip(&share) {
+                        if *s >= 0.5 {
+                            on_obj.push(*v);
+                        } else if *s == 0.0 {
+                            off_obj.push(*v);
+                        }
+                    }
+                }
+                None => on_neg.push(m_l.iter().cloned().fold(f32::MIN, f32::max)),
+            }
+        }
+        if let Some(heads) = &heads {
+            let l: Vec<&attributes::AttributeLabels> =
+                g.photos.iter().map(|p| labels.get(&p.path).expect("labels for every photo")).collect();
+            let fine = heads.fine_logits(&feats)?.argmax(1)?; // [N, g, g]
+            let truth = Tensor::stack(&l.iter().map(|l| l.color.clone()).collect::<Vec<_>>(), 0)?;
+            let (f, t): (Vec<u32>, Vec<u32>) = (fine.flatten_all()?.to_vec1()?, truth.flatten_all()?.to_vec1()?);
+            for (a, b) in f.iter().zip(&t) {
+                if *b > 0 {
+                    fine_ok += usize::from(a == b);
+                    fine_n += 1;
+                }
+            }
+            let logits = heads.coarse_logits(&feats)?; // [N, 8 + 7 + 3, h, w]
+            let mut start = 0;
+            for (k, (classes, pick)) in [
+                (COLOR_CLASSES, (|l: &attributes::AttributeLabels| l.color.clone()) as fn(&_) -> Tensor),
+                (SHAPE_CLASSES, |l| l.shape.clone()),
+                (attributes::SIZE_CLASSES, |l| l.size.clone()),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                // Shape and size heads answer "which, given an object": their background logit is unused.
+                let first = if k == 0 { 0 } else { 1 };
+                let pred: Vec<u32> =
+                    logits.narrow(1, start + first, classes - first)?.argmax(1)?.flatten_all()?.to_vec1()?;
+                let pred: Vec<u32> = pred.into_iter().map(|p| p + first as u32).collect();
+                start += classes;
+                // The class covering at least half of each 1/16 cell, from the 1/4 labels.
+                let lab = Tensor::stack(&l.iter().map(|l| pick(l)).collect::<Vec<_>>(), 0)?;
+                let ids = Tensor::arange(0u32, classes as u32, &dev)?.reshape((1, classes, 1, 1))?;
+                let share = lab.unsqueeze(1)?.broadcast_eq(&ids)?.to_dtype(DType::F32)?.avg_pool2d(grid / h)?;
+                let (best, frac) = (share.argmax(1)?, share.max(1)?);
+                let (best, frac): (Vec<u32>, Vec<f32>) =
+                    (best.flatten_all()?.to_vec1()?, frac.flatten_all()?.to_vec1()?);
+                for ((p, b), fr) in pred.iter().zip(&best).zip(&frac) {
+                    if *b > 0 && *fr >= 0.5 {
+                        coarse[k].0 += usize::from(p == b);
+                        coarse[k].1 += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
+    let pct = |a: usize, n: usize| 100.0 * a as f64 / n.max(1) as f64;
+    println!("{} groups of {split}", groups.len().min(max_groups));
+    if heads.is_some() {
+        println!("colour per 1/4 object cell (stage 1)   {:.1}% of {fine_n}", pct(fine_ok, fine_n));
+        for (name, (a, n)) in ["colour", "shape", "size"].iter().zip(coarse) {
+            println!("{name:<6} per 1/16 object cell (V)      {:.1}% of {n}", pct(a, n));
+        }
+    }
+    println!(
+        "language map peaks on the referent      {:.1}% of {point_n} positives (chance {:.1}%)",
+        pct(point_ok, point_n),
+        100.0 * chance / point_n.max(1) as f64
+    );
+    println!(
+        "mean M_l: referent cells {:.3}, other cells of positives {:.3}; max M_l of negatives {:.3}",
+        mean(&on_obj),
+        mean(&off_obj),
+        mean(&on_neg)
+    );
+    Ok(())
+}
