@@ -67,13 +67,22 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
         largest = largest.max(g.photos.len());
         let mut tensors = Vec::with_capacity(g.photos.len());
         let mut sizes = Vec::with_capacity(g.photos.len());
+        let mut photos = Vec::with_capacity(g.photos.len());
         for p in &g.photos {
             let img = crate::library::photo::load(&p.image)
                 .map_err(|e| anyhow::anyhow!("{}: {}", p.image.display(), e.reason()))?;
             sizes.push((img.width() as usize, img.height() as usize));
             let small = image::imageops::resize(&img, size as u32, size as u32, image::imageops::FilterType::Triangle);
             tensors.push(rgb_to_tensor(small.as_raw(), size, size, &model.device)?);
+            photos.push(img);
         }
+        // Masks as photoseg query makes them: the grid upsampled under the photo's guidance.
+        let probability = |logits: &Tensor, i: usize| -> Result<Vec<f32>> {
+            let (gh, gw) = logits.dims2()?;
+            let (w, h) = sizes[i];
+            let l: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            Ok(crate::model::upsample::guided_probability(&l, gh, gw, photos[i].as_raw(), w, h))
+        };
         // Featurize in chunks so big albums stay within memory, then answer the album as one group.
         let mut parts = Vec::new();
         for chunk in tensors.chunks(16) {
@@ -90,21 +99,21 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
             let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
             for (j, &i) in truth.iter().enumerate() {
                 let (w, h) = sizes[i];
-                let pred = Mask::from_data(w as u32, h as u32, crate::model::grser::mask_at(&fg.get(j)?, h, w)?)?;
+                let prob = probability(&fg.get(j)?, i)?;
+                let pred = Mask::from_data(w as u32, h as u32, prob.iter().map(|&p| u8::from(p > 0.5)).collect())?;
                 let gt = g.photos[i].mask.as_ref().expect("a true positive").load()?;
                 forced.0 += crate::eval::metrics::iou(&pred, &gt)?;
                 forced.1 += 1;
             }
         }
-        for ((p, a), &(w, h)) in g.photos.iter().zip(&answers).zip(&sizes) {
+        for (i, ((p, a), &(w, h))) in g.photos.iter().zip(&answers).zip(&sizes).enumerate() {
             let gt = match &p.mask {
                 Some(m) => Some(m.load().with_context(|| format!("ground truth of {}", p.image.display()))?),
                 None => None,
             };
             let (pred, prob) = match &a.mask_logits {
                 Some(logits) => {
-                    let up = logits.unsqueeze(0)?.unsqueeze(0)?.upsample_bilinear2d(h, w, false)?;
-                    let prob: Vec<f32> = candle_nn::ops::sigmoid(&up)?.flatten_all()?.to_vec1()?;
+                    let prob = probability(logits, i)?;
                     (prob.iter().map(|&x| u8::from(x > 0.5)).collect(), prob)
                 }
                 None => (vec![0u8; w * h], vec![0f32; w * h]),

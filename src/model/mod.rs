@@ -14,3 +14,4 @@ pub mod relpos;
 pub mod swin;
 pub mod text;
 pub mod tqm;
+pub mod upsample;

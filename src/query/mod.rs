@@ -561,7 +561,7 @@ impl Engine {
             let zc = z.index_select(&Tensor::new(order.as_slice(), z.device())?, 0)?;
             let logits = grser.mask_logits(&zc, &lat)?; // [M, h4, w4]
             for (j, c) in chunk.iter().enumerate() {
-                let mask = grser::mask_at(&logits.get(j)?, c.height as usize, c.width as usize)?;
+                let mask = photo_mask(&logits.get(j)?, &c.path, c.width as usize, c.height as usize)?;
                 let p = Positive {
                     path: c.path.clone(),
                     score: c.score,
@@ -575,6 +575,27 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// A positive's mask at its own resolution: the decoder's grid upsampled under the photo's guidance
+/// ([`crate::model::upsample`]); bilinearly when the photo cannot be read now or no longer has the
+/// indexed size (it changed since; the watcher will re-index it).
+fn photo_mask(logits: &Tensor, path: &std::path::Path, width: usize, height: usize) -> Result<Vec<u8>> {
+    match crate::library::photo::load(path) {
+        Ok(img) if (img.width() as usize, img.height() as usize) == (width, height) => {
+            let (gh, gw) = logits.dims2()?;
+            let l: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            Ok(crate::model::upsample::guided_mask(&l, gh, gw, img.as_raw(), width, height))
+        }
+        Ok(_) => {
+            tracing::warn!("{} changed size since it was indexed; its mask is not guided by the photo", path.display());
+            Ok(grser::mask_at(logits, height, width)?)
+        }
+        Err(e) => {
+            tracing::warn!("{}: {}; its mask is not guided by the photo", path.display(), e.reason());
+            Ok(grser::mask_at(logits, height, width)?)
+        }
     }
 }
 
