@@ -14,7 +14,7 @@ use photoseg::library::cache::NewPhoto;
 use photoseg::library::search::SearchIndex;
 use photoseg::library::Cache;
 use photoseg::model::codec::FeatureCodec;
-use photoseg::model::grser::{self, Config, Grser, Pairs};
+use photoseg::model::grser::{Config, Grser, Pairs};
 use photoseg::model::neck::VisualFeatures;
 use photoseg::query::featurizer::featurize_image;
 use photoseg::query::model::LoadedModel;
@@ -66,6 +66,9 @@ fn fill(
             let img = photo(seed);
             seed += 1;
             let path = top.join(format!("album{a}/p{i}.png"));
+            // On disk too: masks are guided by the photo itself.
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            img.save(&path).unwrap();
             let id = cache
                 .upsert_photo(&NewPhoto {
                     path: &path,
@@ -119,7 +122,18 @@ fn decide_then_masks_gives_the_reference_answers() {
             let reference = m.grser.answer(&group, "the red ball", Pairs::TopK).unwrap();
             for ((path, w, h, _), r) in photos.iter().zip(&reference) {
                 let p = a.positives.iter().find(|p| &p.path == path).unwrap();
-                let want = grser::mask_at(r.mask_logits.as_ref().unwrap(), *h as usize, *w as usize).unwrap();
+                // The grid upsampled under the photo's guidance, as photoseg query makes masks.
+                let logits = r.mask_logits.as_ref().unwrap();
+                let (gh, gw) = logits.dims2().unwrap();
+                let rgb = photoseg::library::photo::load(path).unwrap();
+                let want = photoseg::model::upsample::guided_mask(
+                    &logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    gh,
+                    gw,
+                    rgb.as_raw(),
+                    *w as usize,
+                    *h as usize,
+                );
                 assert_eq!(p.mask, want, "{} ({})", path.display(), codec.name());
                 assert!((p.score - (r.d_neg - r.d_pos + 1e4)).abs() <= 1e-2 * p.score.abs().max(1.0));
             }
