@@ -16,7 +16,7 @@ pub enum ModelCommand {
         dir: PathBuf,
     },
     /// Copy a model directory with its weights stored as f16 (half the size; loaded back as f32).
-    /// This is how the built-in model is packed into the binary.
+    /// This is how the built-in model is packed into the binary. Training-only tensors (`aux.`) are left out.
     PackF16 {
         /// The model directory to read.
         src: PathBuf,
@@ -31,8 +31,10 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             let model = checkpoint::load_model_dir(&src, &Device::Cpu)?; // refuse to pack a broken model
             drop(model);
             let weights = candle_core::safetensors::load(src.join(checkpoint::WEIGHTS_FILE), &Device::Cpu)?;
+            // Training-only heads (`aux.`, e.g. the attribute heads of `--attributes`) are left out.
             let half: std::collections::HashMap<String, candle_core::Tensor> = weights
                 .into_iter()
+                .filter(|(k, _)| !k.starts_with("aux."))
                 .map(|(k, t)| {
                     let t = if t.dtype().is_float() { t.to_dtype(candle_core::DType::F16)? } else { t };
                     Ok((k, t))
