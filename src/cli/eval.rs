@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// Print the scores as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Decide with this margin m (d_pos + m < d_neg) instead of the model's own: to calibrate a model's
+    /// threshold on a validation split (its `config.json` holds the one it ships with).
+    #[arg(long, value_name = "M")]
+    pub margin: Option<f64>,
 }
 
 fn load_groups(args: &EvalArgs) -> Result<Vec<Group>> {
@@ -59,7 +63,10 @@ fn load_groups(args: &EvalArgs) -> Result<Vec<Group>> {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model = checkpoint::load_model_dir(&args.model, &Device::Cpu)?;
+    let mut model = checkpoint::load_model_dir(&args.model, &Device::Cpu)?;
+    if let Some(m) = args.margin {
+        model.set_margin(m);
+    }
     let mut groups = load_groups(&args)?;
     if let Some(n) = args.limit {
         groups.truncate(n);

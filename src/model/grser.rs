@@ -256,6 +256,11 @@ impl Head {
         &self.cfg
     }
 
+    /// Replaces the decision's margin m (calibration; the weights do not depend on it).
+    pub fn set_margin(&mut self, margin: f64) {
+        self.cfg.margin = margin;
+    }
+
     /// V as TQM reads it: standardised ([`HeadConfig::center_v`]) and with the position embedding added
     /// ([`HeadConfig::position_grid`]), when the model has them.
     fn prepare(&self, v: &Tensor) -> Result<Tensor> {
@@ -473,6 +478,12 @@ impl Grser {
         let bert = text::Bert::new(&cfg.bert, vb.pp("text"))?;
         let head = Head::new(&cfg.head, cfg.bert.hidden_size, vb.pp("head"))?;
         Ok(Self { swin, neck, text: TextEncoder::new(bert, tokenizer, &device), head, cfg: cfg.clone(), device })
+    }
+
+    /// Replaces the decision's margin m in the head and the configuration ([`Head::set_margin`]).
+    pub fn set_margin(&mut self, margin: f64) {
+        self.head.set_margin(margin);
+        self.cfg.head.margin = margin;
     }
 
     /// Photos `[N, 3, S, S]` (normalised, see [`super::preprocess`]) -> their cacheable features.
