@@ -1,5 +1,5 @@
 //! `cargo bench --bench library [-- PART...]`: what the photo library costs on this machine, one figure
-//! a line. PARTs (default: all): `index`, `codec`, `query`, `paper`.
+//! a line. PARTs (default: all): `index`, `codec`, `query`, `mask`, `paper`.
 //!
 //! - `index`: indexing throughput of `library::index` with the built-in model on ~200 generated 128 px
 //!   photos.
@@ -8,7 +8,10 @@
 //!   over every photo's mask, not only positives').
 //! - `query`: query latency over a synthetic cache of 10 000 photos in 100 albums (real built-in model
 //!   encodings of a few photos, repeated), split into the list of positives (`Engine::decide`), the first
-//!   mask and all masks; a repeated query; peak RSS.
+//!   mask and all masks (the photos of the masked albums are on disk, so masks are guided by them as in
+//!   use); a repeated query; peak RSS.
+//! - `mask`: one mask at a phone camera's 4032 x 3024: decoding the JPEG, the guided upsampling as
+//!   `photoseg query` runs it (edge band only), the same computed at every pixel, and plain bilinear.
 //! - `paper`: the paper's shape (Swin-B at 416 px, BERT-base, C_v 512, K 8, decoder 256; random weights):
 //!   indexing photos/s through `library::index`, bytes per photo and answer effect of every codec at
 //!   lateral widths 32, 16 and 8 against uncached f32 features of the same model, and query latency over
@@ -405,12 +408,24 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
         let all = LoadedModel::load(&dir)?;
         let cache = fill_cache(&root.join("big-all.sqlite3"), &big, &all.backbone_id(codec), &blobs, 100, 100)?;
+        // The masked albums' photos exist, so each mask decodes its photo and is guided by it.
+        for a in 0..10 {
+            for i in 0..100 {
+                let to = big.join(format!("album{a:03}/IMG_{i:04}.jpg"));
+                std::fs::create_dir_all(to.parent().unwrap())?;
+                std::fs::copy(&per_photo[(a + i) % blobs.len()].0, to)?;
+            }
+        }
         let search = SearchIndex::open(&root.join("big-all-search"))?;
         let mut engine = Engine::new(all, codec, cache, search, vec![big.clone()]);
         engine.run(&QueryRequest::new(&expressions[0], vec![])?)?;
         let label = "10000 photos / 100 albums, every photo positive, --album album00 (10 albums, 1000 masks)";
         time_queries(&mut engine, label, &expressions[1..4], &["album00"])?;
         println!("  peak RSS before the query part: {rss_before:.0} MiB, after: {:.0} MiB", peak_rss_mib());
+    }
+
+    if want("mask") {
+        large_mask(&root, &per_photo[0].0)?;
     }
 
     if want("paper") {
@@ -420,6 +435,66 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The paper's shape with random weights: indexing, codecs at three lateral widths, query latency.
+/// One mask at 4032 x 3024 (a phone camera's 12 MP) from a 32 x 32 grid holding a disc a quarter of
+/// the photo wide, the photo a generated one scaled up and stored as JPEG; median of 5 each.
+fn large_mask(root: &Path, photo: &Path) -> anyhow::Result<()> {
+    use photoseg::model::upsample;
+    let (w, h, g) = (4032usize, 3024usize, 32usize);
+    let small = image::open(photo)?.to_rgb8();
+    let big = image::imageops::resize(&small, w as u32, h as u32, image::imageops::FilterType::Triangle);
+    let path = root.join("large.jpg");
+    big.save(&path)?;
+    let logits: Vec<f32> = (0..g * g)
+        .map(|i| {
+            let (y, x) = ((i / g) as f32 + 0.5 - g as f32 / 2.0, (i % g) as f32 + 0.5 - g as f32 / 2.0);
+            if x * x + y * y < (g as f32 / 8.0).powi(2) {
+                4.0
+            } else {
+                -4.0
+            }
+        })
+        .collect();
+    let time = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let s = Instant::now();
+            f()?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(t))
+    };
+    let mut rgb = None;
+    let decode = time(&mut || {
+        rgb = Some(photoseg::library::photo::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?);
+        Ok(())
+    })?;
+    let rgb = rgb.unwrap();
+    let mut fast = Vec::new();
+    let guided = time(&mut || {
+        fast = upsample::guided_mask(&logits, g, g, rgb.as_raw(), w, h);
+        Ok(())
+    })?;
+    let mut full = Vec::new();
+    let every = time(&mut || {
+        full = upsample::guided_probability(&logits, g, g, rgb.as_raw(), w, h)
+            .into_iter()
+            .map(|p| u8::from(p > 0.5))
+            .collect();
+        Ok(())
+    })?;
+    assert_eq!(fast, full, "the edge-band shortcut must not change the mask");
+    let grid = candle_core::Tensor::from_vec(logits.clone(), (g, g), &Device::Cpu)?;
+    let bilinear = time(&mut || {
+        grser::mask_at(&grid, h, w)?;
+        Ok(())
+    })?;
+    println!(
+        "mask at {w} x {h} from a {g} x {g} grid, median of 5: JPEG decode {decode:.0} ms, guided (edge band) \
+         {guided:.0} ms, guided at every pixel {every:.0} ms, bilinear {bilinear:.0} ms"
+    );
+    Ok(())
+}
+
 fn paper(root: &Path) -> anyhow::Result<()> {
     let codec = bench_codec();
     let tok = tokenizer()?;

@@ -27,7 +27,15 @@ fn main() -> Result<()> {
     let model = checkpoint::load_model_dir(&ckpt, &dev)?;
     let cfg = model.cfg.clone();
     let tensors = candle_core::safetensors::load(ckpt.join(checkpoint::WEIGHTS_FILE), &dev)?;
+    // Checkpoints from before the stage-2 shape head lack it: zeros stand in and its line is left out.
+    let has_mid = tensors.keys().any(|k| k.starts_with("aux.attributes.mid."));
     let heads = if tensors.keys().any(|k| k.starts_with("aux.attributes.")) {
+        let mut tensors = tensors;
+        if !has_mid {
+            let (c, l) = (SHAPE_CLASSES - 1, cfg.head.lateral);
+            tensors.insert("aux.attributes.mid.weight".into(), Tensor::zeros((c, l, 1, 1), DType::F32, &dev)?);
+            tensors.insert("aux.attributes.mid.bias".into(), Tensor::zeros(c, DType::F32, &dev)?);
+        }
         let vb = checkpoint::var_builder(tensors, DType::F32, &dev);
         Some(AttributeHeads::new(cfg.head.c_v, cfg.head.lateral, vb.pp("aux").pp("attributes"))?)
     } else {
@@ -39,6 +47,7 @@ fn main() -> Result<()> {
     let groups = ds.split(&split)?;
     let (mut fine_ok, mut fine_n) = (0usize, 0usize);
     let mut coarse = [(0usize, 0usize); 3];
+    let mut mid = (0usize, 0usize);
     let (mut point_ok, mut point_n, mut chance) = (0usize, 0usize, 0f64);
     let (mut on_obj, mut off_obj, mut on_neg) = (Vec::new(), Vec::new(), Vec::new());
     for g in groups.iter().take(max_groups) {
@@ -81,6 +90,21 @@ fn main() -> Result<()> {
                     fine_n += 1;
                 }
             }
+            // Shape per 1/8 cell from stage 2: the shape covering at least half of the cell.
+            let m = heads.mid_logits(&feats)?; // [N, 6, h8, w8]
+            let h8 = m.dim(2)?;
+            let pred: Vec<u32> = m.argmax(1)?.flatten_all()?.to_vec1()?;
+            let lab = Tensor::stack(&l.iter().map(|l| l.shape.clone()).collect::<Vec<_>>(), 0)?;
+            let ids = Tensor::arange(0u32, SHAPE_CLASSES as u32, &dev)?.reshape((1, SHAPE_CLASSES, 1, 1))?;
+            let share = lab.unsqueeze(1)?.broadcast_eq(&ids)?.to_dtype(DType::F32)?.avg_pool2d(grid / h8)?;
+            let best: Vec<u32> = share.argmax(1)?.flatten_all()?.to_vec1()?;
+            let frac: Vec<f32> = share.max(1)?.flatten_all()?.to_vec1()?;
+            for ((p, b), fr) in pred.iter().zip(&best).zip(&frac) {
+                if *b > 0 && *fr >= 0.5 {
+                    mid.0 += usize::from(p + 1 == *b);
+                    mid.1 += 1;
+                }
+            }
             let logits = heads.coarse_logits(&feats)?; // [N, 8 + 7 + 3, h, w]
             let mut start = 0;
             for (k, (classes, pick)) in [
@@ -120,6 +144,9 @@ fn main() -> Result<()> {
         println!("colour per 1/4 object cell (stage 1)   {:.1}% of {fine_n}", pct(fine_ok, fine_n));
         for (name, (a, n)) in ["colour", "shape", "size"].iter().zip(coarse) {
             println!("{name:<6} per 1/16 object cell (V)      {:.1}% of {n}", pct(a, n));
+        }
+        if has_mid {
+            println!("shape  per 1/8 object cell (stage 2)  {:.1}% of {}", pct(mid.0, mid.1), mid.1);
         }
     }
     println!(

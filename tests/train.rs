@@ -184,7 +184,14 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
     }
     assert!(losses[steps - 1] < 0.7 * losses[0], "attribute loss did not fall: {losses:?}");
     let after = weights(&trainer);
-    for name in ["aux.attributes.coarse.weight", "aux.attributes.fine.weight", "neck.v.weight", "neck.lat0.weight"] {
+    for name in [
+        "aux.attributes.coarse.weight",
+        "aux.attributes.fine.weight",
+        "aux.attributes.mid.weight",
+        "neck.v.weight",
+        "neck.lat0.weight",
+        "neck.lat1.weight",
+    ] {
         let d = (&before[name] - &after[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d > 0.0, "{name} never moved");
     }

@@ -283,9 +283,38 @@ impl Head {
         if !self.cfg.center_v && self.v_pos.is_none() {
             return Ok(());
         }
+        use rayon::prelude::*;
         let [n, c, h, w] = dims;
-        let t = self.prepare(&Tensor::from_slice(v, (n, c, h, w), &Device::Cpu)?)?;
-        v.copy_from_slice(&t.flatten_all()?.to_vec1::<f32>()?);
+        let plane = h * w;
+        if v.len() != n * c * plane || plane == 0 {
+            bail!("V holds {} values, not {n} x {c} x {h} x {w}", v.len());
+        }
+        // One pass per channel plane instead of the tensor ops' copies: this runs on every photo of every
+        // album a query reads. Same arithmetic as `prepare` (the tests compare them).
+        let pos: Option<Vec<f32>> = match &self.v_pos {
+            Some(p) => {
+                let (_, pc, ph, pw) = p.dims4()?;
+                if (h, w) != (ph, pw) || pc != c {
+                    bail!("V is {h} x {w}, this model's position embedding is {ph} x {pw}: features of another input size");
+                }
+                Some(p.flatten_all()?.to_vec1()?)
+            }
+            None => None,
+        };
+        let center = self.cfg.center_v;
+        v.par_chunks_mut(plane * c).for_each(|photo| {
+            for (ch, x) in photo.chunks_exact_mut(plane).enumerate() {
+                if center {
+                    let mean = x.iter().sum::<f32>() / plane as f32;
+                    let var = x.iter().map(|&a| (a - mean) * (a - mean)).sum::<f32>() / plane as f32;
+                    let inv = 1.0 / (var + 1e-5).sqrt();
+                    x.iter_mut().for_each(|a| *a = (*a - mean) * inv);
+                }
+                if let Some(pos) = &pos {
+                    x.iter_mut().zip(&pos[ch * plane..(ch + 1) * plane]).for_each(|(a, p)| *a += p);
+                }
+            }
+        });
         Ok(())
     }
 

@@ -62,62 +62,141 @@ fn axis_taps(n: usize, g: usize, sigma: f32) -> Vec<([usize; TAPS], [f32; TAPS])
         .collect()
 }
 
-/// Joint bilateral upsampling of `values` (`gh x gw`, row-major) to `width x height`, guided by the photo
-/// `rgb` (interleaved RGB8 at that size). Returns a row-major `width * height` map of weighted averages of
-/// `values` (so probabilities stay in [0, 1]).
-pub fn joint_bilateral(values: &[f32], gh: usize, gw: usize, rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
-    assert_eq!(values.len(), gh * gw, "grid values");
-    assert_eq!(rgb.len(), width * height * 3, "photo bytes");
-    let cells = cell_colors(rgb, width, height, gh, gw);
-    // exp(-d^2 / 2 sigma_r^2) for every integer squared colour distance.
-    let max_d2 = 3 * 255 * 255;
-    let range: Vec<f32> = (0..=max_d2).map(|d2| (-(d2 as f32) / (2.0 * SIGMA_RANGE * SIGMA_RANGE)).exp()).collect();
-    let rows = axis_taps(height, gh, SIGMA_SPATIAL);
-    let cols = axis_taps(width, gw, SIGMA_SPATIAL);
-    let mut out = vec![0f32; width * height];
-    for (y, (qy, wy)) in rows.iter().enumerate() {
-        for (x, (qx, wx)) in cols.iter().enumerate() {
-            let p = &rgb[(y * width + x) * 3..(y * width + x) * 3 + 3];
-            let (mut num, mut den) = (0f32, 0f32);
-            for ty in 0..TAPS {
-                for tx in 0..TAPS {
-                    let cell = qy[ty] * gw + qx[tx];
-                    let c = &cells[cell * 3..cell * 3 + 3];
-                    let d2: i32 = (0..3).map(|k| (p[k] as i32 - c[k] as i32).pow(2)).sum();
-                    let w = wy[ty] * wx[tx] * range[d2 as usize];
-                    num += w * values[cell];
-                    den += w;
-                }
-            }
-            // Every tap far in colour (den underflows): fall back to the spatial weights alone.
-            out[y * width + x] = if den > 1e-20 {
-                num / den
-            } else {
-                let mut s = (0f32, 0f32);
-                for ty in 0..TAPS {
-                    for tx in 0..TAPS {
-                        let w = wy[ty] * wx[tx];
-                        s.0 += w * values[qy[ty] * gw + qx[tx]];
-                        s.1 += w;
-                    }
-                }
-                s.0 / s.1
-            };
+/// exp(-d^2 / 2 sigma_r^2) for every integer squared colour distance, built once (780 KB).
+fn range_weights() -> &'static [f32] {
+    static LUT: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    LUT.get_or_init(|| {
+        let max_d2 = 3 * 255 * 255;
+        (0..=max_d2).map(|d2| (-(d2 as f32) / (2.0 * SIGMA_RANGE * SIGMA_RANGE)).exp()).collect()
+    })
+}
+
+/// What [`joint_bilateral`] and [`guided_mask`] share: the grid, the photo, its cells' colours, the taps.
+struct Guide<'a> {
+    values: &'a [f32],
+    gw: usize,
+    rgb: &'a [u8],
+    width: usize,
+    cells: Vec<u8>,
+    rows: Vec<([usize; TAPS], [f32; TAPS])>,
+    cols: Vec<([usize; TAPS], [f32; TAPS])>,
+}
+
+impl<'a> Guide<'a> {
+    fn new(values: &'a [f32], gh: usize, gw: usize, rgb: &'a [u8], width: usize, height: usize) -> Self {
+        assert_eq!(values.len(), gh * gw, "grid values");
+        assert_eq!(rgb.len(), width * height * 3, "photo bytes");
+        Guide {
+            values,
+            gw,
+            rgb,
+            width,
+            cells: cell_colors(rgb, width, height, gh, gw),
+            rows: axis_taps(height, gh, SIGMA_SPATIAL),
+            cols: axis_taps(width, gw, SIGMA_SPATIAL),
         }
     }
+
+    /// The weighted average at pixel (`x`, `y`).
+    fn pixel(&self, x: usize, y: usize, range: &[f32]) -> f32 {
+        let (qy, wy) = &self.rows[y];
+        let (qx, wx) = &self.cols[x];
+        let p = &self.rgb[(y * self.width + x) * 3..(y * self.width + x) * 3 + 3];
+        let (mut num, mut den) = (0f32, 0f32);
+        for ty in 0..TAPS {
+            for tx in 0..TAPS {
+                let cell = qy[ty] * self.gw + qx[tx];
+                let c = &self.cells[cell * 3..cell * 3 + 3];
+                let d2: i32 = (0..3).map(|k| (p[k] as i32 - c[k] as i32).pow(2)).sum();
+                let w = wy[ty] * wx[tx] * range[d2 as usize];
+                num += w * self.values[cell];
+                den += w;
+            }
+        }
+        if den > 1e-20 {
+            return num / den;
+        }
+        // Every tap far in colour (den underflows): fall back to the spatial weights alone.
+        let mut s = (0f32, 0f32);
+        for ty in 0..TAPS {
+            for tx in 0..TAPS {
+                let w = wy[ty] * wx[tx];
+                s.0 += w * self.values[qy[ty] * self.gw + qx[tx]];
+                s.1 += w;
+            }
+        }
+        s.0 / s.1
+    }
+}
+
+/// Joint bilateral upsampling of `values` (`gh x gw`, row-major) to `width x height`, guided by the photo
+/// `rgb` (interleaved RGB8 at that size). Returns a row-major `width * height` map of weighted averages of
+/// `values` (so probabilities stay in [0, 1]). Rows run in parallel.
+pub fn joint_bilateral(values: &[f32], gh: usize, gw: usize, rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let guide = Guide::new(values, gh, gw, rgb, width, height);
+    let range = range_weights();
+    let mut out = vec![0f32; width * height];
+    out.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
+        for (x, o) in row.iter_mut().enumerate() {
+            *o = guide.pixel(x, y, range);
+        }
+    });
     out
 }
 
 /// Object probability at the photo's resolution from object-minus-background logits on the grid
 /// (`gh x gw`), guided by the photo (`rgb`, `width x height`).
 pub fn guided_probability(logits: &[f32], gh: usize, gw: usize, rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
-    let p: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
-    joint_bilateral(&p, gh, gw, rgb, width, height)
+    joint_bilateral(&sigmoid(logits), gh, gw, rgb, width, height)
 }
 
-/// Binary mask (1 = object) from [`guided_probability`] > 0.5.
+fn sigmoid(logits: &[f32]) -> Vec<f32> {
+    logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
+}
+
+/// Probabilities this far from 0.5 decide a pixel whose taps all lie on the same side, whatever the
+/// weights (far above the rounding of a 16-term weighted average).
+const DECIDED: f32 = 1e-3;
+
+/// Binary mask (1 = object): [`guided_probability`] > 0.5, computed only where it can differ from the
+/// grid. A weighted average of values that all lie on one side of 0.5 lies on that side too, so a pixel
+/// whose 4 x 4 taps agree is decided without the photo; only the band along the mask's edge pays for
+/// the colour weights. On a 12-megapixel photo that is most of the cost of a mask.
 pub fn guided_mask(logits: &[f32], gh: usize, gw: usize, rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
-    guided_probability(logits, gh, gw, rgb, width, height).into_iter().map(|p| u8::from(p > 0.5)).collect()
+    use rayon::prelude::*;
+    let p = sigmoid(logits);
+    // Per cell: bit 1 = surely object, bit 2 = surely background; a block agrees when the AND of its
+    // cells' bits is not zero.
+    let side: Vec<u8> = p
+        .iter()
+        .map(|&v| {
+            if v > 0.5 + DECIDED {
+                1
+            } else if v < 0.5 - DECIDED {
+                2
+            } else {
+                0
+            }
+        })
+        .collect();
+    let guide = Guide::new(&p, gh, gw, rgb, width, height);
+    let range = range_weights();
+    let mut out = vec![0u8; width * height];
+    out.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
+        let (qy, _) = &guide.rows[y];
+        // The AND over this row's four grid rows, per grid column.
+        let column: Vec<u8> = (0..gw).map(|gx| qy.iter().fold(3u8, |a, &gy| a & side[gy * gw + gx])).collect();
+        for (x, o) in row.iter_mut().enumerate() {
+            let (qx, _) = &guide.cols[x];
+            let agreed = qx.iter().fold(3u8, |a, &gx| a & column[gx]);
+            *o = match agreed {
+                0 => u8::from(guide.pixel(x, y, range) > 0.5),
+                bits => u8::from(bits & 1 == 1),
+            };
+        }
+    });
+    out
 }
 
 #[cfg(test)]
@@ -194,5 +273,28 @@ mod tests {
         let up = joint_bilateral(&values, 32, 32, &rgb, 7, 5);
         assert_eq!(up.len(), 35);
         assert!(up.iter().all(|&v| (v - 0.2).abs() < 1e-5), "{up:?}");
+    }
+
+    #[test]
+    fn masks_decided_by_agreeing_taps_equal_the_full_computation() {
+        // The disc's grid (most 4 x 4 blocks agree) with some cells at or next to 0 that the shortcut must
+        // leave to the colours, on the disc's photo and on a photo of another, odd size.
+        let (n, g) = (104, 13);
+        let (rgb, truth) = disc(n, 30.0);
+        let mut logits = grid_logits(&truth, n, g);
+        for (i, l) in logits.iter_mut().enumerate().filter(|(i, _)| i % 17 == 0) {
+            *l = (i % 5) as f32 * 0.002 - 0.004;
+        }
+        let odd: Vec<u8> = (0..97 * 61 * 3).map(|i| ((i / 3 % 97) * 5 + (i / 291) * 3) as u8).collect();
+        for (rgb, w, h) in [(&rgb, n, n), (&odd, 97, 61)] {
+            let full: Vec<u8> =
+                guided_probability(&logits, g, g, rgb, w, h).into_iter().map(|p| u8::from(p > 0.5)).collect();
+            let fast = guided_mask(&logits, g, g, rgb, w, h);
+            assert_eq!(fast, full, "{w} x {h}");
+            assert!(full.contains(&0) && full.contains(&1));
+        }
+        // A grid that is object everywhere or nowhere never needs the photo.
+        assert!(guided_mask(&[5.0; 4], 2, 2, &rgb, n, n).iter().all(|&m| m == 1));
+        assert!(guided_mask(&[-5.0; 4], 2, 2, &rgb, n, n).iter().all(|&m| m == 0));
     }
 }

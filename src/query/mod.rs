@@ -284,15 +284,16 @@ impl Engine {
                 let mut kept_z = 0usize;
                 let mut done = Vec::new();
                 let mut busy = std::time::Duration::ZERO;
+                let mut decoding = std::time::Duration::ZERO;
                 for (i, job, text) in rx {
                     let t = std::time::Instant::now();
                     let path = job.d.album.clone();
-                    let r = decide_job(&grser, &text, job, &mut kept_z)
+                    let r = decide_job(&grser, &text, job, &mut kept_z, &mut decoding)
                         .with_context(|| format!("answering for album {}", path.display()));
                     busy += t.elapsed();
                     done.push((i, r));
                 }
-                (done, busy)
+                (done, busy, decoding)
             });
             let mut read = std::time::Duration::ZERO;
             for (i, (a, name)) in albums.into_iter().enumerate() {
@@ -321,12 +322,13 @@ impl Engine {
             let done = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             tracing::debug!(
                 "decide: listing albums {:.1} ms, then {:.1} ms: reading (search index, SQLite) {:.1} ms, \
-                 waiting {:.1} ms for the worker, busy {:.1} ms decoding and deciding",
+                 waiting {:.1} ms for the worker, busy {:.1} ms decoding ({:.1} ms) and deciding",
                 (t_main - t_start).as_secs_f64() * 1e3,
                 t_main.elapsed().as_secs_f64() * 1e3,
                 read.as_secs_f64() * 1e3,
                 t.elapsed().as_secs_f64() * 1e3,
-                done.1.as_secs_f64() * 1e3
+                done.1.as_secs_f64() * 1e3,
+                done.2.as_secs_f64() * 1e3
             );
             done.0
         });
@@ -621,9 +623,18 @@ enum Prepared {
 }
 
 /// Decodes a job's V and decides; `kept_z` counts the bytes of triphasic features kept for masks so far.
-fn decide_job(grser: &grser::Grser, text: &EncodedExpression, job: VJob, kept_z: &mut usize) -> Result<DecidedAlbum> {
+/// `decoding` adds up the time spent decoding V (for the debug log).
+fn decide_job(
+    grser: &grser::Grser,
+    text: &EncodedExpression,
+    job: VJob,
+    kept_z: &mut usize,
+    decoding: &mut std::time::Duration,
+) -> Result<DecidedAlbum> {
     let VJob { mut d, indexed, bytes, ranges } = job;
+    let t = std::time::Instant::now();
     let (v, dims) = decode_v(&bytes, &ranges, |i| &indexed[i].0.path)?;
+    *decoding += t.elapsed();
     drop(bytes);
     let decision = grser.decide_values(v, dims, text)?;
     let margin = grser.head.config().margin as f32;
