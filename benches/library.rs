@@ -14,8 +14,9 @@
 //!   `photoseg query` runs it (edge band only), the same computed at every pixel, and plain bilinear.
 //! - `paper`: the paper's shape (Swin-B at 416 px, BERT-base, C_v 512, K 8, decoder 256; random weights):
 //!   indexing photos/s through `library::index`, bytes per photo and answer effect of every codec at
-//!   lateral widths 32, 16 and 8 against uncached f32 features of the same model, and query latency over
-//!   1 000 cached photos in 10 albums with the default codec.
+//!   lateral widths 32, 16 and 8 (`PHOTOSEG_BENCH_PAPER_LATERALS=8,4` picks others) against uncached f32
+//!   features of the same model, and query latency over 1 000 cached photos in 10 albums with the
+//!   default codec.
 //!
 //! Everything is written under a temporary folder (HOME and the XDG folders point there).
 use std::path::{Path, PathBuf};
@@ -133,6 +134,9 @@ struct Effect {
     ious: Vec<f64>,
     /// Object fraction of the f32 masks (to show they are not all one class).
     fg: Vec<f64>,
+    /// IoUs of masks cut at each photo's f32 median logit instead of 0, so every f32 mask is half object:
+    /// random weights give masks of mostly one class, whose IoU barely sees a codec's error.
+    balanced: Vec<f64>,
 }
 
 impl Effect {
@@ -140,8 +144,10 @@ impl Effect {
         let miou = self.ious.iter().sum::<f64>() / self.ious.len().max(1) as f64;
         let worst = self.ious.iter().copied().fold(1.0, f64::min);
         let fg = self.fg.iter().sum::<f64>() / self.fg.len().max(1) as f64;
+        let balanced = self.balanced.iter().sum::<f64>() / self.balanced.len().max(1) as f64;
+        let b_worst = self.balanced.iter().copied().fold(1.0, f64::min);
         format!(
-            "decisions agree {:.2} % of {}, distances within {:.1e} relative, mask mIoU {miou:.4} (worst {worst:.4}, {} masks, f32 masks {:.0} % object)",
+            "decisions agree {:.2} % of {}, distances within {:.1e} relative, mask mIoU {miou:.4} (worst {worst:.4}, {} masks, f32 masks {:.0} % object); cut at the f32 median (half object) {balanced:.4} (worst {b_worst:.4})",
             100.0 * self.same_decision as f64 / self.answers.max(1) as f64,
             self.answers,
             self.d_rel,
@@ -151,8 +157,9 @@ impl Effect {
     }
 }
 
-/// Decisions, (d_pos then d_neg) distances and masks of a group's photos.
-type Answers = (Vec<bool>, Vec<f32>, Vec<Vec<u8>>);
+/// Decisions, (d_pos then d_neg) distances and mask logits (object minus background, upsampled) of a
+/// group's photos.
+type Answers = (Vec<bool>, Vec<f32>, Vec<Vec<f32>>);
 
 /// Decisions, distances and the mask of every photo (positive or not) of one group, at `size` x `size`.
 fn every_answer(
@@ -168,11 +175,12 @@ fn every_answer(
     let decisions = d_pos.iter().zip(&d_neg).map(|(&p, &n)| grser::is_positive(p, n, margin)).collect();
     let logits = head.decode_z(&tri.z, &feats.laterals())?;
     let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
-    let mut masks = Vec::new();
+    let mut logits = Vec::new();
     for i in 0..feats.len() {
-        masks.push(grser::mask_at(&fg.get(i)?, size, size)?);
+        let up = fg.get(i)?.unsqueeze(0)?.unsqueeze(0)?.upsample_bilinear2d(size, size, false)?;
+        logits.push(up.flatten_all()?.to_vec1()?);
     }
-    Ok((decisions, d_pos.into_iter().chain(d_neg).collect(), masks))
+    Ok((decisions, d_pos.into_iter().chain(d_neg).collect(), logits))
 }
 
 /// How each of `codecs` moves the answers over `groups` (each a list of f32 features).
@@ -196,9 +204,15 @@ fn codec_effects(
             for (a, b) in dist_a.iter().zip(&dist_b) {
                 e.d_rel = e.d_rel.max((a - b).abs() / a.abs().max(1e-6));
             }
+            let cut = |l: &[f32], t: f32| -> Vec<u8> { l.iter().map(|&x| u8::from(x > t)).collect() };
             for (a, b) in ma.iter().zip(&mb) {
-                e.ious.push(iou(a, b));
-                e.fg.push(a.iter().filter(|&&x| x != 0).count() as f64 / a.len() as f64);
+                let (a0, b0) = (cut(a, 0.0), cut(b, 0.0));
+                e.ious.push(iou(&a0, &b0));
+                e.fg.push(a0.iter().filter(|&&x| x != 0).count() as f64 / a0.len() as f64);
+                let mut sorted = a.clone();
+                sorted.sort_by(f32::total_cmp);
+                let median = sorted[sorted.len() / 2];
+                e.balanced.push(iou(&cut(a, median), &cut(b, median)));
             }
         }
     }
@@ -503,7 +517,12 @@ fn paper(root: &Path) -> anyhow::Result<()> {
         cfg.head.lateral = l; // the indexing and query parts' lateral width (the codec table measures 32, 16, 8)
     }
     cfg.bert = text::Config { vocab_size: tok.get_vocab_size(true), ..cfg.bert };
-    let mut laterals = vec![32usize, 16, 8];
+    // The codec table's lateral widths: `PHOTOSEG_BENCH_PAPER_LATERALS` (comma-separated), else 32, 16, 8.
+    let mut laterals: Vec<usize> = std::env::var("PHOTOSEG_BENCH_PAPER_LATERALS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![32, 16, 8]);
     if !laterals.contains(&cfg.head.lateral) {
         laterals.push(cfg.head.lateral);
     }

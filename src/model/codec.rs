@@ -5,7 +5,8 @@
 //! ```text
 //! "PSVF"            magic, 4 bytes
 //! version  u8       = 1
-//! codec    u8       1 = f16, 2 = int8, 3 = int4, 4 = v8l4 (V int8, laterals int4)
+//! codec    u8       1 = f16, 2 = int8, 3 = int4, 4 = v8l4 (V int8, laterals int4), 5 = v4l8 (V int4,
+//!                   laterals int8)
 //! reserved u16      = 0
 //! 4 x dims [u32; 4] N, C, H, W of v, lat0, lat1, lat3 (in that order)
 //! 4 x data          each map in turn, NCHW order, in the codec's format for that map:
@@ -71,20 +72,23 @@ pub enum FeatureCodec {
     Int4,
     /// V as int8, the three lateral maps as int4.
     V8Lat4,
+    /// V as int4 (it moves distances by < 1 %), the three lateral maps as int8 (int4 there moves masks).
+    V4Lat8,
 }
 
 impl FeatureCodec {
     /// Every codec, for benchmarks and tests.
-    pub const ALL: [FeatureCodec; 4] =
-        [FeatureCodec::F16, FeatureCodec::Int8, FeatureCodec::Int4, FeatureCodec::V8Lat4];
+    pub const ALL: [FeatureCodec; 5] =
+        [FeatureCodec::F16, FeatureCodec::Int8, FeatureCodec::Int4, FeatureCodec::V8Lat4, FeatureCodec::V4Lat8];
 
-    /// Short name, part of the backbone id (`"f16"`, `"int8"`, `"int4"`, `"v8l4"`).
+    /// Short name, part of the backbone id (`"f16"`, `"int8"`, `"int4"`, `"v8l4"`, `"v4l8"`).
     pub fn name(self) -> &'static str {
         match self {
             FeatureCodec::F16 => "f16",
             FeatureCodec::Int8 => "int8",
             FeatureCodec::Int4 => "int4",
             FeatureCodec::V8Lat4 => "v8l4",
+            FeatureCodec::V4Lat8 => "v4l8",
         }
     }
 
@@ -99,6 +103,7 @@ impl FeatureCodec {
             FeatureCodec::Int8 => 2,
             FeatureCodec::Int4 => 3,
             FeatureCodec::V8Lat4 => 4,
+            FeatureCodec::V4Lat8 => 5,
         }
     }
 
@@ -111,6 +116,8 @@ impl FeatureCodec {
         match (self, i) {
             (FeatureCodec::F16, _) => MapFormat::F16,
             (FeatureCodec::Int8, _) | (FeatureCodec::V8Lat4, 0) => MapFormat::Int8,
+            (FeatureCodec::V4Lat8, 0) => MapFormat::Int4,
+            (FeatureCodec::V4Lat8, _) => MapFormat::Int8,
             (FeatureCodec::Int4, _) | (FeatureCodec::V8Lat4, _) => MapFormat::Int4,
         }
     }
@@ -411,7 +418,7 @@ mod tests {
     #[test]
     fn int4_round_trip_stays_within_its_steps() {
         let f = features(2);
-        for codec in [FeatureCodec::Int4, FeatureCodec::V8Lat4] {
+        for codec in [FeatureCodec::Int4, FeatureCodec::V8Lat4, FeatureCodec::V4Lat8] {
             let bytes = encode(&f, codec).unwrap();
             let back = decode(&bytes, &Device::Cpu).unwrap();
             for (i, (a, b)) in pairs(&f, &back).into_iter().enumerate() {
