@@ -18,7 +18,7 @@ use photoseg::model::grser::{Config, Grser, Pairs};
 use photoseg::model::neck::VisualFeatures;
 use photoseg::query::featurizer::featurize_image;
 use photoseg::query::model::LoadedModel;
-use photoseg::query::{Engine, QueryRequest};
+use photoseg::query::{Engine, Positive, QueryBackend, QueryProgress, QueryRequest, QuerySummary};
 
 fn model(margin: f64) -> LoadedModel {
     model_with(margin, |_| {})
@@ -239,4 +239,65 @@ fn an_unreadable_album_fails_the_query_with_its_name() {
     let mut engine = Engine::new(m, FeatureCodec::F16, cache, search, vec![top]);
     let err = format!("{:#}", engine.decide(&QueryRequest::new("a cat", vec![]).unwrap()).unwrap_err());
     assert!(err.contains("album1") && err.contains("unreadable"), "{err}");
+}
+
+/// Records what `query_streaming` tells, in order.
+#[derive(Default)]
+struct Recorder {
+    summary: Option<QuerySummary>,
+    masks: Vec<(usize, Positive)>,
+    /// Fail at this many masks (to check an error stops the query and comes back).
+    fail_at: Option<usize>,
+}
+
+impl QueryProgress for Recorder {
+    fn decided(&mut self, summary: &QuerySummary) -> anyhow::Result<()> {
+        assert!(self.summary.is_none(), "decided is told once");
+        assert!(self.masks.is_empty(), "the decision comes before any mask");
+        self.summary = Some(summary.clone());
+        Ok(())
+    }
+
+    fn mask(&mut self, album: usize, positive: &Positive) -> anyhow::Result<()> {
+        assert!(self.summary.is_some(), "a mask before the decision");
+        if self.fail_at == Some(self.masks.len()) {
+            anyhow::bail!("disk full at mask {}", self.masks.len());
+        }
+        self.masks.push((album, positive.clone()));
+        Ok(())
+    }
+}
+
+#[test]
+fn streaming_tells_the_decision_first_then_every_mask_in_the_answers_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(-1e4); // every photo positive
+    let cache = Cache::open(&tmp.path().join("c.sqlite3")).unwrap();
+    let top = tmp.path().join("photos");
+    fill(&cache, &m, FeatureCodec::F16, &top);
+    let search = SearchIndex::open(&tmp.path().join("search")).unwrap();
+    let mut engine = Engine::new(m, FeatureCodec::F16, cache, search, vec![top]);
+    let request = QueryRequest::new("the red ball", vec![]).unwrap();
+
+    // Fresh answers (masks made now), then the same answers served from the search index.
+    for pass in ["fresh", "from the search index"] {
+        let mut rec = Recorder::default();
+        let result = engine.query_streaming(&request, &mut rec).unwrap();
+        assert_eq!(result.albums.iter().all(|a| a.from_index), pass != "fresh", "{pass}");
+        assert_eq!(rec.summary.as_ref(), Some(&result.summary()), "{pass}: the decision is the answer's");
+        let expected: Vec<(usize, Positive)> = result
+            .albums
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.positives.iter().map(move |p| (i, p.clone())))
+            .collect();
+        assert_eq!(expected.len(), 8, "{pass}");
+        assert_eq!(rec.masks, expected, "{pass}: every mask once, album by album, best score first");
+    }
+
+    // An error from the caller (a mask file that cannot be written) ends the query with that error.
+    let mut rec = Recorder { fail_at: Some(2), ..Default::default() };
+    let err = engine.query_streaming(&request, &mut rec).unwrap_err();
+    assert!(format!("{err:#}").contains("disk full at mask 2"), "{err:#}");
+    assert_eq!(rec.masks.len(), 2, "no mask is told after the error");
 }

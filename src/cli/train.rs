@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// expressions can say "on the left" / "at the top".
     #[arg(long)]
     pub position: bool,
+    /// Replace Swin's 4 x 4 patch projection by a convolutional stem of this width (`swin.conv_stem`,
+    /// docs/model.md); 0 = Swin's own.
+    #[arg(long, default_value_t = 0, value_name = "WIDTH")]
+    pub conv_stem: usize,
     /// Pool the decision from the decoder's first level (`head.decision = "fused"`, docs/model.md).
     #[arg(long)]
     pub decision_fused: bool,
@@ -154,6 +158,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let grid = model_cfg.image_size.div_ceil(4).div_ceil(2).div_ceil(2);
         model_cfg.head.position_grid = Some(grid);
     }
+    model_cfg.swin.conv_stem = (args.conv_stem > 0).then_some(args.conv_stem);
     if args.decision_fused {
         model_cfg.head.decision = crate::model::grser::DecisionInput::Fused;
     }

@@ -118,6 +118,7 @@ impl Config {
                 always_partition: false,
                 layer_norm_eps: 1e-5,
                 img_size: Some(128),
+                conv_stem: None,
             },
             bert: text::Config {
                 hidden_size: 48,

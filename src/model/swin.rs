@@ -57,6 +57,13 @@ pub struct Config {
     /// when they are created from scratch; loaded tables keep their own size and are resized as needed.
     #[serde(default)]
     pub img_size: Option<usize>,
+    /// A convolutional stem of this width in place of the 4 x 4 patch projection (not Swin's; the
+    /// built-in model's choice, docs/model.md): two 3 x 3 stride-2 convolutions (width / 2, then width,
+    /// GELU after each) and a 1 x 1 projection to `embed_dim`. Early convolutions give a from-scratch
+    /// transformer local edges and corners at once (Xiao et al. 2021, "Early convolutions help
+    /// transformers see better"); the synthetic world's negatives turn on shapes. `None`: timm's Swin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_stem: Option<usize>,
 }
 
 impl Config {
@@ -72,6 +79,7 @@ impl Config {
             always_partition: false,
             layer_norm_eps: 1e-5,
             img_size: None,
+            conv_stem: None,
         }
     }
 
@@ -444,6 +452,8 @@ struct Stage {
 /// The Swin backbone; `forward` returns every stage's output, the decoder needs all of them.
 #[derive(Debug)]
 pub struct Swin {
+    /// The convolutional stem ([`Config::conv_stem`]), before `patch_proj` (then 1 x 1).
+    stem: Vec<Conv2d>,
     patch_proj: Conv2d,
     patch_norm: LayerNorm,
     stages: Vec<Stage>,
@@ -455,9 +465,33 @@ impl Swin {
         if cfg.depths.len() != cfg.num_heads.len() || cfg.depths.is_empty() {
             bail!("swin config: {} depths but {} head counts", cfg.depths.len(), cfg.num_heads.len());
         }
-        let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
-        let patch_proj =
-            candle_nn::conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, conv_cfg, vb.pp("patch_embed.proj"))?;
+        let (stem, patch_proj) = match cfg.conv_stem {
+            None => {
+                let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
+                (
+                    Vec::new(),
+                    candle_nn::conv2d(
+                        cfg.in_chans,
+                        cfg.embed_dim,
+                        cfg.patch_size,
+                        conv_cfg,
+                        vb.pp("patch_embed.proj"),
+                    )?,
+                )
+            }
+            Some(width) => {
+                if cfg.patch_size != 4 || width < 2 {
+                    bail!("swin config: a convolutional stem needs patch_size 4 and a width of at least 2");
+                }
+                let s2 = Conv2dConfig { stride: 2, padding: 1, ..Default::default() };
+                let vb_stem = vb.pp("patch_embed.stem");
+                let stem = vec![
+                    candle_nn::conv2d(cfg.in_chans, width / 2, 3, s2, vb_stem.pp(0))?,
+                    candle_nn::conv2d(width / 2, width, 3, s2, vb_stem.pp(1))?,
+                ];
+                (stem, candle_nn::conv2d(width, cfg.embed_dim, 1, Default::default(), vb.pp("patch_embed.proj"))?)
+            }
+        };
         let patch_norm = LayerNorm::new(cfg.embed_dim, cfg.layer_norm_eps, vb.pp("patch_embed.norm"))?;
         let mut stages = Vec::new();
         let side = cfg.img_size.unwrap_or((cfg.window_size * cfg.patch_size) << (cfg.depths.len() - 1));
@@ -475,7 +509,7 @@ impl Swin {
                 .collect::<Result<Vec<_>>>()?;
             stages.push(Stage { downsample, blocks });
         }
-        Ok(Self { patch_proj, patch_norm, stages, cfg: cfg.clone() })
+        Ok(Self { stem, patch_proj, patch_norm, stages, cfg: cfg.clone() })
     }
 
     pub fn config(&self) -> &Config {
@@ -490,6 +524,10 @@ impl Swin {
         }
         let p = self.cfg.patch_size;
         let x = x.pad_with_zeros(2, 0, h.div_ceil(p) * p - h)?.pad_with_zeros(3, 0, w.div_ceil(p) * p - w)?;
+        let mut x = x;
+        for conv in &self.stem {
+            x = gelu_erf(&conv.forward(&x)?)?;
+        }
         let x = self.patch_proj.forward(&x)?.permute((0, 2, 3, 1))?; // [B, h, w, C]
         self.patch_norm.forward(&x)
     }
@@ -524,6 +562,33 @@ mod tests {
         assert_eq!(idx[3], 0); // (0,0) vs (1,1)
         assert_eq!(idx[3 * 4], 8); // (1,1) vs (0,0)
         assert_eq!(idx[1], 3); // (0,0) vs (0,1): dx = -1
+    }
+
+    #[test]
+    fn conv_stem_keeps_every_stage_size_and_names_its_weights() -> Result<()> {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let base =
+            Config { embed_dim: 8, depths: vec![1, 1], num_heads: vec![1, 2], window_size: 4, ..Config::swin_t() };
+        let scratch = || VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &Device::Cpu);
+        let plain = Swin::new(&base, scratch())?;
+        let stem = Swin::new(&Config { conv_stem: Some(6), ..base.clone() }, vb)?;
+        // Odd sizes: the stem's stride-2 convolutions (padding 1) round up as the 4 x 4 patches do.
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 30, 26), &Device::Cpu)?;
+        let dims = |s: &Swin| -> Result<Vec<Vec<usize>>> {
+            Ok(s.forward_stages(&x)?.iter().map(|t| t.dims().to_vec()).collect())
+        };
+        assert_eq!(dims(&stem)?, dims(&plain)?);
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(data["patch_embed.stem.0.weight"].dims(), &[3, 3, 3, 3]);
+        assert_eq!(data["patch_embed.stem.1.weight"].dims(), &[6, 3, 3, 3]);
+        assert_eq!(data["patch_embed.proj.weight"].dims(), &[8, 6, 1, 1]);
+        assert!(Swin::new(
+            &Config { conv_stem: Some(6), patch_size: 2, ..base },
+            VarBuilder::zeros(DType::F32, &Device::Cpu)
+        )
+        .is_err());
+        Ok(())
     }
 
     #[test]

@@ -168,6 +168,88 @@ pub trait QueryBackend {
     /// Says who answers, for messages ("in-process", "daemon").
     fn describe(&self) -> String;
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult>;
+
+    /// [`QueryBackend::query`], telling `progress` the decision as soon as it is made and then each
+    /// mask as it is made, so a caller can print the list of positives before the masks are done. This
+    /// default (the daemon's: its D-Bus `Query` returns one whole answer) tells both once the answer is
+    /// complete; the in-process [`Engine`] streams.
+    fn query_streaming(&mut self, request: &QueryRequest, progress: &mut dyn QueryProgress) -> Result<QueryResult> {
+        let result = self.query(request)?;
+        progress.decided(&result.summary())?;
+        for (i, a) in result.albums.iter().enumerate() {
+            for p in &a.positives {
+                progress.mask(i, p)?;
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// Sees a query's answer as it is made ([`QueryBackend::query_streaming`]): first
+/// [`QueryProgress::decided`] once, then [`QueryProgress::mask`] for every positive, album by album in
+/// the summary's order, best score first within an album. An error stops the query and is returned.
+pub trait QueryProgress {
+    fn decided(&mut self, summary: &QuerySummary) -> Result<()>;
+    /// `album` indexes [`QuerySummary::albums`].
+    fn mask(&mut self, album: usize, positive: &Positive) -> Result<()>;
+}
+
+/// The answer before masks: what [`QueryProgress::decided`] sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySummary {
+    pub expression: String,
+    pub albums: Vec<AlbumSummary>,
+}
+
+/// One album's decision, masks to come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlbumSummary {
+    pub album: PathBuf,
+    pub name: String,
+    pub photos: usize,
+    /// Path and score of each positive, best score first (the order their masks come in).
+    pub positives: Vec<(PathBuf, f32)>,
+    pub rejected: usize,
+    pub unindexed: usize,
+}
+
+impl QueryResult {
+    /// The answer without its masks, as [`QueryProgress::decided`] sees it.
+    pub fn summary(&self) -> QuerySummary {
+        let albums = self.albums.iter().map(|a| {
+            let positives = a.positives.iter().map(|p| (p.path.clone(), p.score)).collect();
+            AlbumSummary::of(&a.album, &a.name, a.photos, positives, a.rejected, a.unindexed)
+        });
+        QuerySummary { expression: self.expression.clone(), albums: albums.collect() }
+    }
+}
+
+impl Decided {
+    /// What [`QueryProgress::decided`] sees. Positives served from the search index come in their
+    /// stored order, which is the order [`Engine::masks`] gives them.
+    pub fn summary(&self) -> QuerySummary {
+        let albums = self.albums.iter().map(|a| {
+            let positives = match &a.stored {
+                Some(stored) => stored.iter().map(|p| (p.path.clone(), p.score)).collect(),
+                None => a.positives.iter().map(|c| (c.path.clone(), c.score)).collect(),
+            };
+            AlbumSummary::of(&a.album, &a.name, a.photos, positives, a.rejected, a.unindexed)
+        });
+        QuerySummary { expression: self.expression.clone(), albums: albums.collect() }
+    }
+}
+
+impl AlbumSummary {
+    fn of(
+        album: &Path,
+        name: &str,
+        photos: usize,
+        positives: Vec<(PathBuf, f32)>,
+        rejected: usize,
+        unindexed: usize,
+    ) -> Self {
+        Self { album: album.to_path_buf(), name: name.to_string(), photos, positives, rejected, unindexed }
+    }
 }
 
 /// The backend for this process: a running `photoseg daemon` that serves this library with this model
@@ -742,6 +824,22 @@ impl QueryBackend for Engine {
 
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult> {
         self.run(request)
+    }
+
+    fn query_streaming(&mut self, request: &QueryRequest, progress: &mut dyn QueryProgress) -> Result<QueryResult> {
+        let decided = self.decide(request)?;
+        progress.decided(&decided.summary())?;
+        // The callback cannot fail the mask loop; the first error stops further calls and is returned.
+        let mut failed: Option<anyhow::Error> = None;
+        let result = self.masks(decided, |album, p| {
+            if failed.is_none() {
+                failed = progress.mask(album, p).err();
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(result),
+        }
     }
 }
 
