@@ -25,7 +25,6 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
         return;
     }
     let w = World::new();
-    w.model();
     let (pw, ph) = (200u32, 120u32);
     let photo = w.path("photos/Walk/p.png");
     std::fs::create_dir_all(photo.parent().unwrap()).unwrap();
@@ -36,6 +35,18 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
     })
     .save(&photo)
     .unwrap();
+    let expressions = [
+        "the thing",
+        "my bike",
+        "the red ball on the left",
+        "a dog",
+        "the sky",
+        "the big square",
+        "something blue",
+        "the tree",
+    ];
+    let draws = w.model_with_partial_mask(&photo, &expressions);
+    eprintln!("random tiny model: {draws} draw(s) to give an expression a partial mask");
     let photos = w.path("photos");
     w.photoseg_ok(&["index", photos.to_str().unwrap()]);
 
@@ -50,7 +61,7 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
             "--photo",
             photo.to_str().unwrap(),
             "--expressions",
-            "the thing|my bike|the red ball on the left|a dog|the sky|the big square|something blue|the tree",
+            &expressions.join("|"),
             "--plugin-dir",
             plugin.to_str().unwrap(),
             "--out",
