@@ -460,3 +460,147 @@ fn cli_answers_in_process_without_a_daemon_or_when_told_to() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_ne!(v["model"].as_str().unwrap_or(""), daemon_model, "PHOTOSEG_NO_DAEMON=1 still asked the daemon");
 }
+
+/// One `QueryMask` signal's arguments.
+type MaskSignal = (String, u32, String, f64, u64, u32, u32, String);
+
+#[test]
+fn query_streamed_signals_the_decision_and_each_mask_to_its_caller_before_the_reply() {
+    use futures_util::StreamExt;
+    use zbus::message::Type;
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4); // every photo positive
+    let _d = w.daemon(&model, &[]);
+    w.call(PATH, NAME, "AddRoot", &["s", w.photos().to_str().unwrap()]);
+    w.wait_indexed(3);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (summary, masks, reply) = runtime.block_on(async {
+        let connect = || async { zbus::connection::Builder::address(w.bus.address.as_str()).build().await.unwrap() };
+        let (caller, bystander) = (connect().await, connect().await);
+        // Another client listening to every signal of the interface must hear none of them: they are
+        // the caller's alone.
+        let rule = zbus::MatchRule::builder().msg_type(Type::Signal).interface(NAME).build().unwrap();
+        let mut overheard = zbus::MessageStream::for_match_rule(rule, &bystander, None).await.unwrap();
+        // Every message the caller receives, in order (replies included).
+        let mut incoming = zbus::MessageStream::from(&caller);
+        let call = zbus::Message::method_call(PATH, "QueryStreamed")
+            .destination(NAME)
+            .interface(NAME)
+            .build(&("the red bike", Vec::<&str>::new(), "token-7"))
+            .unwrap();
+        let serial = call.primary_header().serial_num();
+        caller.send(&call).await.unwrap();
+        let (mut summary, mut masks) = (None::<String>, Vec::<MaskSignal>::new());
+        let reply = loop {
+            let msg = tokio::time::timeout(WITHIN, incoming.next()).await.expect("an answer in time").unwrap().unwrap();
+            let header = msg.header();
+            let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+            match msg.message_type() {
+                Type::Signal if member == "QueryDecided" => {
+                    let (token, json): (String, String) = msg.body().deserialize().unwrap();
+                    assert_eq!(token, "token-7");
+                    assert!(summary.is_none(), "QueryDecided came twice");
+                    summary = Some(json);
+                }
+                Type::Signal if member == "QueryMask" => {
+                    assert!(summary.is_some(), "a mask came before the decision");
+                    masks.push(msg.body().deserialize().unwrap());
+                }
+                Type::MethodReturn if header.reply_serial() == Some(serial) => {
+                    break msg.body().deserialize::<String>().unwrap();
+                }
+                Type::Error if header.reply_serial() == Some(serial) => panic!("QueryStreamed failed: {msg:?}"),
+                _ => {}
+            }
+        };
+        let heard = tokio::time::timeout(Duration::from_millis(500), overheard.next()).await;
+        assert!(heard.is_err(), "a bystander heard {heard:?}");
+        (summary.expect("QueryDecided before the reply"), masks, reply)
+    });
+
+    // The reply is Query's answer; the signals are that answer in pieces, in its order.
+    let answer: Value = serde_json::from_str(&reply).unwrap();
+    let plain: Value =
+        serde_json::from_str(w.call(PATH, NAME, "Query", &["sas", "the red bike", "0"])[0].as_str().unwrap()).unwrap();
+    assert_eq!(without_from_index(answer.clone()), without_from_index(plain));
+    let summary: Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["expression"], answer["expression"]);
+    let mut want = Vec::new();
+    for (i, (s, a)) in
+        summary["albums"].as_array().unwrap().iter().zip(answer["albums"].as_array().unwrap()).enumerate()
+    {
+        for key in ["album", "name", "photos", "rejected", "unindexed"] {
+            assert_eq!(s[key], a[key], "{key}");
+        }
+        let listed: Vec<&Value> = s["positives"].as_array().unwrap().iter().map(|p| &p["path"]).collect();
+        let answered: Vec<&Value> = a["positives"].as_array().unwrap().iter().map(|p| &p["path"]).collect();
+        assert_eq!(listed, answered);
+        for p in a["positives"].as_array().unwrap() {
+            want.push((
+                "token-7".to_string(),
+                i as u32,
+                p["path"].as_str().unwrap().to_string(),
+                p["score"].as_f64().unwrap(),
+                p["mask_area"].as_u64().unwrap(),
+                p["width"].as_u64().unwrap() as u32,
+                p["height"].as_u64().unwrap() as u32,
+                p["mask"]["counts"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(summary["albums"].as_array().unwrap().len(), answer["albums"].as_array().unwrap().len());
+    assert_eq!(want.len(), 3);
+    // Scores travel as f64 in the signal and as JSON numbers (from f32) in the answer.
+    let rounded = |v: Vec<MaskSignal>| -> Vec<MaskSignal> {
+        v.into_iter().map(|mut m| (m.3 = (m.3 as f32) as f64, m).1).collect()
+    };
+    assert_eq!(rounded(masks), rounded(want));
+
+    // A token longer than the limit is refused with a named error.
+    let long = format!("'{}'", "t".repeat(201));
+    let (name, msg) = w.call_fails(PATH, NAME, "QueryStreamed", &["'bike'", "[]", &long]);
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.InvalidArgument");
+    assert!(msg.contains("201 bytes"), "{msg}");
+}
+
+#[test]
+fn cli_query_prints_the_daemons_answer_as_it_streams() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4); // every photo positive
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let in_process =
+        w.cmd(&["query", "the red bike", "--model", &model]).env("PHOTOSEG_NO_DAEMON", "1").output().unwrap();
+    assert!(in_process.status.success(), "{}", String::from_utf8_lossy(&in_process.stderr));
+
+    // A daemon that takes 1.5 s over each mask: the lines that need no mask come at once.
+    let _d = w.daemon(&model, &[("PHOTOSEG_DAEMON_MASK_DELAY_MS", "1500")]);
+    let started = Instant::now();
+    let mut child = w.cmd(&["query", "the red bike"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    let first_at = started.elapsed();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let done_at = started.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(first.contains("found in 3 of 3 photos"), "{first}");
+    assert!(
+        done_at - first_at >= Duration::from_millis(3000),
+        "the first line came at {first_at:?}, the last at {done_at:?}: not streamed"
+    );
+    // Same text as in-process, line for line.
+    assert_eq!(first + &rest, String::from_utf8_lossy(&in_process.stdout));
+}

@@ -252,6 +252,64 @@ impl AlbumSummary {
     }
 }
 
+impl QuerySummary {
+    /// The summary as the daemon's `QueryDecided` signal carries it (docs/daemon.md): the answer's JSON
+    /// (docs/query.md) without `version`, `model`, `from_index` and the positives' masks, sizes and
+    /// areas; paths as (lossy) UTF-8.
+    pub fn to_json(&self) -> Result<String> {
+        let albums = self.albums.iter().map(|a| JsonAlbumSummary {
+            album: a.album.to_string_lossy().into_owned(),
+            name: a.name.clone(),
+            photos: a.photos,
+            positives: a
+                .positives
+                .iter()
+                .map(|(path, score)| JsonScored { path: path.to_string_lossy().into_owned(), score: *score })
+                .collect(),
+            rejected: a.rejected,
+            unindexed: a.unindexed,
+        });
+        let json = JsonSummary { expression: self.expression.clone(), albums: albums.collect() };
+        Ok(serde_json::to_string(&json)?)
+    }
+
+    /// [`QuerySummary::to_json`] read back.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let s: JsonSummary = serde_json::from_str(json).context("not a query summary (docs/daemon.md)")?;
+        let albums = s.albums.into_iter().map(|a| AlbumSummary {
+            album: a.album.into(),
+            name: a.name,
+            photos: a.photos,
+            positives: a.positives.into_iter().map(|p| (p.path.into(), p.score)).collect(),
+            rejected: a.rejected,
+            unindexed: a.unindexed,
+        });
+        Ok(Self { expression: s.expression, albums: albums.collect() })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonSummary {
+    expression: String,
+    albums: Vec<JsonAlbumSummary>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonAlbumSummary {
+    album: String,
+    name: String,
+    photos: usize,
+    positives: Vec<JsonScored>,
+    rejected: usize,
+    unindexed: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonScored {
+    path: String,
+    score: f32,
+}
+
 /// The backend for this process: a running `photoseg daemon` that serves this library with this model
 /// (the model is then not loaded here at all), else the in-process [`Engine`]. `PHOTOSEG_NO_DAEMON=1`
 /// forces in-process; see [`crate::service::client::DaemonClient::find`].

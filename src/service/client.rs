@@ -2,9 +2,11 @@
 //! model itself. [`DaemonClient::find`] answers quickly (at most [`FIND_TIMEOUT`]) whether a daemon
 //! that serves *this* library is there; otherwise the CLI answers in-process.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use zbus::proxy;
 
@@ -12,7 +14,9 @@ use super::{BUS_NAME, NO_DAEMON_ENV, OBJECT_PATH};
 use crate::library::paths;
 use crate::query::model::{model_digest, MODEL_ENV};
 use crate::query::rle::{self, CocoRle};
-use crate::query::{AlbumResult, Positive, QueryBackend, QueryRequest, QueryResult, JSON_VERSION};
+use crate::query::{
+    AlbumResult, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult, QuerySummary, JSON_VERSION,
+};
 
 /// How long finding a daemon may take before the CLI gives up on it and answers in-process.
 pub const FIND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,6 +28,25 @@ pub const FIND_TIMEOUT: Duration = Duration::from_secs(2);
 )]
 trait Photoseg1 {
     fn query(&self, expression: &str, albums: &[&str]) -> zbus::Result<String>;
+
+    fn query_streamed(&self, expression: &str, albums: &[&str], token: &str) -> zbus::Result<String>;
+
+    #[zbus(signal)]
+    fn query_decided(&self, token: &str, summary_json: &str) -> zbus::Result<()>;
+
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(signal)]
+    fn query_mask(
+        &self,
+        token: &str,
+        album: u32,
+        path: &str,
+        score: f64,
+        mask_area: u64,
+        width: u32,
+        height: u32,
+        rle_counts: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn model(&self) -> zbus::Result<String>;
@@ -116,12 +139,106 @@ impl QueryBackend for DaemonClient {
 
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult> {
         let albums: Vec<&str> = request.albums.iter().map(String::as_str).collect();
-        let json = self.runtime.block_on(self.proxy.query(&request.expression, &albums)).map_err(|e| match e {
-            // The daemon's message is already the whole story (e.g. "the library is empty: ...").
-            zbus::Error::MethodError(_, Some(message), _) => anyhow!("{message}"),
-            e => anyhow!("the daemon ({BUS_NAME} at {OBJECT_PATH}) failed to answer: {e}"),
-        })?;
+        let json = self.runtime.block_on(self.proxy.query(&request.expression, &albums)).map_err(daemon_error)?;
         parse_answer(&json).context("the daemon's answer is not photoseg's query JSON")
+    }
+
+    /// Through `QueryStreamed`: the decision and each mask are passed on as their signals arrive (they
+    /// all precede the reply). The reply is the whole answer; anything the signals did not bring (none
+    /// should be missing) is passed on from it, so `progress` sees every positive exactly once. A daemon
+    /// without `QueryStreamed` (an older build) answers through `Query`.
+    fn query_streaming(&mut self, request: &QueryRequest, progress: &mut dyn QueryProgress) -> Result<QueryResult> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let token = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let albums: Vec<&str> = request.albums.iter().map(String::as_str).collect();
+        let proxy = &self.proxy;
+        let mut seen = Seen::default();
+        let json = self.runtime.block_on(async {
+            let mut decided = proxy.receive_query_decided().await?;
+            let mut masks = proxy.receive_query_mask().await?;
+            let call = proxy.query_streamed(&request.expression, &albums, &token);
+            tokio::pin!(call);
+            loop {
+                // Signals first: a reply never overtakes the signals sent before it.
+                tokio::select! {
+                    biased;
+                    Some(signal) = decided.next() => {
+                        let args = signal.args()?;
+                        if args.token == token && seen.summary.is_none() {
+                            let summary = QuerySummary::from_json(args.summary_json)?;
+                            progress.decided(&summary)?;
+                            seen.summary = Some(summary);
+                        }
+                    }
+                    Some(signal) = masks.next() => {
+                        let a = signal.args()?;
+                        if a.token == token {
+                            let album = a.album as usize;
+                            let rle = CocoRle { size: [a.height as usize, a.width as usize], counts: a.rle_counts.to_string() };
+                            let positive = Positive {
+                                path: PathBuf::from(a.path),
+                                score: a.score as f32,
+                                mask_area: a.mask_area as usize,
+                                width: a.width,
+                                height: a.height,
+                                mask: rle::decode(&rle)?,
+                            };
+                            if seen.summary.is_some() {
+                                progress.mask(album, &positive)?;
+                                seen.masks.push((album, positive.path));
+                            }
+                        }
+                    }
+                    reply = &mut call => break Ok::<_, anyhow::Error>(reply),
+                }
+            }
+        });
+        let json = match json? {
+            Ok(json) => json,
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
+            {
+                let result = self.query(request)?;
+                seen.replay(&result, progress)?;
+                return Ok(result);
+            }
+            Err(e) => return Err(daemon_error(e)),
+        };
+        let result = parse_answer(&json).context("the daemon's answer is not photoseg's query JSON")?;
+        seen.replay(&result, progress)?;
+        Ok(result)
+    }
+}
+
+/// What `QueryStreamed`'s signals have passed on so far.
+#[derive(Default)]
+struct Seen {
+    summary: Option<QuerySummary>,
+    masks: Vec<(usize, PathBuf)>,
+}
+
+impl Seen {
+    /// Passes on from the whole answer what the signals did not.
+    fn replay(&self, result: &QueryResult, progress: &mut dyn QueryProgress) -> Result<()> {
+        if self.summary.is_none() {
+            progress.decided(&result.summary())?;
+        }
+        for (i, a) in result.albums.iter().enumerate() {
+            for p in &a.positives {
+                if !self.masks.iter().any(|(album, path)| *album == i && *path == p.path) {
+                    progress.mask(i, p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn daemon_error(e: zbus::Error) -> anyhow::Error {
+    match e {
+        // The daemon's message is already the whole story (e.g. "the library is empty: ...").
+        zbus::Error::MethodError(_, Some(message), _) => anyhow!("{message}"),
+        e => anyhow!("the daemon ({BUS_NAME} at {OBJECT_PATH}) failed to answer: {e}"),
     }
 }
 

@@ -1,13 +1,18 @@
 //! `org.photoseg.Photoseg1` at `/org/photoseg/Photoseg1`: exactly `schema/org.photoseg.Photoseg1.xml`
 //! (a test compares the served introspection with that file). Each method converts its arguments,
 //! runs the [`Library`] method on a blocking thread and converts the answer.
+// `QueryMask` has eight arguments, and the emitting function zbus generates for it one more.
+#![allow(clippy::too_many_arguments)]
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 
 use super::desktop::Desktop;
-use super::error::{blocking, Result};
+use super::error::{blocking, Error, Result};
 use super::krunner::KRunner;
 use super::search_provider::SearchProvider;
+use crate::query::{rle, Positive, QueryProgress, QuerySummary};
+
 use super::{path_string, Library, Signal, BUS_NAME, KRUNNER_PATH, OBJECT_PATH, SEARCH_PROVIDER_PATH};
 
 /// The photoseg interface.
@@ -24,6 +29,53 @@ impl Photoseg1 {
     async fn query(&self, expression: String, albums: Vec<String>) -> Result<String> {
         let library = self.library.clone();
         blocking(move || library.query(&expression, albums)?.to_json().map_err(super::Error::failed)).await
+    }
+
+    /// [`Photoseg1::query`], streamed: while it runs, the caller alone (the signals are unicast) gets
+    /// `QueryDecided` once the albums are decided and `QueryMask` for each positive as its mask is made,
+    /// all tagged with the caller's `token` and all before the reply, which is `Query`'s whole answer.
+    #[zbus(out_args("answer_json"))]
+    async fn query_streamed(
+        &self,
+        expression: String,
+        albums: Vec<String>,
+        token: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the token is {} bytes long, at most {MAX_TOKEN_BYTES} are accepted",
+                token.len()
+            )));
+        }
+        let Some(caller) = header.sender() else {
+            return Err(Error::InvalidArgument(
+                "QueryStreamed needs a caller with a bus name to send its signals to".into(),
+            ));
+        };
+        let emitter = emitter.set_destination(caller.to_owned().into());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let library = self.library.clone();
+        let delay = library.mask_delay();
+        let job = tokio::spawn(blocking(move || {
+            let mut forward = Forward { tx, delay };
+            library.query_streaming(&expression, albums, &mut forward)?.to_json().map_err(Error::failed)
+        }));
+        // The events end when the query does (the sender is dropped with it); every signal goes out
+        // before the reply, so a client has the stream in hand before the whole answer.
+        while let Some(event) = rx.recv().await {
+            let sent = match event {
+                Event::Decided(summary) => Self::query_decided(&emitter, &token, &summary).await,
+                Event::Mask { album, path, score, area, width, height, counts } => {
+                    Self::query_mask(&emitter, &token, album, &path, score, area, width, height, &counts).await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!("cannot send a query signal to {caller}: {e}");
+            }
+        }
+        job.await.map_err(|e| Error::Failed(format!("internal error while answering: {e}")))?
     }
 
     /// The mask of the object `expression` refers to in one photo: PNG bytes or a COCO RLE string.
@@ -68,6 +120,24 @@ impl Photoseg1 {
     #[zbus(signal)]
     async fn index_finished(emitter: &SignalEmitter<'_>, featurized: u32, failed: u32) -> zbus::Result<()>;
 
+    /// `QueryStreamed`: the albums are decided; `summary_json` is the answer without masks.
+    #[zbus(signal)]
+    async fn query_decided(emitter: &SignalEmitter<'_>, token: &str, summary_json: &str) -> zbus::Result<()>;
+
+    /// `QueryStreamed`: one positive's mask (`album` indexes the summary's albums), COCO RLE counts.
+    #[zbus(signal)]
+    async fn query_mask(
+        emitter: &SignalEmitter<'_>,
+        token: &str,
+        album: u32,
+        path: &str,
+        score: f64,
+        mask_area: u64,
+        width: u32,
+        height: u32,
+        rle_counts: &str,
+    ) -> zbus::Result<()>;
+
     /// The model answering queries (its backbone id).
     #[zbus(property(emits_changed_signal = "const"))]
     async fn model(&self) -> String {
@@ -79,6 +149,47 @@ impl Photoseg1 {
     #[zbus(property(emits_changed_signal = "const"))]
     async fn cache_file(&self) -> String {
         path_string(self.library.cache_file())
+    }
+}
+
+/// Longest `QueryStreamed` token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 200;
+
+/// What the query thread hands to the D-Bus task for `QueryStreamed`'s signals.
+enum Event {
+    Decided(String),
+    Mask { album: u32, path: String, score: f64, area: u64, width: u32, height: u32, counts: String },
+}
+
+/// A [`QueryProgress`] that forwards the decision and each mask to the D-Bus task, converted to the
+/// signals' arguments on the query's thread.
+struct Forward {
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    delay: std::time::Duration,
+}
+
+impl QueryProgress for Forward {
+    fn decided(&mut self, summary: &QuerySummary) -> anyhow::Result<()> {
+        // A caller that went away does not stop the query: its answer is still stored for the next one.
+        let _ = self.tx.send(Event::Decided(summary.to_json()?));
+        Ok(())
+    }
+
+    fn mask(&mut self, album: usize, p: &Positive) -> anyhow::Result<()> {
+        let rle = rle::encode(&p.mask, p.width as usize, p.height as usize)?;
+        let _ = self.tx.send(Event::Mask {
+            album: album as u32,
+            path: path_string(&p.path),
+            score: p.score as f64,
+            area: p.mask_area as u64,
+            width: p.width,
+            height: p.height,
+            counts: rle.counts,
+        });
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        Ok(())
     }
 }
 

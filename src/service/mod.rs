@@ -32,7 +32,7 @@ use crate::library::config::{Config, RootAdded};
 use crate::library::search::{normalize_expression, SearchIndex};
 use crate::library::{paths, Cache};
 use crate::query::model::{resolve_model_dir, LoadedModel};
-use crate::query::{self, Engine, QueryRequest, QueryResult, DEFAULT_CODEC};
+use crate::query::{self, Engine, QueryBackend, QueryProgress, QueryRequest, QueryResult, DEFAULT_CODEC};
 pub use error::{Error, Result};
 pub use worker::Signal;
 
@@ -51,6 +51,9 @@ pub const NO_DAEMON_ENV: &str = "PHOTOSEG_NO_DAEMON";
 /// Test hook: every query the daemon runs first sleeps this many milliseconds while holding the
 /// engine, standing in for a slow model so tests can show that other clients are still served.
 pub const QUERY_DELAY_ENV: &str = "PHOTOSEG_DAEMON_QUERY_DELAY_MS";
+/// Test hook: `QueryStreamed` sleeps this many milliseconds after each mask it sends, standing in for
+/// slow mask decoding so tests can show that the answer streams (the first lines come before the last).
+pub const MASK_DELAY_ENV: &str = "PHOTOSEG_DAEMON_MASK_DELAY_MS";
 /// Photos per cache transaction in the daemon's indexer (as `photoseg index`).
 const BATCH: usize = 16;
 
@@ -93,6 +96,7 @@ struct Inner {
     worker: Mutex<Option<(mpsc::Sender<worker::Command>, JoinHandle<()>)>>,
     indexing: Arc<AtomicBool>,
     query_delay: Duration,
+    mask_delay: Duration,
 }
 
 /// Status counts.
@@ -160,11 +164,8 @@ impl Library {
             signals: signals_tx,
             indexing: indexing.clone(),
         })?;
-        let query_delay = std::env::var(QUERY_DELAY_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default();
+        let query_delay = delay_from_env(QUERY_DELAY_ENV);
+        let mask_delay = delay_from_env(MASK_DELAY_ENV);
         let inner = Inner {
             backbone,
             model,
@@ -177,6 +178,7 @@ impl Library {
             worker: Mutex::new(Some(worker)),
             indexing,
             query_delay,
+            mask_delay,
         };
         Ok((Library { inner: Arc::new(inner) }, signals_rx))
     }
@@ -189,6 +191,11 @@ impl Library {
     /// The cache file this daemon serves (the `CacheFile` property).
     pub fn cache_file(&self) -> &Path {
         &self.inner.cache_file
+    }
+
+    /// How long `QueryStreamed` waits after each mask ([`MASK_DELAY_ENV`], tests only).
+    pub fn mask_delay(&self) -> Duration {
+        self.inner.mask_delay
     }
 
     /// The model directory.
@@ -205,6 +212,30 @@ impl Library {
     /// Runs `request` on the engine once it is free; `None` when `still_wanted` says no by then (a
     /// desktop search superseded by the next keystroke).
     pub fn run_query(&self, request: &QueryRequest, still_wanted: impl Fn() -> bool) -> Result<Option<QueryResult>> {
+        self.with_engine(request, still_wanted, |engine| engine.run(request))
+    }
+
+    /// [`Library::query`], telling `progress` the decision as soon as it is made and then each mask
+    /// (the D-Bus `QueryStreamed`).
+    pub fn query_streaming(
+        &self,
+        expression: &str,
+        albums: Vec<String>,
+        progress: &mut dyn QueryProgress,
+    ) -> Result<QueryResult> {
+        let request = check_expression(expression, albums)?;
+        self.with_engine(&request, || true, |engine| engine.query_streaming(&request, progress))?
+            .ok_or_else(|| Error::Failed("the query was cancelled".into()))
+    }
+
+    /// Runs `work` on the engine once it is free (rebuilt first when the roots changed); `None` when
+    /// `still_wanted` says no by then.
+    fn with_engine(
+        &self,
+        request: &QueryRequest,
+        still_wanted: impl Fn() -> bool,
+        work: impl FnOnce(&mut Engine) -> anyhow::Result<QueryResult>,
+    ) -> Result<Option<QueryResult>> {
         let mut engine = lock(&self.inner.engine);
         if !still_wanted() {
             return Ok(None);
@@ -218,7 +249,7 @@ impl Library {
             std::thread::sleep(self.inner.query_delay);
         }
         let started = Instant::now();
-        let result = engine.run(request).map_err(Error::failed)?;
+        let result = work(&mut engine).map_err(Error::failed)?;
         tracing::debug!("query {:?} answered in {:.3} s", request.expression, started.elapsed().as_secs_f64());
         Ok(Some(result))
     }
@@ -368,6 +399,11 @@ impl Library {
 
 /// A lock whose holder panicked is still usable: every guarded value stays consistent between
 /// statements (a panicking query leaves the engine as it was).
+/// A test hook's delay: milliseconds in the variable `name`, zero when unset.
+fn delay_from_env(name: &str) -> Duration {
+    std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis).unwrap_or_default()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

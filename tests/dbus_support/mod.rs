@@ -148,6 +148,7 @@ impl World {
             .env_remove("PHOTOSEG_NO_DAEMON")
             .env_remove("PHOTOSEG_OPENER")
             .env_remove("PHOTOSEG_DAEMON_QUERY_DELAY_MS")
+            .env_remove("PHOTOSEG_DAEMON_MASK_DELAY_MS")
             .env_remove("RUST_LOG");
         c
     }
