@@ -6,7 +6,7 @@
 //! "PSVF"            magic, 4 bytes
 //! version  u8       = 1
 //! codec    u8       1 = f16, 2 = int8, 3 = int4, 4 = v8l4 (V int8, laterals int4), 5 = v4l8 (V int4,
-//!                   laterals int8)
+//!                   laterals int8), 6 = lr8 (V at low rank in int8, laterals int8)
 //! reserved u16      = 0
 //! 4 x dims [u32; 4] N, C, H, W of v, lat0, lat1, lat3 (in that order)
 //! 4 x data          each map in turn, NCHW order, in the codec's format for that map:
@@ -25,7 +25,10 @@
 //! int4 halves it once more; its per-channel scale is chosen to minimise the squared error (clipping the
 //! few largest values rather than spending the 15 levels on them). docs/library.md has the measured effect
 //! of each codec on answers. The codec is part of the backbone id, so features of two codecs are never
-//! mixed. Decoding checks the length exactly: a truncated or padded blob is an error, never a silently
+//! mixed. lr8 stores fewer values rather than fewer bits: a photo's V (C channels at H*W positions) is
+//! kept as its best rank-C/4 approximation, found per photo by subspace iteration, because V's channels
+//! are far from independent while int4 (the other way under 256 KB at the paper's shape) moves masks
+//! and a trained model's decisions. Decoding checks the length exactly: a truncated or padded blob is an error, never a silently
 //! wrong tensor.
 use candle_core::{bail, DType, Device, Result, Tensor};
 use half::f16;
@@ -46,6 +49,13 @@ pub enum MapFormat {
     Int8,
     /// Symmetric in [-7, 7], one f32 scale per (photo, channel), two values a byte.
     Int4,
+    /// Per photo a rank-r factorisation V ~ Q A (r = [`low_rank`]), both factors in int8.
+    LowRank8,
+}
+
+/// The rank lr8 keeps of a `C x HW` map: a quarter of its channels, at least 1, at most its positions.
+pub fn low_rank(c: usize, hw: usize) -> usize {
+    c.div_ceil(4).min(hw).max(1)
 }
 
 impl MapFormat {
@@ -56,6 +66,10 @@ impl MapFormat {
             MapFormat::F16 => 2 * count,
             MapFormat::Int8 => 4 * n * c + count,
             MapFormat::Int4 => 4 * n * c + count.div_ceil(2),
+            MapFormat::LowRank8 => {
+                let r = low_rank(c, h * w);
+                n * (MapFormat::Int8.len([1, r, 1, c]) + MapFormat::Int8.len([1, r, h, w]))
+            }
         }
     }
 }
@@ -74,14 +88,22 @@ pub enum FeatureCodec {
     V8Lat4,
     /// V as int4 (it moves distances by < 1 %), the three lateral maps as int8 (int4 there moves masks).
     V4Lat8,
+    /// V as its rank-C/4 approximation with both factors in int8, the three lateral maps as int8.
+    LowRank8,
 }
 
 impl FeatureCodec {
     /// Every codec, for benchmarks and tests.
-    pub const ALL: [FeatureCodec; 5] =
-        [FeatureCodec::F16, FeatureCodec::Int8, FeatureCodec::Int4, FeatureCodec::V8Lat4, FeatureCodec::V4Lat8];
+    pub const ALL: [FeatureCodec; 6] = [
+        FeatureCodec::F16,
+        FeatureCodec::Int8,
+        FeatureCodec::Int4,
+        FeatureCodec::V8Lat4,
+        FeatureCodec::V4Lat8,
+        FeatureCodec::LowRank8,
+    ];
 
-    /// Short name, part of the backbone id (`"f16"`, `"int8"`, `"int4"`, `"v8l4"`, `"v4l8"`).
+    /// Short name, part of the backbone id (`"f16"`, `"int8"`, `"int4"`, `"v8l4"`, `"v4l8"`, `"lr8"`).
     pub fn name(self) -> &'static str {
         match self {
             FeatureCodec::F16 => "f16",
@@ -89,6 +111,7 @@ impl FeatureCodec {
             FeatureCodec::Int4 => "int4",
             FeatureCodec::V8Lat4 => "v8l4",
             FeatureCodec::V4Lat8 => "v4l8",
+            FeatureCodec::LowRank8 => "lr8",
         }
     }
 
@@ -104,6 +127,7 @@ impl FeatureCodec {
             FeatureCodec::Int4 => 3,
             FeatureCodec::V8Lat4 => 4,
             FeatureCodec::V4Lat8 => 5,
+            FeatureCodec::LowRank8 => 6,
         }
     }
 
@@ -117,7 +141,8 @@ impl FeatureCodec {
             (FeatureCodec::F16, _) => MapFormat::F16,
             (FeatureCodec::Int8, _) | (FeatureCodec::V8Lat4, 0) => MapFormat::Int8,
             (FeatureCodec::V4Lat8, 0) => MapFormat::Int4,
-            (FeatureCodec::V4Lat8, _) => MapFormat::Int8,
+            (FeatureCodec::V4Lat8, _) | (FeatureCodec::LowRank8, 1..) => MapFormat::Int8,
+            (FeatureCodec::LowRank8, 0) => MapFormat::LowRank8,
             (FeatureCodec::Int4, _) | (FeatureCodec::V8Lat4, _) => MapFormat::Int4,
         }
     }
@@ -148,17 +173,97 @@ pub fn encode(feats: &VisualFeatures, codec: FeatureCodec) -> Result<Vec<u8>> {
             out.extend_from_slice(&x.to_le_bytes());
         }
     }
-    for (i, (t, &[_, _, h, w])) in maps(feats).into_iter().zip(&dims).enumerate() {
+    for (i, (t, &[_, c, h, w])) in maps(feats).into_iter().zip(&dims).enumerate() {
         let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        encode_map(&values, h * w, codec.map_format(i), &mut out);
+        encode_map(&values, c, h * w, codec.map_format(i), &mut out);
     }
     Ok(out)
 }
 
-/// Appends `values` (channel planes of `plane` values each) in `format`.
-fn encode_map(values: &[f32], plane: usize, format: MapFormat, out: &mut Vec<u8>) {
+/// Power iterations of the subspace iteration in [`low_rank_factors`].
+const SUBSPACE_ITERATIONS: usize = 4;
+
+/// A rank-`r` factorisation of the row-major `c x hw` matrix `m`: `q` holds `r` orthonormal rows of
+/// `c` values (the basis, as rows), `a = q m` holds `r` rows of `hw` values, and `q^T a` approximates
+/// `m`. Subspace iteration from a fixed pseudo-random start (the same input gives the same bytes): it
+/// converges on the `r` leading left singular vectors, the best rank-`r` approximation in the least
+/// squares sense.
+fn low_rank_factors(m: &[f32], c: usize, hw: usize, r: usize) -> (Vec<f32>, Vec<f32>) {
+    debug_assert_eq!(m.len(), c * hw);
+    // q (r x c) starts as r pseudo-random combinations of m's columns: row k = m . omega_k.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut omega = vec![0f32; r * hw];
+    for x in omega.iter_mut() {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        *x = ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+    }
+    let mut q = times_transposed(&omega, m, r, hw, c); // r x c
+    let mut z = vec![0f32; r * hw];
+    for _ in 0..SUBSPACE_ITERATIONS {
+        orthonormalise(&mut q, r, c);
+        rows_times(&q, m, r, c, hw, &mut z); // z = q m (r x hw)
+        q = times_transposed(&z, m, r, hw, c); // q = z m^T (r x c)
+    }
+    orthonormalise(&mut q, r, c);
+    rows_times(&q, m, r, c, hw, &mut z);
+    (q, z)
+}
+
+/// `out = a b` for `a` (r x c) and row-major `b` (c x hw): rows of `b` added in turn (contiguous).
+fn rows_times(a: &[f32], b: &[f32], r: usize, c: usize, hw: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for (row, o) in a.chunks(c).zip(out.chunks_mut(hw)).take(r) {
+        for (&x, b_row) in row.iter().zip(b.chunks(hw)) {
+            for (o, &y) in o.iter_mut().zip(b_row) {
+                *o += x * y;
+            }
+        }
+    }
+}
+
+/// `a b^T` for `a` (r x hw) and row-major `b` (c x hw): an r x c matrix of row dot products.
+fn times_transposed(a: &[f32], b: &[f32], r: usize, hw: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; r * c];
+    for (a_row, o) in a.chunks(hw).zip(out.chunks_mut(c)).take(r) {
+        for (o, b_row) in o.iter_mut().zip(b.chunks(hw)) {
+            *o = a_row.iter().zip(b_row).map(|(x, y)| x * y).sum();
+        }
+    }
+    out
+}
+
+/// Modified Gram-Schmidt, twice (one pass loses orthogonality in f32): the rows of `q` (r x c)
+/// become orthonormal; a row that depends on the earlier ones becomes zero (its coordinates then too).
+fn orthonormalise(q: &mut [f32], r: usize, c: usize) {
+    for _ in 0..2 {
+        for k in 0..r {
+            let (done, rest) = q.split_at_mut(k * c);
+            let row = &mut rest[..c];
+            for prev in done.chunks(c) {
+                let d: f32 = prev.iter().zip(row.iter()).map(|(x, y)| x * y).sum();
+                for (y, x) in row.iter_mut().zip(prev) {
+                    *y -= d * x;
+                }
+            }
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let inv = if norm > 1e-20 { 1.0 / norm } else { 0.0 };
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+}
+
+/// Appends `values` (photos of `channels` planes of `plane` values each) in `format`.
+fn encode_map(values: &[f32], channels: usize, plane: usize, format: MapFormat, out: &mut Vec<u8>) {
     let plane = plane.max(1);
     match format {
+        MapFormat::LowRank8 => {
+            let r = low_rank(channels, plane);
+            for photo in values.chunks(channels * plane) {
+                let (q, a) = low_rank_factors(photo, channels, plane, r);
+                encode_map(&q, r, channels, MapFormat::Int8, out);
+                encode_map(&a, r, plane, MapFormat::Int8, out);
+            }
+        }
         MapFormat::F16 => {
             for &x in values {
                 // Clamped: a value beyond f16's range must not come back as infinity.
@@ -280,6 +385,25 @@ pub fn decode_map_into(bytes: &[u8], layout: &Layout, i: usize, out: &mut Vec<f3
                 halves.convert_to_f32_slice(dst);
             }
         }
+        MapFormat::LowRank8 => {
+            let r = low_rank(c, plane);
+            let (q_len, a_len) = (MapFormat::Int8.len([1, r, 1, c]), MapFormat::Int8.len([1, r, h, w]));
+            let (mut q, mut a) = (Vec::with_capacity(r * c), Vec::with_capacity(r * plane));
+            for (photo, out) in data.chunks(q_len + a_len).zip(dst.chunks_mut(c * plane)) {
+                q.clear();
+                a.clear();
+                dequantize_int8(&photo[..q_len], r, c, &mut q);
+                dequantize_int8(&photo[q_len..], r, plane, &mut a);
+                // V = q^T a: row k of a added into every channel, weighted by q[k][channel].
+                for (q_row, a_row) in q.chunks(c).zip(a.chunks(plane)) {
+                    for (&weight, v) in q_row.iter().zip(out.chunks_mut(plane)) {
+                        for (v, &x) in v.iter_mut().zip(a_row) {
+                            *v += weight * x;
+                        }
+                    }
+                }
+            }
+        }
         MapFormat::Int8 | MapFormat::Int4 => {
             let (scales, q) = data.split_at(4 * n * c);
             let scales: Vec<f32> =
@@ -301,6 +425,15 @@ pub fn decode_map_into(bytes: &[u8], layout: &Layout, i: usize, out: &mut Vec<f3
         }
     }
     Ok(())
+}
+
+/// Appends an int8 map of `planes` planes of `plane` values (scales, then values) to `out` as f32.
+fn dequantize_int8(data: &[u8], planes: usize, plane: usize, out: &mut Vec<f32>) {
+    let (scales, q) = data.split_at(4 * planes);
+    for (s, values) in scales.chunks_exact(4).zip(q.chunks(plane)) {
+        let s = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        out.extend(values.iter().map(|&b| b as i8 as f32 * s));
+    }
 }
 
 /// Decodes bytes written by [`encode`] (any codec; the header says which) onto `device`, as f32.
@@ -441,6 +574,98 @@ mod tests {
             }
             assert_eq!(bytes.len(), codec.encoded_len(&[[2, 8, 4, 4], [2, 3, 16, 16], [2, 3, 8, 8], [2, 3, 2, 2]]));
         }
+    }
+
+    #[test]
+    fn low_rank_keeps_a_low_rank_v_and_the_leading_directions_of_any_v() {
+        let dev = Device::Cpu;
+        let (c, h, w) = (16, 5, 7); // rank 4 of 16 channels at 35 positions
+        let r = low_rank(c, h * w);
+        assert_eq!(r, 4);
+        // V of rank 3 exactly (three channel patterns times three spatial patterns) plus offsets of very
+        // different sizes per direction, as a 1x1 projection gives.
+        let exact = Tensor::randn(0f32, 1.0, (c, 3), &dev)
+            .unwrap()
+            .matmul(&Tensor::randn(0f32, 1.0, (3, h * w), &dev).unwrap())
+            .unwrap();
+        let f = |v: &Tensor| VisualFeatures {
+            v: v.reshape((1, c, h, w)).unwrap(),
+            lat0: Tensor::ones((1, 2, 8, 8), DType::F32, &dev).unwrap(),
+            lat1: Tensor::ones((1, 2, 4, 4), DType::F32, &dev).unwrap(),
+            lat3: Tensor::ones((1, 2, 1, 1), DType::F32, &dev).unwrap(),
+        };
+        let rel_err = |v: &Tensor| -> f32 {
+            let bytes = encode(&f(v), FeatureCodec::LowRank8).unwrap();
+            assert_eq!(bytes.len(), FeatureCodec::LowRank8.encoded_len(&[[1, c, h, w], [1, 2, 8, 8], [1, 2, 4, 4], [1, 2, 1, 1]]));
+            let back = decode(&bytes, &dev).unwrap().v.reshape((c, h * w)).unwrap();
+            let err = (back - v).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            (err / v.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sqrt()
+        };
+        // Rank 3 <= r: only int8 rounding is lost.
+        assert!(rel_err(&exact) < 0.02, "rank-3 V: {}", rel_err(&exact));
+        // Full rank, with four strong directions and weak noise: the noise is what goes.
+        let noise = Tensor::randn(0f32, 0.01, (c, h * w), &dev).unwrap();
+        let strong = Tensor::randn(0f32, 1.0, (c, 4), &dev)
+            .unwrap()
+            .matmul(&Tensor::randn(0f32, 1.0, (4, h * w), &dev).unwrap())
+            .unwrap();
+        let noisy = (&strong + &noise).unwrap();
+        assert!(rel_err(&noisy) < 0.03, "strong directions plus noise: {}", rel_err(&noisy));
+        // Random full-rank V: no better than the best rank-4 approximation allows, but not much worse
+        // than the share of energy beyond it (for a random 16 x 35 Gaussian matrix, about 0.6-0.8).
+        let random = Tensor::randn(0f32, 1.0, (c, h * w), &dev).unwrap();
+        let e = rel_err(&random);
+        assert!(e > 0.4 && e < 0.9, "random V: {e}");
+        // The same input gives the same bytes.
+        let v = f(&noisy);
+        assert_eq!(encode(&v, FeatureCodec::LowRank8).unwrap(), encode(&v, FeatureCodec::LowRank8).unwrap());
+        // All-zero V stays zero.
+        let zero = Tensor::zeros((c, h * w), DType::F32, &dev).unwrap();
+        let bytes = encode(&f(&zero), FeatureCodec::LowRank8).unwrap();
+        assert_eq!(decode(&bytes, &dev).unwrap().v.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn low_rank_factors_are_orthonormal_and_near_the_best_approximation() {
+        // Channel i holds a pattern of its own (disjoint support), so the singular values are known:
+        // sigma_i = sqrt(2) * energy(i).
+        let (c, hw, r) = (8, 16, 2);
+        let fit = |energy: &dyn Fn(usize) -> f32| -> (Vec<f32>, Vec<f32>, f32) {
+            let mut m = vec![0f32; c * hw];
+            for i in 0..c {
+                m[i * hw + 2 * i] = energy(i);
+                m[i * hw + 2 * i + 1] = -energy(i);
+            }
+            let (q, a) = low_rank_factors(&m, c, hw, r);
+            for k in 0..r {
+                for l in 0..r {
+                    let d: f32 = q[k * c..(k + 1) * c].iter().zip(&q[l * c..(l + 1) * c]).map(|(x, y)| x * y).sum();
+                    assert!((d - f32::from(k == l)).abs() < 1e-5, "q rows {k}, {l}: {d}");
+                }
+            }
+            let mut back = vec![0f32; c * hw];
+            for k in 0..r {
+                for ch in 0..c {
+                    for p in 0..hw {
+                        back[ch * hw + p] += q[k * c + ch] * a[k * hw + p];
+                    }
+                }
+            }
+            let err: f32 = back.iter().zip(&m).map(|(x, y)| (x - y).powi(2)).sum();
+            (m, back, err)
+        };
+        // A clear gap after the second direction: those two are kept exactly, the rest dropped.
+        let (m, back, _) = fit(&|i| if i < 2 { 1.0 - 0.1 * i as f32 } else { 0.01 });
+        for ch in 0..c {
+            for p in 0..hw {
+                let want = if ch < 2 { m[ch * hw + p] } else { 0.0 };
+                assert!((back[ch * hw + p] - want).abs() < 1e-3, "channel {ch}, position {p}");
+            }
+        }
+        // A slow decay (sigma halves at each step): the error is within 5 % of the best rank-2 error.
+        let (_, _, err) = fit(&|i| 0.5f32.powi(i as i32));
+        let best: f32 = (2..c).map(|i| 2.0 * 0.25f32.powi(i as i32)).sum();
+        assert!(err <= best * 1.05, "error {err}, best {best}");
     }
 
     #[test]
