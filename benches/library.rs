@@ -137,6 +137,10 @@ struct Effect {
     /// IoUs of masks cut at each photo's f32 median logit instead of 0, so every f32 mask is half object:
     /// random weights give masks of mostly one class, whose IoU barely sees a codec's error.
     balanced: Vec<f64>,
+    /// Seconds spent encoding whole photos and decoding their V (what a query decodes), over `photos`.
+    encode_s: f64,
+    decode_v_s: f64,
+    photos: usize,
 }
 
 impl Effect {
@@ -147,12 +151,14 @@ impl Effect {
         let balanced = self.balanced.iter().sum::<f64>() / self.balanced.len().max(1) as f64;
         let b_worst = self.balanced.iter().copied().fold(1.0, f64::min);
         format!(
-            "decisions agree {:.2} % of {}, distances within {:.1e} relative, mask mIoU {miou:.4} (worst {worst:.4}, {} masks, f32 masks {:.0} % object); cut at the f32 median (half object) {balanced:.4} (worst {b_worst:.4})",
+            "decisions agree {:.2} % of {}, distances within {:.1e} relative, mask mIoU {miou:.4} (worst {worst:.4}, {} masks, f32 masks {:.0} % object); cut at the f32 median (half object) {balanced:.4} (worst {b_worst:.4}); encode {:.2} ms, decode V {:.3} ms a photo",
             100.0 * self.same_decision as f64 / self.answers.max(1) as f64,
             self.answers,
             self.d_rel,
             self.ious.len(),
-            100.0 * fg
+            100.0 * fg,
+            self.encode_s * 1e3 / self.photos.max(1) as f64,
+            self.decode_v_s * 1e3 / self.photos.max(1) as f64,
         )
     }
 }
@@ -194,10 +200,19 @@ fn codec_effects(
     for (feats, text) in groups {
         let (da, dist_a, ma) = every_answer(head, &VisualFeatures::cat(feats)?, text, size)?;
         for (e, &codec) in effects.iter_mut().zip(codecs) {
-            let coded: Vec<VisualFeatures> = feats
-                .iter()
-                .map(|f| VisualFeatures::from_bytes(&f.to_bytes(codec)?, &Device::Cpu))
-                .collect::<candle_core::Result<_>>()?;
+            let t = Instant::now();
+            let blobs: Vec<Vec<u8>> = feats.iter().map(|f| f.to_bytes(codec)).collect::<candle_core::Result<_>>()?;
+            e.encode_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut v = Vec::new();
+            for b in &blobs {
+                v.clear();
+                std::hint::black_box(photoseg::model::codec::decode_v_into(b, &mut v)?);
+            }
+            e.decode_v_s += t.elapsed().as_secs_f64();
+            e.photos += blobs.len();
+            let coded: Vec<VisualFeatures> =
+                blobs.iter().map(|b| VisualFeatures::from_bytes(b, &Device::Cpu)).collect::<candle_core::Result<_>>()?;
             let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
             e.answers += da.len();
             e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();

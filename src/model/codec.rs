@@ -14,6 +14,11 @@
 //!                     int8: N*C f32 scales (one per photo and channel), then N*C*H*W i8
 //!                     int4: N*C f32 scales, then ceil(N*C*H*W / 2) bytes, two values a byte
 //!                           (low nibble first, two's complement in [-7, 7])
+//!                     low rank (V of lr8): per photo, with r = [`low_rank`]`(C, H*W)`: C f32 means
+//!                           and C f32 standard deviations of V's channels; an orthonormal basis Q of
+//!                           r directions of the standardised channels V', as an int8 map of r planes
+//!                           of C values (r f32 scales, r*C i8); the coordinates A = Q^T V' as an int8
+//!                           map of r planes of H*W values (r scales, r*H*W i8). V ~ mean + std * Q A.
 //! ```
 //!
 //! V comes first, so the decision (which reads V alone) needs only the blob's first
@@ -25,11 +30,11 @@
 //! int4 halves it once more; its per-channel scale is chosen to minimise the squared error (clipping the
 //! few largest values rather than spending the 15 levels on them). docs/library.md has the measured effect
 //! of each codec on answers. The codec is part of the backbone id, so features of two codecs are never
-//! mixed. lr8 stores fewer values rather than fewer bits: a photo's V (C channels at H*W positions) is
-//! kept as its best rank-C/4 approximation, found per photo by subspace iteration, because V's channels
-//! are far from independent while int4 (the other way under 256 KB at the paper's shape) moves masks
-//! and a trained model's decisions. Decoding checks the length exactly: a truncated or padded blob is an error, never a silently
-//! wrong tensor.
+//! mixed. lr8 stores fewer values rather than fewer bits: a photo's standardised V (C channels at H*W
+//! positions) is kept as its best rank-5C/16 approximation, found per photo by subspace iteration, since
+//! V's channels are far from independent, while int4 (the other way under 256 KB at the paper's shape)
+//! moves masks and a trained model's decisions. Decoding checks the length exactly: a truncated or
+//! padded blob is an error, never a silently wrong tensor.
 use candle_core::{bail, DType, Device, Result, Tensor};
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
@@ -49,13 +54,15 @@ pub enum MapFormat {
     Int8,
     /// Symmetric in [-7, 7], one f32 scale per (photo, channel), two values a byte.
     Int4,
-    /// Per photo a rank-r factorisation V ~ Q A (r = [`low_rank`]), both factors in int8.
+    /// Per photo the channels' means and deviations (f32) and a rank-r factorisation of the standardised
+    /// V, Q A (r = [`low_rank`]), both factors in int8.
     LowRank8,
 }
 
-/// The rank lr8 keeps of a `C x HW` map: a quarter of its channels, at least 1, at most its positions.
+/// The rank lr8 keeps of a `C x HW` map: 5/16 of its channels (160 of the paper's 512: the most that
+/// keeps its photo, with laterals of 4 channels in int8, under 256 KB), at least 1, at most its positions.
 pub fn low_rank(c: usize, hw: usize) -> usize {
-    c.div_ceil(4).min(hw).max(1)
+    (5 * c).div_ceil(16).min(hw).max(1)
 }
 
 impl MapFormat {
@@ -68,7 +75,7 @@ impl MapFormat {
             MapFormat::Int4 => 4 * n * c + count.div_ceil(2),
             MapFormat::LowRank8 => {
                 let r = low_rank(c, h * w);
-                n * (MapFormat::Int8.len([1, r, 1, c]) + MapFormat::Int8.len([1, r, h, w]))
+                n * (8 * c + MapFormat::Int8.len([1, r, 1, c]) + MapFormat::Int8.len([1, r, h, w]))
             }
         }
     }
@@ -88,7 +95,7 @@ pub enum FeatureCodec {
     V8Lat4,
     /// V as int4 (it moves distances by < 1 %), the three lateral maps as int8 (int4 there moves masks).
     V4Lat8,
-    /// V as its rank-C/4 approximation with both factors in int8, the three lateral maps as int8.
+    /// V as its rank-5C/16 approximation with both factors in int8, the three lateral maps as int8.
     LowRank8,
 }
 
@@ -258,8 +265,23 @@ fn encode_map(values: &[f32], channels: usize, plane: usize, format: MapFormat, 
     match format {
         MapFormat::LowRank8 => {
             let r = low_rank(channels, plane);
+            let mut standard = vec![0f32; channels * plane];
             for photo in values.chunks(channels * plane) {
-                let (q, a) = low_rank_factors(photo, channels, plane, r);
+                // Each channel standardised first, so that weak channels are kept as well as strong ones
+                // (the head standardises V too when `head.center_v` is on).
+                let (mut means, mut stds) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
+                for (ch, out) in photo.chunks(plane).zip(standard.chunks_mut(plane)) {
+                    let mean = ch.iter().sum::<f32>() / plane as f32;
+                    let std = (ch.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / plane as f32).sqrt();
+                    let inv = if std > 0.0 { 1.0 / std } else { 0.0 };
+                    out.iter_mut().zip(ch).for_each(|(o, x)| *o = (x - mean) * inv);
+                    means.push(mean);
+                    stds.push(std);
+                }
+                for x in means.iter().chain(&stds) {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                let (q, a) = low_rank_factors(&standard, channels, plane, r);
                 encode_map(&q, r, channels, MapFormat::Int8, out);
                 encode_map(&a, r, plane, MapFormat::Int8, out);
             }
@@ -389,18 +411,26 @@ pub fn decode_map_into(bytes: &[u8], layout: &Layout, i: usize, out: &mut Vec<f3
             let r = low_rank(c, plane);
             let (q_len, a_len) = (MapFormat::Int8.len([1, r, 1, c]), MapFormat::Int8.len([1, r, h, w]));
             let (mut q, mut a) = (Vec::with_capacity(r * c), Vec::with_capacity(r * plane));
-            for (photo, out) in data.chunks(q_len + a_len).zip(dst.chunks_mut(c * plane)) {
+            for (photo, out) in data.chunks(8 * c + q_len + a_len).zip(dst.chunks_mut(c * plane)) {
+                let (moments, factors) = photo.split_at(8 * c);
+                let moment = |i: usize| f32::from_le_bytes(moments[4 * i..4 * i + 4].try_into().expect("4 bytes"));
                 q.clear();
                 a.clear();
-                dequantize_int8(&photo[..q_len], r, c, &mut q);
-                dequantize_int8(&photo[q_len..], r, plane, &mut a);
-                // V = q^T a: row k of a added into every channel, weighted by q[k][channel].
-                for (q_row, a_row) in q.chunks(c).zip(a.chunks(plane)) {
-                    for (&weight, v) in q_row.iter().zip(out.chunks_mut(plane)) {
+                dequantize_int8(&factors[..q_len], r, c, &mut q);
+                dequantize_int8(&factors[q_len..], r, plane, &mut a);
+                // Standardised V = q^T a: row k of a added into every channel, weighted by q[k][channel];
+                // then each channel's own scale and mean.
+                for (k, a_row) in a.chunks(plane).enumerate() {
+                    for (ch, v) in out.chunks_mut(plane).enumerate() {
+                        let weight = q[k * c + ch] * moment(c + ch);
                         for (v, &x) in v.iter_mut().zip(a_row) {
                             *v += weight * x;
                         }
                     }
+                }
+                for (ch, v) in out.chunks_mut(plane).enumerate() {
+                    let mean = moment(ch);
+                    v.iter_mut().for_each(|x| *x += mean);
                 }
             }
         }
@@ -579,9 +609,9 @@ mod tests {
     #[test]
     fn low_rank_keeps_a_low_rank_v_and_the_leading_directions_of_any_v() {
         let dev = Device::Cpu;
-        let (c, h, w) = (16, 5, 7); // rank 4 of 16 channels at 35 positions
+        let (c, h, w) = (16, 5, 7); // rank 5 of 16 channels at 35 positions
         let r = low_rank(c, h * w);
-        assert_eq!(r, 4);
+        assert_eq!((r, low_rank(512, 26 * 26), low_rank(64, 3)), (5, 160, 3));
         // V of rank 3 exactly (three channel patterns times three spatial patterns) plus offsets of very
         // different sizes per direction, as a 1x1 projection gives.
         let exact = Tensor::randn(0f32, 1.0, (c, 3), &dev)
@@ -603,15 +633,15 @@ mod tests {
         };
         // Rank 3 <= r: only int8 rounding is lost.
         assert!(rel_err(&exact) < 0.02, "rank-3 V: {}", rel_err(&exact));
-        // Full rank, with four strong directions and weak noise: the noise is what goes.
+        // Full rank, with five strong directions and weak noise: the noise is what goes.
         let noise = Tensor::randn(0f32, 0.01, (c, h * w), &dev).unwrap();
-        let strong = Tensor::randn(0f32, 1.0, (c, 4), &dev)
+        let strong = Tensor::randn(0f32, 1.0, (c, 5), &dev)
             .unwrap()
-            .matmul(&Tensor::randn(0f32, 1.0, (4, h * w), &dev).unwrap())
+            .matmul(&Tensor::randn(0f32, 1.0, (5, h * w), &dev).unwrap())
             .unwrap();
         let noisy = (&strong + &noise).unwrap();
         assert!(rel_err(&noisy) < 0.03, "strong directions plus noise: {}", rel_err(&noisy));
-        // Random full-rank V: no better than the best rank-4 approximation allows, but not much worse
+        // Random full-rank V: no better than the best rank-5 approximation allows, but not much worse
         // than the share of energy beyond it (for a random 16 x 35 Gaussian matrix, about 0.6-0.8).
         let random = Tensor::randn(0f32, 1.0, (c, h * w), &dev).unwrap();
         let e = rel_err(&random);
