@@ -211,8 +211,10 @@ fn codec_effects(
             }
             e.decode_v_s += t.elapsed().as_secs_f64();
             e.photos += blobs.len();
-            let coded: Vec<VisualFeatures> =
-                blobs.iter().map(|b| VisualFeatures::from_bytes(b, &Device::Cpu)).collect::<candle_core::Result<_>>()?;
+            let coded: Vec<VisualFeatures> = blobs
+                .iter()
+                .map(|b| VisualFeatures::from_bytes(b, &Device::Cpu))
+                .collect::<candle_core::Result<_>>()?;
             let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
             e.answers += da.len();
             e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();

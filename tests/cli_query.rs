@@ -88,11 +88,17 @@ impl World {
 
     /// Saves a random tiny model with decision margin `margin` as `name`; returns its directory.
     fn model(&self, name: &str, margin: f64) -> String {
+        self.model_with(name, margin, None)
+    }
+
+    /// [`World::model`] whose config names the codec its features are cached in.
+    fn model_with(&self, name: &str, margin: f64, cache_codec: Option<&str>) -> String {
         let dir = self.path(name);
         let varmap = VarMap::new();
         let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
         let mut cfg = Config::tiny(60);
         cfg.head.margin = margin;
+        cfg.cache_codec = cache_codec.map(str::to_string);
         Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
         dir.to_str().unwrap().to_string()
@@ -135,7 +141,8 @@ fn count(v: &Value) -> usize {
 /// Every album's counts add up, and every positive's mask is consistent with its photo.
 fn check_schema(result: &Value, photos_root: &Path) {
     assert_eq!(result["version"], 1);
-    assert!(result["model"].as_str().unwrap().starts_with("grser-64px-f16@"), "{}", result["model"]);
+    let model = result["model"].as_str().unwrap();
+    assert!(model.starts_with("grser-64px-f16@") || model.starts_with("grser-64px-lr8@"), "{model}");
     for a in result["albums"].as_array().unwrap() {
         let positives = a["positives"].as_array().unwrap();
         assert_eq!(count(&a["photos"]), positives.len() + count(&a["rejected"]) + count(&a["unindexed"]), "{a:#}");
@@ -317,6 +324,34 @@ fn a_new_model_never_reads_another_models_features() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 featurized"));
     let result = w.query_json(&["a cat", "--model", &b]);
     assert_eq!(album(&result, "Paris")["unindexed"], 0);
+}
+
+#[test]
+fn the_model_chooses_the_codec_its_features_are_cached_in() {
+    let w = World::new();
+    library(&w);
+    let photos = w.path("photos");
+    let lr8 = w.model_with("model-lr8", -1e4, Some("lr8"));
+    w.ok(&["index", photos.to_str().unwrap(), "--model", &lr8]);
+    let result = w.query_json(&["a cat", "--model", &lr8]);
+    check_schema(&result, &w.photos());
+    assert_eq!(album(&result, "Paris")["positives"].as_array().unwrap().len(), 2, "{result:#}");
+
+    // Every cached blob says lr8, under a backbone id that says so too.
+    let db = rusqlite::Connection::open(w.path("cache/photoseg/library.sqlite3")).unwrap();
+    let mut stmt = db.prepare("SELECT backbone, data FROM features").unwrap();
+    let rows: Vec<(String, Vec<u8>)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    for (backbone, data) in &rows {
+        assert!(backbone.contains("-lr8@"), "{backbone}");
+        assert_eq!(photoseg::model::codec::codec_of(data).unwrap(), photoseg::model::codec::FeatureCodec::LowRank8);
+    }
+
+    // A codec photoseg does not know is refused at load, with the known ones named.
+    let bad = w.model_with("model-bad", 1.0, Some("zip9"));
+    let err = w.fails(&["index", "--model", &bad]);
+    assert!(err.contains("\"zip9\"") && err.contains("f16") && err.contains("lr8"), "{err}");
 }
 
 #[test]

@@ -14,7 +14,6 @@ use crate::data::Mask;
 use crate::library::cache::Cache;
 use crate::library::indexer;
 use crate::library::search::SearchIndex;
-use crate::model::codec::FeatureCodec;
 use crate::query::featurizer::ModelFeaturizer;
 use crate::query::model::{resolve_model_dir, LoadedModel};
 use crate::query::render::{self, OVERLAY_SUFFIX};
@@ -96,7 +95,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("       {}", model.grser.cfg.description);
     }
     let cache = Cache::open(&dir.join("cache.sqlite3"))?;
-    let codec = FeatureCodec::F16;
+    let codec = model.codec();
     let mut featurizer = ModelFeaturizer::new(&model, codec);
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("indexing {pos}/{len} photos {wide_bar} {per_sec} {eta}")?);

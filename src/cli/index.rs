@@ -17,7 +17,6 @@ use crate::library::watch::{LibraryEvent, LibraryWatcher, DEFAULT_SETTLE};
 use crate::library::{self, paths, Cache};
 use crate::query::featurizer::ModelFeaturizer;
 use crate::query::model::{resolve_model_dir, LoadedModel};
-use crate::query::DEFAULT_CODEC;
 
 /// Photos per cache transaction: a killed run redoes at most this many.
 const BATCH: usize = 16;
@@ -71,7 +70,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
         eprintln!("{m}");
     }
     let cache = Cache::open(&paths::cache_file()?)?;
-    let mut featurizer = ModelFeaturizer::new(&model, DEFAULT_CODEC);
+    let mut featurizer = ModelFeaturizer::new(&model, model.codec());
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} photos  {per_sec}  eta {eta}  {wide_msg}")

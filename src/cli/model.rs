@@ -69,6 +69,7 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
                 cfg.head.c_v, cfg.head.k, cfg.head.lateral, cfg.head.decoder_dim, cfg.head.margin
             );
             println!("input:       {} x {} px", cfg.image_size, cfg.image_size);
+            println!("cache codec: {} (features cached per photo, docs/library.md)", cfg.cache_codec()?.name());
             Ok(())
         }
     }

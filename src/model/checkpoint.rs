@@ -101,6 +101,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<crate::model::grser
         bail!("model directory {} does not exist", dir.display());
     }
     let cfg = read_config(dir)?;
+    cfg.cache_codec().with_context(|| format!("loading model from {}", dir.display()))?;
     let tok_path = dir.join(TOKENIZER_FILE);
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| anyhow::anyhow!("reading tokenizer {}: {e}", tok_path.display()))?;

@@ -624,7 +624,10 @@ mod tests {
         };
         let rel_err = |v: &Tensor| -> f32 {
             let bytes = encode(&f(v), FeatureCodec::LowRank8).unwrap();
-            assert_eq!(bytes.len(), FeatureCodec::LowRank8.encoded_len(&[[1, c, h, w], [1, 2, 8, 8], [1, 2, 4, 4], [1, 2, 1, 1]]));
+            assert_eq!(
+                bytes.len(),
+                FeatureCodec::LowRank8.encoded_len(&[[1, c, h, w], [1, 2, 8, 8], [1, 2, 4, 4], [1, 2, 1, 1]])
+            );
             let back = decode(&bytes, &dev).unwrap().v.reshape((c, h * w)).unwrap();
             let err = (back - v).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             (err / v.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sqrt()

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use super::ops::{linear, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
+use super::codec::FeatureCodec;
 use super::decoder::Decoder;
 use super::hierarchizer;
 use super::kernels;
@@ -79,9 +80,30 @@ pub struct Config {
     /// What the model knows, shown to users (e.g. "synthetic demo world").
     #[serde(default)]
     pub description: String,
+    /// How photoseg caches this model's features: a codec name of [`crate::model::codec`] (`"f16"`,
+    /// `"int8"`, `"lr8"`...); absent means f16. The model's author picks it, since what a codec costs
+    /// in answers depends on the model's shape (docs/library.md: lr8 suits a paper-shaped model with
+    /// 4 lateral channels, f16 the built-in one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_codec: Option<String>,
 }
 
 impl Config {
+    /// The codec [`Config::cache_codec`] names (f16 when absent); an unknown name is an error that lists
+    /// the known ones.
+    pub fn cache_codec(&self) -> Result<FeatureCodec> {
+        match &self.cache_codec {
+            None => Ok(FeatureCodec::F16),
+            Some(name) => FeatureCodec::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = FeatureCodec::ALL.iter().map(|c| c.name()).collect();
+                candle_core::Error::Msg(format!(
+                    "the model's config.json names cache codec {name:?}; photoseg knows {}",
+                    known.join(", ")
+                ))
+            }),
+        }
+    }
+
     /// The paper's configuration: Swin-B, bert-base-uncased, C_v = 512, K = 8, 416 px.
     pub fn paper() -> Self {
         Self {
@@ -100,6 +122,7 @@ impl Config {
             },
             image_size: 416,
             description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
+            cache_codec: None,
         }
     }
 
@@ -143,6 +166,7 @@ impl Config {
             description: "photoseg built-in demo model: trained only on the synthetic world of coloured shapes \
                           (photoseg synth); it knows nothing about real photos"
                 .into(),
+            cache_codec: None,
         }
     }
 
@@ -164,6 +188,7 @@ impl Config {
             },
             image_size: 64,
             description: "tiny test model".into(),
+            cache_codec: None,
         }
     }
 }

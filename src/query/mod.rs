@@ -29,7 +29,7 @@ use crate::model::grser::{self, EncodedExpression};
 use crate::model::neck::VisualFeatures;
 use model::LoadedModel;
 
-/// The codec `photoseg index` stores features with (f16: see `model::codec` for why and for int8).
+/// The codec features are cached in when the model's config names none (f16: see `model::codec`).
 pub const DEFAULT_CODEC: FeatureCodec = FeatureCodec::F16;
 
 /// Version of the JSON schema of [`QueryResult::to_json`] (docs/query.md).
@@ -350,7 +350,9 @@ impl Engine {
         let cache = Cache::open(&paths::cache_file()?)?;
         let roots = config::Config::load(&paths::config_file()?)?.roots;
         let search = SearchIndex::open_default()?;
-        Ok(Self::new(LoadedModel::load(&dir)?, DEFAULT_CODEC, cache, search, roots))
+        let model = LoadedModel::load(&dir)?;
+        let codec = model.codec();
+        Ok(Self::new(model, codec, cache, search, roots))
     }
 
     /// The backbone id features are read under.

@@ -55,6 +55,11 @@ impl LoadedModel {
         Ok(Self { grser: Arc::new(grser), dir: dir.to_path_buf(), digest })
     }
 
+    /// The codec this model's features are cached in (its config's `cache_codec`, checked at load).
+    pub fn codec(&self) -> FeatureCodec {
+        self.grser.cfg.cache_codec().unwrap_or_default()
+    }
+
     /// The backbone id features of this model in `codec` are cached under, e.g.
     /// `grser-416px-f16@3f2a9c0d5e1b7a46`. Any change of weights, config or codec changes it, so a new
     /// model re-indexes instead of reading another model's features.

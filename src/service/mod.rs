@@ -32,7 +32,7 @@ use crate::library::config::{Config, RootAdded};
 use crate::library::search::{normalize_expression, SearchIndex};
 use crate::library::{paths, Cache};
 use crate::query::model::{resolve_model_dir, LoadedModel};
-use crate::query::{self, Engine, QueryBackend, QueryProgress, QueryRequest, QueryResult, DEFAULT_CODEC};
+use crate::query::{self, Engine, QueryBackend, QueryProgress, QueryRequest, QueryResult};
 pub use error::{Error, Result};
 pub use worker::Signal;
 
@@ -147,7 +147,7 @@ impl Library {
         let roots = Config::load(&config_file)?.roots;
         let engine = Engine::new(
             model.clone(),
-            DEFAULT_CODEC,
+            model.codec(),
             Cache::open(&cache_file)?,
             SearchIndex::open_default()?,
             roots.clone(),
@@ -243,7 +243,7 @@ impl Library {
         if let Some(roots) = lock(&self.inner.pending_roots).take() {
             let cache = Cache::open(&self.inner.cache_file).map_err(Error::failed)?;
             let search = SearchIndex::open_default().map_err(Error::failed)?;
-            *engine = Engine::new(self.inner.model.clone(), DEFAULT_CODEC, cache, search, roots);
+            *engine = Engine::new(self.inner.model.clone(), self.inner.model.codec(), cache, search, roots);
         }
         if !self.inner.query_delay.is_zero() {
             std::thread::sleep(self.inner.query_delay);

@@ -17,7 +17,6 @@ use crate::library::watch::{LibraryEvent, LibraryWatcher};
 use crate::library::{self, Cache};
 use crate::query::featurizer::ModelFeaturizer;
 use crate::query::model::LoadedModel;
-use crate::query::DEFAULT_CODEC;
 
 /// At most this many `IndexProgress` signals a second (the last photo of a run is always reported).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -68,7 +67,7 @@ pub(super) fn spawn(setup: Setup) -> Result<(mpsc::Sender<Command>, JoinHandle<(
         .name("photoseg indexer".into())
         .spawn(move || {
             let mut w = Worker {
-                featurizer: ModelFeaturizer::new(&setup.model, DEFAULT_CODEC),
+                featurizer: ModelFeaturizer::new(&setup.model, setup.model.codec()),
                 cache,
                 roots: setup.roots,
                 signals: setup.signals,
