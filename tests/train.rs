@@ -215,3 +215,29 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
     let err = format!("{:#}", trainer.train_step(&bare).unwrap_err());
     assert!(err.contains("attribute labels"), "{err}");
 }
+
+#[test]
+fn the_cli_sets_the_lateral_width_and_the_cache_codec_of_the_model_it_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("synth");
+    tiny_set(&data);
+    let train = |out: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_photoseg"))
+            .args(["train", "--data", data.to_str().unwrap(), "--out", tmp.path().join(out).to_str().unwrap()])
+            .args(["--steps", "1", "--groups-per-step", "1", "--group-size", "4"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = train("a", &["--lateral", "4", "--cache-codec", "lr8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: Config =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("a/model/config.json")).unwrap()).unwrap();
+    assert_eq!((cfg.head.lateral, cfg.cache_codec.as_deref()), (4, Some("lr8")));
+    assert_eq!(cfg.cache_codec().unwrap(), photoseg::model::codec::FeatureCodec::LowRank8);
+
+    let out = train("b", &["--cache-codec", "zip"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown codec") && err.contains("lr8"), "{err}");
+    assert!(!tmp.path().join("b").exists(), "a refused run writes nothing");
+}

@@ -81,6 +81,15 @@ pub struct TrainArgs {
     /// docs/model.md); 0 = Swin's own.
     #[arg(long, default_value_t = 0, value_name = "WIDTH")]
     pub conv_stem: usize,
+    /// Channels of each lateral map the decoder reads besides z (`head.lateral`); absent: the preset's.
+    /// With 4 and `--cache-codec lr8`, a paper-shaped model's features cache in 250 KB a photo
+    /// (docs/library.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub lateral: Option<u16>,
+    /// The codec photoseg caches the trained model's features in (`cache_codec` in its config.json:
+    /// f16, int8, int4, v8l4, v4l8 or lr8; docs/library.md); absent: f16.
+    #[arg(long, value_name = "CODEC", value_parser = parse_codec)]
+    pub cache_codec: Option<String>,
     /// Pool the decision from the decoder's first level (`head.decision = "fused"`, docs/model.md).
     #[arg(long)]
     pub decision_fused: bool,
@@ -159,6 +168,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model_cfg.head.position_grid = Some(grid);
     }
     model_cfg.swin.conv_stem = (args.conv_stem > 0).then_some(args.conv_stem);
+    if let Some(lateral) = args.lateral {
+        model_cfg.head.lateral = lateral.into();
+    }
+    model_cfg.cache_codec = args.cache_codec.clone();
     if args.decision_fused {
         model_cfg.head.decision = crate::model::grser::DecisionInput::Fused;
     }
@@ -264,4 +277,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     eprintln!("model written to {}", final_dir.display());
     Ok(())
+}
+
+/// A codec name photoseg knows (for `--cache-codec`).
+fn parse_codec(name: &str) -> std::result::Result<String, String> {
+    use crate::model::codec::FeatureCodec;
+    match FeatureCodec::from_name(name) {
+        Some(_) => Ok(name.to_string()),
+        None => Err(format!(
+            "unknown codec; one of {}",
+            FeatureCodec::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }
