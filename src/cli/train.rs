@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// V and stage 1 by training-only heads (not in the paper; 0 gives its objective; docs/model.md).
     #[arg(long, default_value_t = TrainConfig::default().attributes)]
     pub attributes: f64,
+    /// Weight of the shape loss on grayscale copies of one group's photos a step, read by the attribute
+    /// heads (needs --attributes; not in the paper; docs/model.md): shape without colour.
+    #[arg(long, default_value_t = TrainConfig::default().gray_shape)]
+    pub gray_shape: f64,
     /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
     #[arg(long, default_value_t = 0.0)]
     pub map_gain: f64,
@@ -186,6 +190,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         separation: args.separation,
         language_map: args.language_map,
         attributes: args.attributes,
+        gray_shape: args.gray_shape,
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -246,13 +251,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
-            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3}) {:.1} img/s",
+            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3} gray {:.3}) {:.1} img/s",
             s.ce,
             s.neg_ce,
             s.mirror,
             s.triplet,
             s.language,
             s.attributes,
+            s.gray_shape,
             s.images as f64 / s.seconds
         );
         if log_every > 0 && (s.step + 1) % log_every == 0 {

@@ -5,6 +5,7 @@
 //! holds the weights, the optimizer's moments and t; so a run stopped after a checkpoint and resumed
 //! takes the same steps as one never stopped.
 pub mod attributes;
+pub mod augment;
 pub mod data;
 pub mod loss;
 pub mod optim;
@@ -57,6 +58,10 @@ pub struct TrainConfig {
     /// objective). Needs labels in the training set (the synthetic world has them).
     #[serde(default)]
     pub attributes: f64,
+    /// Weight of the shape loss on grayscale copies of one group's photos ([`augment::grayscale`]; not in
+    /// the paper, 0 leaves it out). Needs `attributes` > 0 (it reuses its heads).
+    #[serde(default)]
+    pub gray_shape: f64,
     /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
     #[serde(default = "default_true")]
     pub triplet_ramp: bool,
@@ -87,6 +92,7 @@ impl Default for TrainConfig {
             separation: 1.0,
             language_map: 1.0,
             attributes: 0.0,
+            gray_shape: 0.0,
             triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
@@ -126,6 +132,9 @@ pub struct StepStats {
     /// Dense attribute loss ([`attributes`]).
     #[serde(default)]
     pub attributes: f32,
+    /// Shape loss on grayscale copies (`gray_shape`).
+    #[serde(default)]
+    pub gray_shape: f32,
     pub images: usize,
     pub seconds: f64,
 }
@@ -207,6 +216,9 @@ impl Trainer {
         }
         if cfg.group_size < 2 {
             bail!("a group needs at least 2 photos (one positive, one negative), got {}", cfg.group_size);
+        }
+        if cfg.gray_shape > 0.0 && cfg.attributes <= 0.0 {
+            bail!("the grayscale shape loss reuses the attribute heads: give --attributes too");
         }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
@@ -310,6 +322,17 @@ impl Trainer {
             }
             None => None,
         };
+        let gray_loss = match &self.attribute_heads {
+            Some(heads) if self.cfg.gray_shape > 0.0 => {
+                // The first group's photos again, in grayscale: shape must be read without colour.
+                let n = draws[0].photos.len();
+                let ids: Vec<usize> = draws[0].photos.iter().map(|&(i, _)| i).collect();
+                let labels: Vec<_> = ids.iter().filter_map(|&i| set.attributes[i].as_ref()).collect();
+                let gray = augment::grayscale(&images.narrow(0, 0, n)?)?;
+                Some(heads.shape_loss(&self.model.featurize(&gray)?, &labels)?)
+            }
+            _ => None,
+        };
         let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
         let (l, l_anti) = self.model.text.encode_with_anti(&exprs)?;
         let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
@@ -395,6 +418,11 @@ impl Trainer {
             attr_value = a.to_scalar::<f32>()?;
             loss = (loss + (a * self.cfg.attributes)?)?;
         }
+        let mut gray_value = 0f32;
+        if let Some(g) = &gray_loss {
+            gray_value = g.to_scalar::<f32>()?;
+            loss = (loss + (g * self.cfg.gray_shape)?)?;
+        }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
         self.step += 1;
@@ -408,6 +436,7 @@ impl Trainer {
             triplet: triplet_sum / g,
             language: lang_sum / g,
             attributes: attr_value,
+            gray_shape: gray_value,
             images: pool.len(),
             seconds: start.elapsed().as_secs_f64(),
         })
