@@ -216,6 +216,42 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
     assert!(err.contains("attribute labels"), "{err}");
 }
 
+/// The grayscale shape loss (`--gray-shape`): refused without the attribute heads it reuses; with them
+/// it is computed every step and falls when it (almost) alone trains.
+#[test]
+fn the_grayscale_shape_loss_needs_the_attribute_heads_and_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut set = tiny_set(dir.path());
+    let ds = SynthDataset::open(dir.path()).unwrap();
+    let grid = photoseg::train::data::mask_grid(64);
+    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    let (cfg, tok) = model_config();
+    let steps = 20;
+    let alone = TrainConfig {
+        gray_shape: 1.0,
+        lambda_mirror: 0.0,
+        dice: 0.0,
+        neg_ce: 0.0,
+        separation: 0.0,
+        language_map: 0.0,
+        ..train_config(steps)
+    };
+    let err = Trainer::new(&cfg, tok.clone(), &alone, None, &Device::Cpu).err().expect("refused").to_string();
+    assert!(err.contains("--attributes"), "{err}");
+    // The attribute heads exist but their own loss barely counts: what falls is the gray term's doing.
+    let tc = TrainConfig { attributes: 1e-6, ..alone };
+    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
+    let before = weights(&trainer);
+    let losses: Vec<f32> = (0..steps).map(|_| trainer.train_step(&set).unwrap().gray_shape).collect();
+    assert!(losses.iter().all(|&l| l > 0.0), "{losses:?}");
+    assert!(losses[steps - 1] < 0.8 * losses[0], "gray shape loss did not fall: {losses:?}");
+    let after = weights(&trainer);
+    for name in ["aux.attributes.coarse.weight", "aux.attributes.mid.weight", "neck.v.weight", "neck.lat1.weight"] {
+        let d = (&before[name] - &after[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d > 0.0, "{name} never moved");
+    }
+}
+
 #[test]
 fn the_cli_sets_the_lateral_width_and_the_cache_codec_of_the_model_it_trains() {
     let tmp = tempfile::tempdir().unwrap();
