@@ -141,6 +141,18 @@ fn an_album_does_not_depend_on_the_size_of_other_splits() {
         let b = files(&small.path().join(album));
         assert_eq!(a, b, "{album} changed with the number of albums");
     }
+    // From the third album on: the same files as the larger set's, under the same names, and nothing else.
+    let tail = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig { albums_train: 1, albums_val: 0, albums_heldout: 2, first_album: 2, ..fixture_config() };
+    let manifest = synth::generate(&cfg, tail.path(), |_, _| {}).unwrap();
+    assert_eq!(manifest.splits["heldout"], ["album_0002", "album_0003"]);
+    assert_eq!(manifest.splits["train"], ["album_0002"]);
+    for album in ["train/album_0002", "heldout/album_0002", "heldout/album_0003"] {
+        let a = files(&dir.join(album));
+        assert!(!a.is_empty());
+        assert_eq!(a, files(&tail.path().join(album)), "{album} differs from the larger set's");
+    }
+    assert!(!tail.path().join("heldout/album_0000").exists());
 }
 
 #[test]

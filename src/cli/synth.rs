@@ -26,6 +26,10 @@ pub struct SynthArgs {
     /// Albums in the held-out split (colour-shape combinations training never shows).
     #[arg(long, value_name = "N", default_value_t = SynthConfig::default().albums_heldout)]
     pub heldout_albums: usize,
+    /// Number of each split's first album: with N, the albums a larger set of this seed holds from its
+    /// N-th on (e.g. a fresh held-out split of the same combinations, for choosing models).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub first_album: usize,
     /// Side of the square photos, in pixels.
     #[arg(long, value_name = "PX", default_value_t = SynthConfig::default().image_size)]
     pub size: u32,
@@ -46,6 +50,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         image_size: args.size,
         photos_min: args.photos_min,
         photos_max: args.photos_max,
+        first_album: args.first_album,
         ..SynthConfig::default()
     };
     let bar = ProgressBar::new(0);

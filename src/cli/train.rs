@@ -74,6 +74,12 @@ pub struct TrainArgs {
     /// heads (needs --attributes; not in the paper; docs/model.md): shape without colour.
     #[arg(long, default_value_t = TrainConfig::default().gray_shape)]
     pub gray_shape: f64,
+    /// How many of a step's groups get the gray copies (each adds a Swin pass over its photos).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub gray_groups: usize,
+    /// Desaturate each copy by a random amount (0 to 1) instead of making it fully gray.
+    #[arg(long)]
+    pub gray_random: bool,
     /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
     #[arg(long, default_value_t = 0.0)]
     pub map_gain: f64,
@@ -191,6 +197,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         language_map: args.language_map,
         attributes: args.attributes,
         gray_shape: args.gray_shape,
+        gray_groups: args.gray_groups,
+        gray_random: args.gray_random,
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),

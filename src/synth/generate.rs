@@ -166,8 +166,9 @@ pub fn generate(cfg: &SynthConfig, out: &Path, mut progress: impl FnMut(usize, u
     let mut jobs = Vec::new();
     let mut splits = BTreeMap::new();
     for (split, &count) in SPLITS.iter().zip(&counts_per_split) {
-        let names: Vec<String> = (0..count).map(|i| format!("album_{i:04}")).collect();
-        for (i, name) in names.iter().enumerate() {
+        let first = cfg.first_album;
+        let names: Vec<String> = (first..first + count).map(|i| format!("album_{i:04}")).collect();
+        for (i, name) in (first..).zip(&names) {
             jobs.push(Job { split, name: name.clone(), seed: mix(&[cfg.seed, hash_str(split), i as u64]) });
         }
         splits.insert(split.to_string(), names);

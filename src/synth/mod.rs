@@ -47,6 +47,11 @@ pub struct SynthConfig {
     pub objects_max: usize,
     /// How many (colour, shape) combinations are held out (1 to 6; 0 only without a held-out split).
     pub heldout_combos: usize,
+    /// Index of each split's first album. Albums are seeded by (seed, split, index), so with N here a set
+    /// holds the very albums a larger set of the same seed holds from its N-th on: fresh albums of the
+    /// same held-out combinations, to choose models on without touching the albums that report figures.
+    #[serde(default)]
+    pub first_album: usize,
 }
 
 impl Default for SynthConfig {
@@ -62,6 +67,7 @@ impl Default for SynthConfig {
             expressions_max: 3,
             objects_max: 7,
             heldout_combos: 6,
+            first_album: 0,
         }
     }
 }
@@ -96,6 +102,12 @@ impl SynthConfig {
             "a held-out split needs at least one held-out combination"
         );
         ensure!(self.albums_train + self.albums_val + self.albums_heldout <= 10_000, "at most 10000 albums in all");
+        let largest = self.albums_train.max(self.albums_val).max(self.albums_heldout);
+        ensure!(
+            self.first_album + largest <= 10_000,
+            "album numbers stop at 9999: --first-album {} with {largest} albums in a split goes past it",
+            self.first_album
+        );
         Ok(())
     }
 }

@@ -16,14 +16,25 @@ const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 /// Grayscale copies of normalised images `[N, 3, H, W]` (as [`crate::model::preprocess`] makes them):
 /// each pixel's luma, in all three channels, normalised again.
 pub fn grayscale(images: &Tensor) -> Result<Tensor> {
+    let n = images.dim(0)?;
+    desaturate(images, &vec![1.0; n])
+}
+
+/// Partly desaturated copies: photo i moved `amount[i]` of the way (0 = as it is, 1 = gray) towards its
+/// luma. Colours fade towards gray but never turn into another named colour, so no held-out pair
+/// appears either.
+pub fn desaturate(images: &Tensor, amount: &[f32]) -> Result<Tensor> {
     let dev = images.device();
+    anyhow::ensure!(amount.len() == images.dim(0)?, "{} amounts for {} photos", amount.len(), images.dim(0)?);
+    let a = Tensor::new(amount, dev)?.reshape((amount.len(), 1, 1, 1))?;
     let shape = (1, 3, 1, 1);
     let mean = Tensor::new(&IMAGENET_MEAN, dev)?.reshape(shape)?;
     let std = Tensor::new(&IMAGENET_STD, dev)?.reshape(shape)?;
     let luma = Tensor::new(&LUMA, dev)?.reshape(shape)?;
     let rgb = images.broadcast_mul(&std)?.broadcast_add(&mean)?;
     let y = rgb.broadcast_mul(&luma)?.sum_keepdim(D::Minus(3))?; // [N, 1, H, W]
-    Ok(y.broadcast_sub(&mean)?.broadcast_div(&std)?)
+    let mixed = rgb.broadcast_mul(&(1.0 - &a)?)?.broadcast_add(&y.broadcast_mul(&a)?)?; // [N, 3, H, W]
+    Ok(mixed.broadcast_sub(&mean)?.broadcast_div(&std)?)
 }
 
 #[cfg(test)]
@@ -47,6 +58,16 @@ mod tests {
                 assert!((back - want[i]).abs() < 0.01, "channel {c} pixel {i}: {back} vs {}", want[i]);
             }
         }
+        // Half way: the mean of the colour and its luma; none of the way: the photo itself.
+        let half = desaturate(&x, &[0.5])?.squeeze(0)?.to_vec3::<f32>()?;
+        let none = desaturate(&x, &[0.0])?.squeeze(0)?.to_vec3::<f32>()?;
+        for c in 0..3 {
+            for i in 0..4 {
+                let mid = (vals[c][0][i] + x.squeeze(0)?.to_vec3::<f32>()?[c][0][i]) / 2.0;
+                assert!((half[c][0][i] - mid).abs() < 1e-4, "half way, channel {c} pixel {i}");
+            }
+        }
+        assert!((&x.squeeze(0)? - Tensor::new(none, &Device::Cpu)?)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         // A gray pixel stays as it was.
         let orig = x.squeeze(0)?.to_vec3::<f32>()?;
         for c in 0..3 {

@@ -58,10 +58,17 @@ pub struct TrainConfig {
     /// objective). Needs labels in the training set (the synthetic world has them).
     #[serde(default)]
     pub attributes: f64,
-    /// Weight of the shape loss on grayscale copies of one group's photos ([`augment::grayscale`]; not in
-    /// the paper, 0 leaves it out). Needs `attributes` > 0 (it reuses its heads).
+    /// Weight of the shape loss on grayscale copies of the first `gray_groups` groups' photos
+    /// ([`augment::grayscale`]; not in the paper, 0 leaves it out). Needs `attributes` > 0 (it reuses
+    /// its heads).
     #[serde(default)]
     pub gray_shape: f64,
+    /// How many of a step's groups get gray copies (at least 1, at most `groups_per_step`).
+    #[serde(default = "one")]
+    pub gray_groups: usize,
+    /// Desaturate each copy by a random amount in [0, 1] instead of making it gray.
+    #[serde(default)]
+    pub gray_random: bool,
     /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
     #[serde(default = "default_true")]
     pub triplet_ramp: bool,
@@ -79,6 +86,10 @@ fn default_true() -> bool {
     true
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -93,6 +104,8 @@ impl Default for TrainConfig {
             language_map: 1.0,
             attributes: 0.0,
             gray_shape: 0.0,
+            gray_groups: 1,
+            gray_random: false,
             triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
@@ -324,11 +337,19 @@ impl Trainer {
         };
         let gray_loss = match &self.attribute_heads {
             Some(heads) if self.cfg.gray_shape > 0.0 => {
-                // The first group's photos again, in grayscale: shape must be read without colour.
-                let n = draws[0].photos.len();
-                let ids: Vec<usize> = draws[0].photos.iter().map(|&(i, _)| i).collect();
+                // The first groups' photos again, in grayscale: shape must be read without colour.
+                let groups = self.cfg.gray_groups.clamp(1, draws.len());
+                let ids: Vec<usize> = draws[..groups].iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
                 let labels: Vec<_> = ids.iter().filter_map(|&i| set.attributes[i].as_ref()).collect();
-                let gray = augment::grayscale(&images.narrow(0, 0, n)?)?;
+                let first = images.narrow(0, 0, ids.len())?;
+                let gray = if self.cfg.gray_random {
+                    // Drawn from the step number, so a resumed run draws the same amounts.
+                    let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let amounts: Vec<f32> = ids.iter().map(|_| rng.random::<f32>()).collect();
+                    augment::desaturate(&first, &amounts)?
+                } else {
+                    augment::grayscale(&first)?
+                };
                 Some(heads.shape_loss(&self.model.featurize(&gray)?, &labels)?)
             }
             _ => None,
