@@ -9,6 +9,11 @@
 //! - `max p(object)`: the decoder's most confident pixel of the 1/4 grid, every photo decoded;
 //! - `mask area`: the decoder's object share of the 1/4 grid (p > 0.5).
 //!
+//! Group-wise, it also scores each photo by the paper's score minus its album's median, and gives the
+//! mean of the per-album AUCs: if albums only shifted the score, these would beat the pooled AUC (on the
+//! built-in model they do not: docs/builtin-model.md). `PROBE_DUMP=FILE` writes one line per photo
+//! (path, expression, positive, d_neg - d_pos) for breakdowns by expression and scene.
+//!
 //! `cargo run --release --example decision_probe -- MODEL DATA [SPLIT] [MAX_GROUPS]`
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -30,6 +35,10 @@ fn main() -> Result<()> {
     let ds = SynthDataset::open(&data)?;
     // Per photo: is it a positive, and its four scores.
     let mut rows: Vec<(bool, [f32; 4])> = Vec::new();
+    // PROBE_DUMP=FILE writes a line per photo: path, expression, positive, d_neg - d_pos.
+    let mut dump = std::env::var_os("PROBE_DUMP").map(std::fs::File::create).transpose()?;
+    // Per album: the first row of the album in `rows`, to score photos against their own album.
+    let mut albums: Vec<std::ops::Range<usize>> = Vec::new();
     for g in ds.split(&split)?.iter().take(max_groups) {
         let imgs: Vec<Tensor> =
             g.photos.iter().map(|p| load_image(&p.path, cfg.image_size, &dev)).collect::<Result<_>>()?;
@@ -41,6 +50,7 @@ fn main() -> Result<()> {
         let text = model.encode_expression(&g.expression)?;
         let tri = model.head.triphasic(&feats, &text.l, &text.anti, Pairs::TopK)?;
         let all: Vec<usize> = (0..g.photos.len()).collect();
+        albums.push(rows.len()..rows.len() + g.photos.len());
         let logits = model.head.decode(&tri, &feats, &all)?;
         let p_fg = candle_nn::ops::softmax(&logits, 1)?.narrow(1, 1, 1)?.squeeze(1)?.flatten_from(1)?; // [N, hw]
         let p_fg: Vec<Vec<f32>> = p_fg.to_vec2()?;
@@ -52,6 +62,10 @@ fn main() -> Result<()> {
             let area = p_fg[j].iter().filter(|&&x| x > 0.5).count() as f32 / p_fg[j].len() as f32;
             let lm = m_l[j].iter().cloned().fold(f32::MIN, f32::max);
             rows.push((p.mask.is_some(), [d_neg[j] - d_pos[j], lm, peak, area]));
+            if let Some(f) = dump.as_mut() {
+                use std::io::Write;
+                writeln!(f, "{}\t{}\t{}\t{}", p.path.display(), g.expression, p.mask.is_some(), d_neg[j] - d_pos[j])?;
+            }
         }
     }
     let positives = rows.iter().filter(|r| r.0).count();
@@ -69,6 +83,32 @@ fn main() -> Result<()> {
         let (auc, thr, acc_pos, acc_neg) = roc(&scored);
         println!("{name:<16} {auc:>6.3}  > {thr:>8.4}: {:>5.1} % / {:>5.1} %", 100.0 * acc_pos, 100.0 * acc_neg);
     }
+    // Group-wise: the paper's score relative to its album (minus the album's median), and the mean of
+    // the per-album AUCs (albums with positives and negatives only).
+    let mut relative = Vec::new();
+    let mut per_album = Vec::new();
+    for r in &albums {
+        let mut s: Vec<f32> = rows[r.clone()].iter().map(|x| x.1[0]).collect();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let median = s[s.len() / 2];
+        let scored: Vec<(f32, bool)> = rows[r.clone()].iter().map(|x| (x.1[0] - median, x.0)).collect();
+        if scored.iter().any(|x| x.1) && scored.iter().any(|x| !x.1) {
+            per_album.push(roc(&scored).0);
+        }
+        relative.extend(scored);
+    }
+    let (auc, thr, acc_pos, acc_neg) = roc(&relative);
+    println!(
+        "{:<16} {auc:>6.3}  > {thr:>8.4}: {:>5.1} % / {:>5.1} %",
+        "minus album med",
+        100.0 * acc_pos,
+        100.0 * acc_neg
+    );
+    println!(
+        "mean per-album AUC of d_neg - d_pos: {:.3} over {} albums",
+        per_album.iter().sum::<f64>() / per_album.len().max(1) as f64,
+        per_album.len()
+    );
     Ok(())
 }
 

@@ -278,3 +278,30 @@ fn the_cli_sets_the_lateral_width_and_the_cache_codec_of_the_model_it_trains() {
     assert!(!out.status.success() && err.contains("unknown codec") && err.contains("lr8"), "{err}");
     assert!(!tmp.path().join("b").exists(), "a refused run writes nothing");
 }
+
+#[test]
+fn the_cli_sets_the_input_side_and_refuses_one_swin_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("synth");
+    tiny_set(&data);
+    let train = |out: &str, size: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_photoseg"))
+            .args(["train", "--data", data.to_str().unwrap(), "--out", tmp.path().join(out).to_str().unwrap()])
+            .args(["--steps", "1", "--groups-per-step", "1", "--group-size", "4", "--position"])
+            .args(["--image-size", size])
+            .output()
+            .unwrap()
+    };
+    let out = train("a", "96");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: Config =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("a/model/config.json")).unwrap()).unwrap();
+    // 96 px: V is the 1/16 grid, 6 x 6, and the position embedding follows it.
+    assert_eq!((cfg.image_size, cfg.swin.img_size, cfg.head.position_grid), (96, Some(96), Some(6)));
+    photoseg::model::checkpoint::load_model_dir(&tmp.path().join("a/model"), &candle_core::Device::Cpu).unwrap();
+
+    let out = train("b", "100");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("multiple of 32"), "{err}");
+    assert!(!tmp.path().join("b").exists(), "a refused run writes nothing");
+}

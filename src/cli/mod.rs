@@ -20,6 +20,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Built once per process from the command line: the size of its largest variant (the trainer's
+// options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a synthetic photo library, index it and run a few queries against the known truth.

@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// expressions can say "on the left" / "at the top".
     #[arg(long)]
     pub position: bool,
+    /// Side in pixels the model reads photos at (a multiple of 32; default: the preset's, 128 for the
+    /// built-in shape). Photos are resized to it, so a larger side gives small objects more cells.
+    #[arg(long, value_name = "PX")]
+    pub image_size: Option<usize>,
     /// Replace Swin's 4 x 4 patch projection by a convolutional stem of this width (`swin.conv_stem`,
     /// docs/model.md); 0 = Swin's own.
     #[arg(long, default_value_t = 0, value_name = "WIDTH")]
@@ -170,6 +174,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     };
     let mut model_cfg = model_cfg;
+    if let Some(px) = args.image_size {
+        if !(32..=1024).contains(&px) || px % 32 != 0 {
+            bail!("--image-size {px}: give a multiple of 32 from 32 to 1024");
+        }
+        model_cfg.image_size = px;
+        model_cfg.swin.img_size = Some(px);
+    }
     model_cfg.head.map_gain = (args.map_gain > 0.0).then_some(args.map_gain);
     model_cfg.head.center_v = args.center_v;
     if args.position {
