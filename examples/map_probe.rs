@@ -8,12 +8,18 @@
 //!   holds some of the referred object (chance is roughly the object's share of cells), and M_l's mean
 //!   on the object's cells against elsewhere, on positives and on negatives.
 //!
+//! - the decision the attribute heads would make by themselves: each photo scored by the best 1/16 cell's
+//!   P(the expression's colour) x P(its shape) (x P(its size) when it names one; positions ignored),
+//!   and that score's ROC AUC against positives / negatives, beside the paper's d_neg - d_pos on the same
+//!   photos. If the heads' score separated the photos much better, the decision head (not the features)
+//!   would be what loses the answers.
+//!
 //! `cargo run --release --example map_probe -- CHECKPOINT DATA [SPLIT] [MAX_GROUPS]`
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use photoseg::model::checkpoint;
 use photoseg::model::grser::Pairs;
-use photoseg::synth::SynthDataset;
+use photoseg::synth::{Color, Shape, Size, SynthDataset};
 use photoseg::train::attributes::{self, AttributeHeads, COLOR_CLASSES, SHAPE_CLASSES};
 use photoseg::train::data::{load_image, load_mask, mask_grid};
 
@@ -50,6 +56,8 @@ fn main() -> Result<()> {
     let mut mid = (0usize, 0usize);
     let (mut point_ok, mut point_n, mut chance) = (0usize, 0usize, 0f64);
     let (mut on_obj, mut off_obj, mut on_neg) = (Vec::new(), Vec::new(), Vec::new());
+    // Per photo: positive, the heads' score, the paper's score, the expression names a position.
+    let mut decisions: Vec<(bool, f32, f32, bool)> = Vec::new();
     for g in groups.iter().take(max_groups) {
         let imgs: Vec<Tensor> =
             g.photos.iter().map(|p| load_image(&p.path, cfg.image_size, &dev)).collect::<Result<_>>()?;
@@ -106,6 +114,28 @@ fn main() -> Result<()> {
                 }
             }
             let logits = heads.coarse_logits(&feats)?; // [N, 8 + 7 + 3, h, w]
+            {
+                let words: Vec<&str> = g.expression.split_whitespace().collect();
+                let colour = Color::ALL.iter().position(|c| words.contains(&c.word()));
+                let shape = Shape::ALL.iter().position(|c| words.contains(&c.word()));
+                let size = Size::ALL.iter().position(|c| c.words().iter().any(|w| words.contains(w)));
+                let positioned = ["left", "right", "top", "bottom"].iter().any(|w| words.contains(w));
+                let (n, sc) = (SHAPE_CLASSES, attributes::SIZE_CLASSES);
+                let p_col = candle_nn::ops::softmax(&logits.narrow(1, 0, COLOR_CLASSES)?, 1)?;
+                let p_shape = candle_nn::ops::softmax(&logits.narrow(1, COLOR_CLASSES + 1, n - 1)?, 1)?;
+                let p_size = candle_nn::ops::softmax(&logits.narrow(1, COLOR_CLASSES + n + 1, sc - 1)?, 1)?;
+                if let (Some(c), Some(sh)) = (colour, shape) {
+                    let mut score = (p_col.narrow(1, c + 1, 1)? * p_shape.narrow(1, sh, 1)?)?;
+                    if let Some(z) = size {
+                        score = (score * p_size.narrow(1, z, 1)?)?;
+                    }
+                    let best: Vec<f32> = score.flatten_from(1)?.max(1)?.to_vec1()?;
+                    let (d_pos, d_neg): (Vec<f32>, Vec<f32>) = (tri.d_pos.to_vec1()?, tri.d_neg.to_vec1()?);
+                    for (j, p) in g.photos.iter().enumerate() {
+                        decisions.push((p.mask.is_some(), best[j], d_neg[j] - d_pos[j], positioned));
+                    }
+                }
+            }
             let mut start = 0;
             for (k, (classes, pick)) in [
                 (COLOR_CLASSES, (|l: &attributes::AttributeLabels| l.color.clone()) as fn(&_) -> Tensor),
@@ -160,5 +190,36 @@ fn main() -> Result<()> {
         mean(&off_obj),
         mean(&on_neg)
     );
+    if !decisions.is_empty() {
+        for (name, keep) in [("every expression", None), ("no position named", Some(false))] {
+            let rows: Vec<_> = decisions.iter().filter(|d| keep.is_none_or(|k| d.3 == k)).collect();
+            let heads_auc = auc(&rows.iter().map(|d| (d.1, d.0)).collect::<Vec<_>>());
+            let paper_auc = auc(&rows.iter().map(|d| (d.2, d.0)).collect::<Vec<_>>());
+            println!(
+                "decision AUC, {name:<17} heads' colour x shape {heads_auc:.3}, paper's d_neg - d_pos {paper_auc:.3} ({} photos)",
+                rows.len()
+            );
+        }
+    }
     Ok(())
+}
+
+/// ROC AUC of a score against labels (ties count half).
+fn auc(scored: &[(f32, bool)]) -> f64 {
+    let mut s = scored.to_vec();
+    s.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pos = s.iter().filter(|x| x.1).count() as f64;
+    let neg = s.len() as f64 - pos;
+    let (mut sum, mut negs_below, mut i) = (0.0, 0.0, 0);
+    while i < s.len() {
+        let mut j = i;
+        while j < s.len() && s[j].0 == s[i].0 {
+            j += 1;
+        }
+        let (p, n) = s[i..j].iter().fold((0.0, 0.0), |(p, n), x| if x.1 { (p + 1.0, n) } else { (p, n + 1.0) });
+        sum += p * (negs_below + 0.5 * n);
+        negs_below += n;
+        i = j;
+    }
+    sum / (pos * neg).max(1.0)
 }
