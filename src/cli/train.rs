@@ -11,7 +11,7 @@ use crate::model::grser::Config as ModelConfig;
 use crate::synth::SynthDataset;
 use crate::train::data::{SourceGroup, TrainSet};
 use crate::train::optim::AdamWConfig;
-use crate::train::{vocab, TrainConfig, Trainer};
+use crate::train::{vocab, Stage, TrainConfig, Trainer};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Preset {
@@ -113,6 +113,11 @@ pub struct TrainArgs {
     /// Weight the triplet loss 1 from the first step instead of the paper's t / T ramp.
     #[arg(long)]
     pub triplet_constant: bool,
+    /// What the run trains: `joint` (everything, the paper's way), `features` (backbone and neck on the
+    /// colour, shape and size of every object; synthetic data) or `head` (the referring objective with
+    /// Swin frozen). docs/model.md, "Training in stages".
+    #[arg(long, value_enum, default_value_t = Stage::Joint)]
+    pub stage: Stage,
     /// Start from this model directory's weights (same shape) instead of a random initialisation.
     #[arg(long, value_name = "DIR")]
     pub init: Option<PathBuf>,
@@ -213,6 +218,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
+        stage: args.stage,
         ..TrainConfig::default()
     };
     let groups: Vec<SourceGroup> = ds
@@ -230,7 +236,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.set_position(d as u64);
     })?;
     bar.finish_and_clear();
-    if cfg.attributes > 0.0 {
+    if cfg.attributes > 0.0 || cfg.stage == Stage::Features {
         let grid = crate::train::data::mask_grid(model_cfg.image_size);
         let labelled = set.attach_attributes(crate::train::attributes::synth_labels(&ds, "train", grid)?);
         eprintln!("attribute labels for {labelled} of {} photos", set.images.len());

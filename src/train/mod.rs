@@ -24,8 +24,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::checkpoint;
 use crate::model::grser::{Config as ModelConfig, Grser, Pairs};
+use crate::model::neck::VisualFeatures;
 pub use data::{TrainGroup, TrainSet};
 use optim::{AdamW, AdamWConfig};
+
+/// Which part of GRSer a run trains (docs/model.md, "Training in stages").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Everything at once with the referring objective (the paper's way).
+    #[default]
+    Joint,
+    /// The backbone and neck alone, taught the colour, shape and size of every object at every 1/4 cell
+    /// by a training-only decoder ([`attributes::DenseDecoder`]), on photos turned by the symmetries of
+    /// the square. Needs attribute labels (the synthetic world has them).
+    Features,
+    /// The referring objective with Swin frozen: its stage outputs are computed once per photo and kept,
+    /// so a step costs the neck, the text encoder and the head only.
+    Head,
+}
 
 /// Training settings (`photoseg train` flags); defaults follow the paper where it gives one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +97,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
+    /// What this run trains.
+    #[serde(default)]
+    pub stage: Stage,
 }
 
 fn default_true() -> bool {
@@ -111,6 +131,7 @@ impl Default for TrainConfig {
             small_group_every: 4,
             seed: 0,
             checkpoint_every: 100,
+            stage: Stage::Joint,
         }
     }
 }
@@ -200,11 +221,20 @@ pub struct Trainer {
     tokenizer: tokenizers::Tokenizer,
     /// Training-only heads of the attribute loss (when its weight is not 0).
     attribute_heads: Option<attributes::AttributeHeads>,
+    /// The features stage's training-only decoder.
+    dense: Option<attributes::DenseDecoder>,
+    /// Swin's four stage outputs for every photo of the pool (`[P, C, h, w]` each), computed once when
+    /// the head stage first needs them.
+    stage_cache: Option<Vec<Tensor>>,
     /// Next step to run (0-based).
     pub step: usize,
 }
 
 const STATE_FILE: &str = "state.json";
+/// Width of the features stage's decoder.
+const DENSE_WIDTH: usize = 32;
+/// Photos per Swin pass when the head stage fills its cache.
+const CACHE_CHUNK: usize = 32;
 const OPTIM_FILE: &str = "optimizer.safetensors";
 const LATEST_FILE: &str = "latest";
 
@@ -230,6 +260,9 @@ impl Trainer {
         if cfg.group_size < 2 {
             bail!("a group needs at least 2 photos (one positive, one negative), got {}", cfg.group_size);
         }
+        if cfg.gray_shape > 0.0 && cfg.stage == Stage::Head {
+            bail!("the grayscale shape loss trains the backbone, which the head stage keeps frozen");
+        }
         if cfg.gray_shape > 0.0 && cfg.attributes <= 0.0 {
             bail!("the grayscale shape loss reuses the attribute heads: give --attributes too");
         }
@@ -239,6 +272,12 @@ impl Trainer {
         let attribute_heads = if cfg.attributes > 0.0 {
             let h = &model_cfg.head;
             Some(attributes::AttributeHeads::new(h.c_v, h.lateral, vb.pp("aux").pp("attributes"))?)
+        } else {
+            None
+        };
+        let dense = if cfg.stage == Stage::Features {
+            let h = &model_cfg.head;
+            Some(attributes::DenseDecoder::new(h.c_v, h.lateral, DENSE_WIDTH, vb.pp("aux").pp("dense"))?)
         } else {
             None
         };
@@ -264,6 +303,8 @@ impl Trainer {
             model_cfg: model_cfg.clone(),
             tokenizer,
             attribute_heads,
+            dense,
+            stage_cache: None,
             step: 0,
         })
     }
@@ -313,20 +354,102 @@ impl Trainer {
         Ok(dir)
     }
 
+    /// The features of the pool's photos `ids`: a Swin pass, or in the head stage the kept stage outputs
+    /// through the (trained) neck.
+    fn features(&mut self, set: &TrainSet, ids: &[usize], images: &Tensor) -> Result<VisualFeatures> {
+        if self.cfg.stage != Stage::Head {
+            return Ok(self.model.featurize(images)?);
+        }
+        if self.stage_cache.is_none() {
+            self.stage_cache = Some(self.swin_stages(set)?);
+        }
+        let cache = self.stage_cache.as_ref().expect("filled above");
+        let idx: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), &self.model.device)?;
+        let stages = cache.iter().map(|s| s.index_select(&idx, 0)).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(self.model.neck.forward(&stages)?)
+    }
+
+    /// Swin's stage outputs for every photo of `set`, without gradients.
+    fn swin_stages(&self, set: &TrainSet) -> Result<Vec<Tensor>> {
+        let started = Instant::now();
+        let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); 4];
+        for chunk in set.images.chunks(CACHE_CHUNK) {
+            let images = Tensor::stack(chunk, 0)?.to_device(&self.model.device)?;
+            for (s, out) in self.model.swin.forward_stages(&images)?.into_iter().enumerate() {
+                parts[s].push(out.detach());
+            }
+        }
+        tracing::info!("Swin stages of {} photos kept in {:.0} s", set.images.len(), started.elapsed().as_secs_f64());
+        Ok(parts.iter().map(|p| Tensor::cat(p, 0)).collect::<candle_core::Result<Vec<_>>>()?)
+    }
+
+    /// One step of the features stage: photos drawn at random from the pool, each turned by a random
+    /// symmetry of the square, and the dense attribute loss (plus the per-cell heads' when
+    /// `attributes` > 0).
+    fn features_step(&mut self, set: &TrainSet) -> Result<StepStats> {
+        let start = Instant::now();
+        let t = self.step;
+        let n = self.cfg.groups_per_step * self.cfg.group_size;
+        let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let dev = self.model.device.clone();
+        let (mut images, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let i = rng.random_range(0..set.images.len());
+            let Some(l) = set.attributes[i].as_ref() else {
+                bail!(
+                    "the features stage needs attribute labels for every training photo (the synthetic world has them)"
+                )
+            };
+            let code: u8 = rng.random_range(0..8);
+            images.push(augment::dihedral(&set.images[i], code)?);
+            labels.push(attributes::AttributeLabels {
+                color: augment::dihedral(&l.color, code)?,
+                shape: augment::dihedral(&l.shape, code)?,
+                size: augment::dihedral(&l.size, code)?,
+            });
+        }
+        let feats = self.model.featurize(&Tensor::stack(&images, 0)?.to_device(&dev)?)?;
+        let stack = |f: fn(&attributes::AttributeLabels) -> &Tensor| -> Result<Tensor> {
+            Ok(Tensor::stack(&labels.iter().map(f).collect::<Vec<_>>(), 0)?.to_device(&dev)?)
+        };
+        let dense = self.dense.as_ref().expect("the features stage has its decoder");
+        let mut loss = dense.loss(&feats, &stack(|l| &l.color)?, &stack(|l| &l.shape)?, &stack(|l| &l.size)?)?;
+        let mut attr_value = 0f32;
+        if let Some(heads) = &self.attribute_heads {
+            let a = heads.loss(&feats, &labels.iter().collect::<Vec<_>>())?;
+            attr_value = a.to_scalar::<f32>()?;
+            loss = (loss + (a * self.cfg.attributes)?)?;
+        }
+        let grads = loss.backward()?;
+        self.opt.step(&grads, self.cfg.lr_at(t))?;
+        self.step += 1;
+        Ok(StepStats {
+            step: t,
+            loss: loss.to_scalar::<f32>()?,
+            attributes: attr_value,
+            images: n,
+            seconds: start.elapsed().as_secs_f64(),
+            ..StepStats::default()
+        })
+    }
+
     /// One optimizer step on `set`; returns its statistics.
     pub fn train_step(&mut self, set: &TrainSet) -> Result<StepStats> {
+        if self.cfg.stage == Stage::Features {
+            return self.features_step(set);
+        }
         let start = Instant::now();
         let t = self.step;
         let draws = draw_step(set, &self.cfg, t);
         let dev = self.model.device.clone();
-        // One Swin pass for every photo of the step.
-        let pool: Vec<Tensor> =
-            draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| set.images[i].clone())).collect();
+        // One Swin pass for every photo of the step (none in the head stage: its stage outputs are kept).
+        let ids: Vec<usize> = draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
+        let pool: Vec<Tensor> = ids.iter().map(|&i| set.images[i].clone()).collect();
         let images = Tensor::stack(&pool, 0)?.to_device(&dev)?;
-        let feats = self.model.featurize(&images)?;
+        let feats = self.features(set, &ids, &images)?;
         let attribute_loss = match &self.attribute_heads {
             Some(heads) => {
-                let ids: Vec<usize> = draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
                 let labels: Option<Vec<_>> = ids.iter().map(|&i| set.attributes[i].as_ref()).collect();
                 let Some(labels) = labels else {
                     bail!("--attributes needs attribute labels for every training photo (the synthetic world has them)")
