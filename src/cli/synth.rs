@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::synth::{self, SynthConfig};
+use crate::synth::{self, Look, SynthConfig};
 
 /// Options of `photoseg synth`.
 #[derive(Debug, Args)]
@@ -30,9 +30,16 @@ pub struct SynthArgs {
     /// N-th on (e.g. a fresh held-out split of the same combinations, for choosing models).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub first_album: usize,
-    /// Side of the square photos, in pixels.
+    /// Side of the square photos, in pixels (non-square photos have about as many pixels).
     #[arg(long, value_name = "PX", default_value_t = SynthConfig::default().image_size)]
     pub size: u32,
+    /// How photos are drawn: `varied` (many backgrounds, drawing styles, colour jitter, camera
+    /// effects) or `classic` (the older single look).
+    #[arg(long, value_enum, default_value = "varied")]
+    pub look: Look,
+    /// Every photo square; without it most photos have a width / height ratio between 3/4 and 4/3.
+    #[arg(long)]
+    pub square: bool,
     /// Fewest photos in an album.
     #[arg(long, value_name = "N", default_value_t = SynthConfig::default().photos_min)]
     pub photos_min: usize,
@@ -51,6 +58,8 @@ pub fn run(args: SynthArgs) -> Result<()> {
         photos_min: args.photos_min,
         photos_max: args.photos_max,
         first_album: args.first_album,
+        look: args.look,
+        square: args.square,
         ..SynthConfig::default()
     };
     let bar = ProgressBar::new(0);

@@ -14,7 +14,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::language::{Color, Combo, Expression, Position, Shape, Size};
-use super::scene::{Object, Texture};
+use super::look::{Drawing, Effects};
+use super::scene::{self, Object, Texture};
 use super::SynthConfig;
 
 /// The `format` field of `dataset.json`.
@@ -122,6 +123,39 @@ pub struct SceneEntry {
     pub objects: Vec<Object>,
     /// Per expression of the album, the index in `objects` of its target (null in a negative photo).
     pub targets: Vec<Option<usize>>,
+    /// `[width, height]` of the photo in pixels (absent: `image_size` square).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[u32; 2]>,
+    /// How each object (same order as `objects`) is drawn (varied look; absent in the classic look).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drawings: Vec<Drawing>,
+    /// The photo's lighting and camera effects (varied look; absent in the classic look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects: Option<Effects>,
+}
+
+impl SceneEntry {
+    /// `(width, height)` of the photo; `image_size` is the manifest's, for scenes that do not say.
+    pub fn dimensions(&self, image_size: u32) -> (u32, u32) {
+        self.size.map_or((image_size, image_size), |[w, h]| (w, h))
+    }
+
+    /// The photo's label map (row-major, `width * height`: the index of the top-most object at each
+    /// pixel centre, or [`scene::NONE`]) and its objects with their pixel counts.
+    pub fn label_map(&self, image_size: u32) -> (Vec<Object>, Vec<u8>) {
+        let (w, h) = self.dimensions(image_size);
+        let mut objects = self.objects.clone();
+        let labels = scene::label_map_wh(&mut objects, w, h);
+        (objects, labels)
+    }
+
+    /// The label map of the photo stretched to `n x n` (as a model sees a photo resized to a square
+    /// input): cell `(i, j)` holds the top-most object at the photo point
+    /// `((i + 0.5) * width / n, (j + 0.5) * height / n)`.
+    pub fn square_label_map(&self, image_size: u32, n: u32) -> Vec<u8> {
+        let (w, h) = self.dimensions(image_size);
+        scene::label_map_stretched(&self.objects, w, h, n)
+    }
 }
 
 impl AlbumFile {

@@ -15,7 +15,7 @@ use super::dataset::{
 };
 use super::language::{vocabulary, Color, Combo, Shape};
 use super::rng::{hash_str, mix, Rng};
-use super::SynthConfig;
+use super::{Look, SynthConfig};
 
 /// The held-out (colour, shape) combinations for a seed: `count` pairs, no two sharing a colour or a
 /// shape, so every colour and every shape still appears in training with other partners. Sorted.
@@ -111,8 +111,8 @@ fn write_album(out: &Path, job: &Job, spec: &AlbumSpec) -> Result<SplitCounts> {
         })
         .collect();
     let mut scenes = BTreeMap::new();
-    let side = spec.image_size;
     for (photo, name) in album.photos.iter().zip(&names) {
+        let (w, h) = (photo.width, photo.height);
         let path = dir.join(name);
         photo
             .image
@@ -121,8 +121,8 @@ fn write_album(out: &Path, job: &Job, spec: &AlbumSpec) -> Result<SplitCounts> {
         for (k, target) in photo.targets.iter().enumerate() {
             match *target {
                 Some(t) => {
-                    let mask = GrayImage::from_fn(side, side, |x, y| {
-                        let label = photo.labels[(y * side + x) as usize];
+                    let mask = GrayImage::from_fn(w, h, |x, y| {
+                        let label = photo.labels[(y * w + x) as usize];
                         Luma([if usize::from(label) == t { 255 } else { 0 }])
                     });
                     let rel = format!("{MASKS_DIR}/e{k}_{name}");
@@ -136,7 +136,15 @@ fn write_album(out: &Path, job: &Job, spec: &AlbumSpec) -> Result<SplitCounts> {
         }
         scenes.insert(
             name.clone(),
-            SceneEntry { background: photo.texture, objects: photo.objects.clone(), targets: photo.targets.clone() },
+            SceneEntry {
+                background: photo.texture,
+                objects: photo.objects.clone(),
+                targets: photo.targets.clone(),
+                // Classic square sets keep the older, shorter records.
+                size: (!spec.square || spec.look != Look::Classic).then_some([w, h]),
+                drawings: photo.drawings.clone(),
+                effects: photo.effects,
+            },
         );
     }
     let counts = SplitCounts {
@@ -191,6 +199,8 @@ pub fn generate(cfg: &SynthConfig, out: &Path, mut progress: impl FnMut(usize, u
 
     let spec_for = |split: &str| AlbumSpec {
         image_size: cfg.image_size,
+        square: cfg.square,
+        look: cfg.look,
         photos_min: cfg.photos_min,
         photos_max: cfg.photos_max,
         expressions_max: cfg.expressions_max,

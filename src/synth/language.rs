@@ -139,20 +139,22 @@ impl Position {
         }
     }
 
-    /// Distance of a centre from this position's edge, as a fraction of the side (0 = on the edge).
-    fn edge_distance(self, center: [f32; 2], image_size: u32) -> f32 {
-        let side = image_size as f32;
+    /// Distance of a centre from this position's edge, as a fraction of the photo's width (left,
+    /// right) or height (top, bottom); 0 = on the edge.
+    fn edge_distance(self, center: [f32; 2], width: u32, height: u32) -> f32 {
+        let (w, h) = (width as f32, height as f32);
         match self {
-            Position::Left => center[0] / side,
-            Position::Right => 1.0 - center[0] / side,
-            Position::Top => center[1] / side,
-            Position::Bottom => 1.0 - center[1] / side,
+            Position::Left => center[0] / w,
+            Position::Right => 1.0 - center[0] / w,
+            Position::Top => center[1] / h,
+            Position::Bottom => 1.0 - center[1] / h,
         }
     }
 
-    /// Whether an object centred at `center` is at this position: yes, no, or in the dead zone.
-    pub fn judge(self, center: [f32; 2], image_size: u32) -> Match {
-        let d = self.edge_distance(center, image_size);
+    /// Whether an object centred at `center` in a `width x height` photo is at this position: yes, no,
+    /// or in the dead zone.
+    pub fn judge(self, center: [f32; 2], width: u32, height: u32) -> Match {
+        let d = self.edge_distance(center, width, height);
         if d <= POSITION_IN {
             Match::Yes
         } else if d >= POSITION_OUT {
@@ -227,8 +229,8 @@ impl Expression {
         Combo { color: self.color, shape: self.shape }
     }
 
-    /// Whether `object` (in a photo `image_size` pixels wide and high) is what this expression names.
-    pub fn matches(&self, object: &Object, image_size: u32) -> Match {
+    /// Whether `object` (in a photo `width x height` pixels) is what this expression names.
+    pub fn matches(&self, object: &Object, width: u32, height: u32) -> Match {
         if object.color != self.color || object.shape != self.shape {
             return Match::No;
         }
@@ -238,7 +240,7 @@ impl Expression {
             }
         }
         match self.position {
-            Some(position) => position.judge(object.center, image_size),
+            Some(position) => position.judge(object.center, width, height),
             None => Match::Yes,
         }
     }
@@ -261,7 +263,18 @@ mod tests {
     use super::*;
 
     fn object(color: Color, shape: Shape, size: Size, center: [f32; 2]) -> Object {
-        Object { shape, color, size, center, radius: 10.0, rotation: 0.0, area_pixels: 0, visible_pixels: 0 }
+        Object {
+            shape,
+            color,
+            size,
+            center,
+            radius: 10.0,
+            rotation: 0.0,
+            squash: 1.0,
+            shear: 0.0,
+            area_pixels: 0,
+            visible_pixels: 0,
+        }
     }
 
     #[test]
@@ -307,23 +320,33 @@ mod tests {
         let large = object(Color::Red, Shape::Circle, Size::Large, [20.0, 64.0]);
         let blue = object(Color::Blue, Shape::Circle, Size::Small, [20.0, 64.0]);
         let square = object(Color::Red, Shape::Square, Size::Small, [20.0, 64.0]);
-        assert_eq!(plain.matches(&left_small_red_circle, 128), Match::Yes);
-        assert_eq!(plain.matches(&large, 128), Match::Yes);
-        assert_eq!(plain.matches(&blue, 128), Match::No);
-        assert_eq!(plain.matches(&square, 128), Match::No);
-        assert_eq!(small_left.matches(&left_small_red_circle, 128), Match::Yes);
-        assert_eq!(small_left.matches(&middle, 128), Match::Ambiguous);
-        assert_eq!(small_left.matches(&right, 128), Match::No);
-        assert_eq!(small_left.matches(&large, 128), Match::No);
+        assert_eq!(plain.matches(&left_small_red_circle, 128, 128), Match::Yes);
+        assert_eq!(plain.matches(&large, 128, 128), Match::Yes);
+        assert_eq!(plain.matches(&blue, 128, 128), Match::No);
+        assert_eq!(plain.matches(&square, 128, 128), Match::No);
+        assert_eq!(small_left.matches(&left_small_red_circle, 128, 128), Match::Yes);
+        assert_eq!(small_left.matches(&middle, 128, 128), Match::Ambiguous);
+        assert_eq!(small_left.matches(&right, 128, 128), Match::No);
+        assert_eq!(small_left.matches(&large, 128, 128), Match::No);
     }
 
     #[test]
     fn positions_mirror_each_other() {
-        assert_eq!(Position::Right.judge([100.0, 5.0], 128), Match::Yes);
-        assert_eq!(Position::Right.judge([20.0, 5.0], 128), Match::No);
-        assert_eq!(Position::Top.judge([100.0, 5.0], 128), Match::Yes);
-        assert_eq!(Position::Bottom.judge([100.0, 5.0], 128), Match::No);
-        assert_eq!(Position::Bottom.judge([5.0, 64.0], 128), Match::No);
-        assert_eq!(Position::Bottom.judge([5.0, 77.0], 128), Match::Ambiguous);
+        assert_eq!(Position::Right.judge([100.0, 5.0], 128, 128), Match::Yes);
+        assert_eq!(Position::Right.judge([20.0, 5.0], 128, 128), Match::No);
+        assert_eq!(Position::Top.judge([100.0, 5.0], 128, 128), Match::Yes);
+        assert_eq!(Position::Bottom.judge([100.0, 5.0], 128, 128), Match::No);
+        assert_eq!(Position::Bottom.judge([5.0, 64.0], 128, 128), Match::No);
+        assert_eq!(Position::Bottom.judge([5.0, 77.0], 128, 128), Match::Ambiguous);
+    }
+
+    #[test]
+    fn positions_are_fractions_of_width_and_height() {
+        // A 150 x 100 photo: x = 45 is within a third of the width, y = 40 beyond 0.35 of the height.
+        assert_eq!(Position::Left.judge([45.0, 40.0], 150, 100), Match::Yes);
+        assert_eq!(Position::Left.judge([45.0, 40.0], 100, 150), Match::Ambiguous);
+        assert_eq!(Position::Top.judge([45.0, 40.0], 150, 100), Match::Ambiguous);
+        assert_eq!(Position::Top.judge([45.0, 40.0], 100, 150), Match::Yes);
+        assert_eq!(Position::Right.judge([140.0, 40.0], 150, 100), Match::Yes);
     }
 }

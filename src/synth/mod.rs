@@ -3,7 +3,8 @@
 //! held-out split of attribute combinations training never shows. Deterministic by seed.
 //!
 //! - [`language`]: attributes, expression templates, vocabulary, matching;
-//! - [`scene`]: backgrounds, shapes, occlusion, rendering and label maps;
+//! - [`scene`]: backgrounds, shapes, occlusion, rendering and label maps (the classic look);
+//! - [`look`]: the varied look (background families, drawing styles, colour jitter, camera effects);
 //! - [`compose`]: albums and scenes that keep the data set's rules;
 //! - [`dataset`]: the on-disk format and its reader ([`SynthDataset`]);
 //! - [`generate()`]: writes a whole data set.
@@ -13,6 +14,7 @@ pub mod compose;
 pub mod dataset;
 mod generate;
 pub mod language;
+pub mod look;
 pub mod rng;
 pub mod scene;
 
@@ -23,6 +25,30 @@ pub use dataset::{
 };
 pub use generate::{generate, heldout_combinations};
 pub use language::{vocabulary, Color, Combo, Expression, Position, Shape, Size};
+pub use look::{Drawing, Edge, Effects, Fill, Outline};
+
+/// How photos are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Look {
+    /// One background family (a gradient with a texture), hard flat-shaded objects, nominal colours
+    /// with little jitter, light grain: the look of sets written before the varied look existed
+    /// (byte for byte, with square photos).
+    Classic,
+    /// Many background families and ways of drawing each shape, colours jittered within their
+    /// names, lighting, blur, sensor noise and JPEG artefacts, and sparse photos of few large objects.
+    Varied,
+}
+
+impl Look {
+    fn classic() -> Look {
+        Look::Classic
+    }
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// Options of a synthetic data set. Every field is written to the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +61,7 @@ pub struct SynthConfig {
     pub albums_val: usize,
     /// Albums in the held-out split (only held-out combinations as expressions).
     pub albums_heldout: usize,
-    /// Side of the square photos, in pixels (48 to 1024).
+    /// Side of the square photos, in pixels (48 to 1024); non-square photos have about as many pixels.
     pub image_size: u32,
     /// Fewest photos in an album (at least 2).
     pub photos_min: usize,
@@ -52,6 +78,13 @@ pub struct SynthConfig {
     /// same held-out combinations, to choose models on without touching the albums that report figures.
     #[serde(default)]
     pub first_album: usize,
+    /// How photos are drawn (a manifest without it: classic).
+    #[serde(default = "Look::classic")]
+    pub look: Look,
+    /// Every photo square (`image_size` on a side); otherwise 80 % of the photos have a width / height
+    /// ratio between 3/4 and 4/3 (a manifest without it: square).
+    #[serde(default = "yes")]
+    pub square: bool,
 }
 
 impl Default for SynthConfig {
@@ -68,6 +101,8 @@ impl Default for SynthConfig {
             objects_max: 7,
             heldout_combos: 6,
             first_album: 0,
+            look: Look::Varied,
+            square: false,
         }
     }
 }

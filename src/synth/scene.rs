@@ -41,10 +41,36 @@ pub struct Object {
     pub radius: f32,
     /// Rotation in radians (clockwise on screen), 0 for circles and rings.
     pub rotation: f32,
+    /// Height of the shape in its own frame relative to its width (1: as designed, down to 0.75:
+    /// squashed along its own vertical axis before the rotation). Absent in `album.json` when 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub squash: f32,
+    /// Shear of the shape in its own frame before the rotation: its own x gains `shear` times its own
+    /// y. Absent in `album.json` when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shear: f32,
     /// Pixels whose centre the shape covers, ignoring other objects.
     pub area_pixels: u32,
     /// Pixels where this object is the top-most one: the size of its mask.
     pub visible_pixels: u32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
+
+/// The largest stretch (largest singular value) of the shape matrix `[[1, shear], [0, squash]]`.
+fn stretch(squash: f32, shear: f32) -> f32 {
+    let t = 1.0 + shear * shear + squash * squash;
+    ((t + (t * t - 4.0 * squash * squash).max(0.0).sqrt()) / 2.0).sqrt()
 }
 
 /// The range of the area-equivalent radius (the radius of a circle of the same area), as a fraction of
@@ -133,19 +159,24 @@ fn unit_contains(shape: Shape, x: f32, y: f32) -> bool {
 }
 
 /// An object prepared for many point tests.
-struct Geom {
+pub(crate) struct Geom {
     shape: Shape,
-    cx: f32,
-    cy: f32,
-    inv_r: f32,
+    pub(crate) cx: f32,
+    pub(crate) cy: f32,
+    pub(crate) inv_r: f32,
     cos: f32,
     sin: f32,
-    bounds: [f32; 4],
+    /// The inverse of the normalised shape matrix, when squash or shear is set: the point in the
+    /// rotated frame `(qx, qy)` maps to the unit shape's `(k * qx - shear * uy, uy)` with
+    /// `uy = k * qy / squash`, `k` the stretch.
+    skew: Option<[f32; 3]>,
+    pub(crate) bounds: [f32; 4],
 }
 
 impl Geom {
-    fn new(o: &Object) -> Geom {
+    pub(crate) fn new(o: &Object) -> Geom {
         let (sin, cos) = o.rotation.sin_cos();
+        let skew = (o.squash != 1.0 || o.shear != 0.0).then(|| [stretch(o.squash, o.shear), o.squash, o.shear]);
         Geom {
             shape: o.shape,
             cx: o.center[0],
@@ -153,21 +184,28 @@ impl Geom {
             inv_r: 1.0 / o.radius,
             cos,
             sin,
+            skew,
             bounds: [o.center[0] - o.radius, o.center[0] + o.radius, o.center[1] - o.radius, o.center[1] + o.radius],
         }
     }
 
-    /// The pixel columns and rows whose area may meet the object (a superset).
-    fn pixel_span(&self, n: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let span = |lo: f32, hi: f32| {
-            let a = (lo - 1.0).floor().max(0.0) as usize;
-            let b = ((hi + 1.0).ceil().max(0.0) as usize).min(n);
+    /// The pixel columns and rows whose area may meet the object, widened by `margin` pixels
+    /// (a superset), in a `w x h` photo.
+    pub(crate) fn pixel_span(
+        &self,
+        w: usize,
+        h: usize,
+        margin: f32,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let span = |lo: f32, hi: f32, n: usize| {
+            let a = (lo - 1.0 - margin).floor().max(0.0) as usize;
+            let b = ((hi + 1.0 + margin).ceil().max(0.0) as usize).min(n);
             a.min(b)..b
         };
-        (span(self.bounds[0], self.bounds[1]), span(self.bounds[2], self.bounds[3]))
+        (span(self.bounds[0], self.bounds[1], w), span(self.bounds[2], self.bounds[3], h))
     }
 
-    fn contains(&self, x: f32, y: f32) -> bool {
+    pub(crate) fn contains(&self, x: f32, y: f32) -> bool {
         if x < self.bounds[0] || x > self.bounds[1] || y < self.bounds[2] || y > self.bounds[3] {
             return false;
         }
@@ -176,7 +214,13 @@ impl Geom {
         // Rotate the point by -rotation into the shape's frame.
         let qx = dx * self.cos + dy * self.sin;
         let qy = -dx * self.sin + dy * self.cos;
-        unit_contains(self.shape, qx, qy)
+        match self.skew {
+            None => unit_contains(self.shape, qx, qy),
+            Some([k, squash, shear]) => {
+                let uy = k * qy / squash;
+                unit_contains(self.shape, k * qx - shear * uy, uy)
+            }
+        }
     }
 }
 
@@ -195,31 +239,82 @@ impl Object {
     }
 }
 
-/// A random object: the size class picks the scale range, the rotation is uniform for polygons.
+/// The photo an object is drawn for, and how varied the drawing is.
+#[derive(Clone, Copy, Debug)]
+pub struct Canvas {
+    pub width: u32,
+    pub height: u32,
+    /// The varied look (squash, shear, any rotation, wider size ranges) rather than the classic one.
+    pub varied: bool,
+    /// A photo with few objects: large objects are drawn larger (varied look only).
+    pub sparse: bool,
+}
+
+impl Canvas {
+    /// A square classic canvas.
+    pub fn square(side: u32) -> Canvas {
+        Canvas { width: side, height: side, varied: false, sparse: false }
+    }
+
+    /// The shorter side in pixels: object sizes are fractions of it.
+    pub fn short_side(&self) -> f32 {
+        self.width.min(self.height) as f32
+    }
+
+    /// The range of the area-equivalent radius of a size class, as a fraction of the shorter side.
+    pub fn scale_range(&self, size: Size) -> (f32, f32) {
+        match (self.varied, self.sparse, size) {
+            (false, _, _) => scale_range(size),
+            (true, _, Size::Small) => VARIED_SMALL,
+            (true, false, Size::Large) => VARIED_LARGE,
+            (true, true, Size::Large) => VARIED_LARGE_SPARSE,
+        }
+    }
+}
+
+/// Area-equivalent radius of small objects in the varied look (fraction of the shorter side).
+pub const VARIED_SMALL: (f32, f32) = (0.06, 0.09);
+/// Area-equivalent radius of large objects in the varied look (at least 2.3 times a small one's area).
+pub const VARIED_LARGE: (f32, f32) = (0.14, 0.18);
+/// Area-equivalent radius of large objects in a sparse photo of the varied look.
+pub const VARIED_LARGE_SPARSE: (f32, f32) = (0.15, 0.21);
+/// Smallest squash of the varied look.
+pub const SQUASH_MIN: f32 = 0.75;
+/// Largest shear (either way) of the varied look.
+pub const SHEAR_MAX: f32 = 0.2;
+
+/// A random object: the size class picks the scale range, the rotation is uniform for polygons (and
+/// for every shape in the varied look, which also squashes and shears some).
 /// `x` and `y` are the ranges the centre is drawn from (they are clamped so the object stays inside).
 pub fn random_object(
     rng: &mut Rng,
     shape: Shape,
     color: Color,
     size: Size,
-    image_size: u32,
+    canvas: &Canvas,
     x: (f32, f32),
     y: (f32, f32),
 ) -> Object {
-    let side = image_size as f32;
-    let (lo, hi) = scale_range(size);
-    let radius = radius_for_scale(shape, rng.range(lo, hi) * side);
-    let clamp = |(a, b): (f32, f32)| {
+    let (lo, hi) = canvas.scale_range(size);
+    let scale = rng.range(lo, hi) * canvas.short_side();
+    let (squash, shear) = if canvas.varied {
+        let squash = if rng.chance(0.5) { rng.range(SQUASH_MIN, 1.0) } else { 1.0 };
+        let shear = if rng.chance(0.35) { rng.range(-SHEAR_MAX, SHEAR_MAX) } else { 0.0 };
+        (squash, shear)
+    } else {
+        (1.0, 0.0)
+    };
+    // The normalised shape matrix keeps the bounding circle at `radius` and the area at pi * scale^2.
+    let radius = radius_for_scale(shape, scale) * stretch(squash, shear) / squash.sqrt();
+    let clamp = |(a, b): (f32, f32), side: f32| {
         let a = a.max(radius);
         let b = b.min(side - radius);
         (a, b.max(a))
     };
-    let (x0, x1) = clamp(x);
-    let (y0, y1) = clamp(y);
-    let rotation = match shape {
-        Shape::Circle | Shape::Ring => 0.0,
-        _ => rng.range(0.0, TAU),
-    };
+    let (x0, x1) = clamp(x, canvas.width as f32);
+    let (y0, y1) = clamp(y, canvas.height as f32);
+    let round = matches!(shape, Shape::Circle | Shape::Ring);
+    let rotation = if round && (squash, shear) == (1.0, 0.0) { 0.0 } else { rng.range(0.0, TAU) };
     Object {
         shape,
         color,
@@ -227,6 +322,8 @@ pub fn random_object(
         center: [rng.range(x0, x1), rng.range(y0, y1)],
         radius,
         rotation,
+        squash,
+        shear,
         area_pixels: 0,
         visible_pixels: 0,
     }
@@ -234,21 +331,26 @@ pub fn random_object(
 
 /// Labels every pixel with the index of the top-most object covering its centre (objects are in
 /// drawing order: later ones lie on top), or [`NONE`]; also fills each object's `area_pixels` and
-/// `visible_pixels`. Row-major, `image_size * image_size` labels.
+/// `visible_pixels`. Row-major, `image_size * image_size` labels (a square photo).
 pub fn label_map(objects: &mut [Object], image_size: u32) -> Vec<u8> {
+    label_map_wh(objects, image_size, image_size)
+}
+
+/// [`label_map`] of a `width x height` photo: row-major, `width * height` labels.
+pub fn label_map_wh(objects: &mut [Object], width: u32, height: u32) -> Vec<u8> {
     assert!(objects.len() < NONE as usize, "too many objects for u8 labels");
-    let n = image_size as usize;
-    let mut labels = vec![NONE; n * n];
+    let (w, h) = (width as usize, height as usize);
+    let mut labels = vec![NONE; w * h];
     // Painter's order: each object overwrites the pixels it covers, so the last one is on top.
     for (k, o) in objects.iter_mut().enumerate() {
         let g = Geom::new(o);
-        let (xs, ys) = g.pixel_span(n);
+        let (xs, ys) = g.pixel_span(w, h, 0.0);
         let mut area = 0;
         for j in ys {
             for i in xs.clone() {
                 if g.contains(i as f32 + 0.5, j as f32 + 0.5) {
                     area += 1;
-                    labels[j * n + i] = k as u8;
+                    labels[j * w + i] = k as u8;
                 }
             }
         }
@@ -262,6 +364,30 @@ pub fn label_map(objects: &mut [Object], image_size: u32) -> Vec<u8> {
     }
     for (o, v) in objects.iter_mut().zip(visible) {
         o.visible_pixels = v;
+    }
+    labels
+}
+
+/// The label map of a `w x h` photo stretched to `n x n`: cell `(i, j)` holds the top-most object
+/// containing the photo point `((i + 0.5) * w / n, (j + 0.5) * h / n)`, or [`NONE`].
+pub fn label_map_stretched(objects: &[Object], w: u32, h: u32, n: u32) -> Vec<u8> {
+    assert!(objects.len() < NONE as usize, "too many objects for u8 labels");
+    let nu = n as usize;
+    let (sx, sy) = (w as f32 / n as f32, h as f32 / n as f32);
+    let mut labels = vec![NONE; nu * nu];
+    for (k, o) in objects.iter().enumerate() {
+        let g = Geom::new(o);
+        for j in 0..nu {
+            let y = (j as f32 + 0.5) * sy;
+            if y < g.bounds[2] || y > g.bounds[3] {
+                continue;
+            }
+            for i in 0..nu {
+                if g.contains((i as f32 + 0.5) * sx, y) {
+                    labels[j * nu + i] = k as u8;
+                }
+            }
+        }
     }
     labels
 }
@@ -295,12 +421,53 @@ pub enum Texture {
     Checker,
     /// Fine mottling only.
     Mottle,
+    /// One flat muted colour (varied look).
+    Flat,
+    /// Fractal value noise between two or three muted colours (varied look).
+    Noise,
+    /// Large blurred blobs of muted colours (varied look).
+    Blobs,
+    /// Stripes between two muted colours, of any contrast, hard or soft (varied look).
+    Bands,
+    /// A checker board of two muted colours, of any contrast (varied look).
+    Tiles,
+    /// Many small grey-ish rectangles, ellipses and thin lines over a muted ground (varied look).
+    Clutter,
+}
+
+impl Texture {
+    /// Every kind, classic ones first.
+    pub const ALL: [Texture; 10] = [
+        Texture::Blotches,
+        Texture::Stripes,
+        Texture::Checker,
+        Texture::Mottle,
+        Texture::Flat,
+        Texture::Noise,
+        Texture::Blobs,
+        Texture::Bands,
+        Texture::Tiles,
+        Texture::Clutter,
+    ];
+
+    /// The background family: `gradient` (the four classic textures over a gradient) or the kind itself.
+    pub fn family(self) -> &'static str {
+        match self {
+            Texture::Blotches | Texture::Stripes | Texture::Checker | Texture::Mottle => "gradient",
+            Texture::Flat => "flat",
+            Texture::Noise => "noise",
+            Texture::Blobs => "blobs",
+            Texture::Bands => "bands",
+            Texture::Tiles => "tiles",
+            Texture::Clutter => "clutter",
+        }
+    }
 }
 
 /// A background: a gradient between two muted colours with a texture on top.
 pub struct Background {
     pub texture: Texture,
-    pixels: Vec<[f32; 3]>,
+    pub(crate) pixels: Vec<[f32; 3]>,
 }
 
 /// A muted colour (low saturation, middle brightness), so saturated objects stand out.
@@ -309,7 +476,7 @@ fn muted(rng: &mut Rng) -> [f32; 3] {
 }
 
 /// HSV in [0, 1] to RGB in [0, 255].
-fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
+pub(crate) fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
     let h6 = (h.fract() * 6.0).min(5.999);
     let k = h6.floor();
     let f = h6 - k;
@@ -326,17 +493,18 @@ fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
 }
 
 /// Value noise in [-1, 1] over the photo with `cells` lattice cells per side (smoothstep interpolation).
-fn value_noise(rng: &mut Rng, image_size: u32, cells: usize) -> Vec<f32> {
+/// On a `w x h` photo the cells are square and `cells` of them span the longer side.
+pub(crate) fn value_noise(rng: &mut Rng, w: u32, h: u32, cells: usize) -> Vec<f32> {
     let m = cells + 2;
     let lattice: Vec<f32> = (0..m * m).map(|_| rng.range(-1.0, 1.0)).collect();
-    let n = image_size as usize;
-    let scale = cells as f32 / image_size as f32;
+    let scale = cells as f32 / w.max(h) as f32;
+    let (w, h) = (w as usize, h as usize);
     let smooth = |t: f32| t * t * (3.0 - 2.0 * t);
-    let mut out = Vec::with_capacity(n * n);
-    for j in 0..n {
+    let mut out = Vec::with_capacity(w * h);
+    for j in 0..h {
         let v = (j as f32 + 0.5) * scale;
         let (vj, fv) = (v.floor() as usize, smooth(v.fract()));
-        for i in 0..n {
+        for i in 0..w {
             let u = (i as f32 + 0.5) * scale;
             let (ui, fu) = (u.floor() as usize, smooth(u.fract()));
             let at = |a: usize, b: usize| lattice[b * m + a];
@@ -348,20 +516,20 @@ fn value_noise(rng: &mut Rng, image_size: u32, cells: usize) -> Vec<f32> {
     out
 }
 
-/// A random background for a photo `image_size` pixels on a side.
-pub fn background(rng: &mut Rng, image_size: u32) -> Background {
-    let n = image_size as usize;
-    let side = image_size as f32;
+/// A random background (the classic gradient with a texture) for a `w x h` photo.
+pub fn background(rng: &mut Rng, w: u32, h: u32) -> Background {
+    let (n, rows) = (w as usize, h as usize);
+    let (side, height) = (w as f32, h as f32);
     let c0 = muted(rng);
     let c1 = muted(rng);
     let angle = rng.range(0.0, TAU);
     let (ca, sa) = (angle.cos(), angle.sin());
     let texture = *rng.pick(&[Texture::Blotches, Texture::Stripes, Texture::Checker, Texture::Mottle]);
-    let mut pixels = Vec::with_capacity(n * n);
-    for j in 0..n {
+    let mut pixels = Vec::with_capacity(n * rows);
+    for j in 0..rows {
         for i in 0..n {
             // Projection of the pixel on the gradient direction, in [0, 1].
-            let u = ((i as f32 + 0.5) / side - 0.5) * ca + ((j as f32 + 0.5) / side - 0.5) * sa;
+            let u = ((i as f32 + 0.5) / side - 0.5) * ca + ((j as f32 + 0.5) / height - 0.5) * sa;
             let t = (u * FRAC_1_SQRT_2 + 0.5).clamp(0.0, 1.0);
             pixels.push([0, 1, 2].map(|c| c0[c] * (1.0 - t) + c1[c] * t));
         }
@@ -376,19 +544,19 @@ pub fn background(rng: &mut Rng, image_size: u32) -> Background {
         Texture::Blotches => {
             let c2 = muted(rng);
             let cells = rng.between(2, 5);
-            let coarse = value_noise(rng, image_size, cells);
+            let coarse = value_noise(rng, w, h, cells);
             let cells = rng.between(8, 14);
-            let fine = value_noise(rng, image_size, cells);
+            let fine = value_noise(rng, w, h, cells);
             for (k, p) in pixels.iter_mut().enumerate() {
-                let w = (0.5 + 0.45 * coarse[k]).clamp(0.0, 1.0);
+                let mix = (0.5 + 0.45 * coarse[k]).clamp(0.0, 1.0);
                 let light = 1.0 + 0.06 * fine[k];
-                *p = [0, 1, 2].map(|c| (p[c] * (1.0 - w) + c2[c] * w) * light);
+                *p = [0, 1, 2].map(|c| (p[c] * (1.0 - mix) + c2[c] * mix) * light);
             }
         }
         Texture::Stripes => {
             let period = rng.range(0.04, 0.14) * side;
             let amplitude = rng.range(0.05, 0.12);
-            for j in 0..n {
+            for j in 0..rows {
                 for i in 0..n {
                     let (x, _) = rotated(i, j);
                     let light = 1.0 + amplitude * (x / period * TAU).sin();
@@ -400,7 +568,7 @@ pub fn background(rng: &mut Rng, image_size: u32) -> Background {
         Texture::Checker => {
             let cell = rng.range(0.05, 0.16) * side;
             let amplitude = rng.range(0.04, 0.09);
-            for j in 0..n {
+            for j in 0..rows {
                 for i in 0..n {
                     let (x, y) = rotated(i, j);
                     let parity = ((x / cell).floor() + (y / cell).floor()).rem_euclid(2.0);
@@ -412,12 +580,13 @@ pub fn background(rng: &mut Rng, image_size: u32) -> Background {
         }
         Texture::Mottle => {
             let cells = rng.between(10, 20);
-            let fine = value_noise(rng, image_size, cells);
+            let fine = value_noise(rng, w, h, cells);
             for (k, p) in pixels.iter_mut().enumerate() {
                 let light = 1.0 + 0.08 * fine[k];
                 *p = p.map(|v| v * light);
             }
         }
+        other => unreachable!("{other:?} is no classic texture"),
     }
     Background { texture, pixels }
 }
@@ -429,17 +598,18 @@ pub fn render(
     objects: &[Object],
     paints: &[Paint],
     background: &Background,
-    image_size: u32,
+    w: u32,
+    h: u32,
 ) -> RgbImage {
     assert_eq!(objects.len(), paints.len());
     assert!(objects.len() < NONE as usize, "too many objects for u8 labels");
     const OFFSETS: [(f32, f32); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
     let geoms: Vec<Geom> = objects.iter().map(Geom::new).collect();
-    let n = image_size as usize;
+    let (n, rows) = (w as usize, h as usize);
     // The top-most object at each sub-sample, painted in order like the label map.
-    let mut owner = vec![NONE; n * n * 4];
+    let mut owner = vec![NONE; n * rows * 4];
     for (k, g) in geoms.iter().enumerate() {
-        let (xs, ys) = g.pixel_span(n);
+        let (xs, ys) = g.pixel_span(n, rows, 0.0);
         for j in ys {
             for i in xs.clone() {
                 for (s, (ox, oy)) in OFFSETS.iter().enumerate() {
@@ -450,8 +620,8 @@ pub fn render(
             }
         }
     }
-    let mut image = RgbImage::new(image_size, image_size);
-    for j in 0..n {
+    let mut image = RgbImage::new(w, h);
+    for j in 0..rows {
         for i in 0..n {
             let bg = background.pixels[j * n + i];
             let mut sum = [0.0f32; 3];
@@ -491,9 +661,48 @@ mod tests {
             center: [100.0, 100.0],
             radius,
             rotation,
+            squash: 1.0,
+            shear: 0.0,
             area_pixels: 0,
             visible_pixels: 0,
         }
+    }
+
+    #[test]
+    fn squashed_and_sheared_shapes_keep_their_area_and_bounding_circle() {
+        let mut rng = Rng::new(4);
+        let canvas = Canvas { width: 300, height: 240, varied: true, sparse: false };
+        let mut squashed = 0;
+        for k in 0..60 {
+            let shape = Shape::ALL[k % 6];
+            let size = Size::ALL[k % 2];
+            let o = random_object(&mut rng, shape, Color::Red, size, &canvas, (0.0, 300.0), (0.0, 240.0));
+            squashed += usize::from(o.squash < 1.0 || o.shear != 0.0);
+            let mut objects = vec![o.clone()];
+            let labels = label_map_wh(&mut objects, 300, 240);
+            let (lo, hi) = canvas.scale_range(size);
+            let r = (objects[0].area_pixels as f32 / PI).sqrt() / 240.0;
+            assert!(r > lo * 0.97 && r < hi * 1.03, "{shape:?} {size:?}: area-equivalent radius {r}");
+            for (i, &l) in labels.iter().enumerate() {
+                if l == 0 {
+                    let (x, y) = ((i % 300) as f32 + 0.5, (i / 300) as f32 + 0.5);
+                    let d = ((x - o.center[0]).powi(2) + (y - o.center[1]).powi(2)).sqrt();
+                    assert!(d <= o.radius, "{o:?}: pixel at {d} beyond the bounding circle");
+                }
+            }
+        }
+        assert!(squashed > 20, "only {squashed} of 60 objects squashed or sheared");
+    }
+
+    #[test]
+    fn stretched_label_map_follows_the_photo_frame() {
+        // A 200 x 100 photo seen as 50 x 50: the centre (50, 50) lies in cell (12.5, 25).
+        let objects = vec![Object { center: [50.0, 50.0], ..centred(Shape::Circle, 20.0, 0.0) }];
+        let labels = label_map_stretched(&objects, 200, 100, 50);
+        // Stretched: 20 px of radius is 5 cells across and 10 cells down.
+        assert_eq!(labels[25 * 50 + 12], 0);
+        assert_eq!(labels[25 * 50 + 18], NONE, "6 cells right is beyond a 5-cell half width");
+        assert_eq!(labels[34 * 50 + 12], 0, "9 cells down is within a 10-cell half height");
     }
 
     #[test]
@@ -556,10 +765,10 @@ mod tests {
     #[test]
     fn rendered_object_keeps_its_colour_and_background_stays_muted() {
         let mut rng = Rng::new(9);
-        let bg = background(&mut rng, 64);
+        let bg = background(&mut rng, 64, 64);
         let objects = vec![Object { center: [32.0, 32.0], ..centred(Shape::Square, 20.0, 0.0) }];
         let paints = vec![Paint::random(&mut rng, Color::Blue)];
-        let img = render(&mut rng, &objects, &paints, &bg, 64);
+        let img = render(&mut rng, &objects, &paints, &bg, 64, 64);
         let p = img.get_pixel(32, 32).0;
         let want = Color::Blue.rgb();
         for c in 0..3 {
