@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use photoseg::synth::{self, dataset::AlbumFile, Color, Combo, Manifest, Position, Size, SynthConfig, SynthDataset};
+use photoseg::synth::scene::{Texture, NONE};
+use photoseg::synth::{
+    self, dataset::AlbumFile, Color, Combo, Edge, Fill, Look, Manifest, Outline, Position, Size, SynthConfig,
+    SynthDataset,
+};
 
 fn fixture_config() -> SynthConfig {
     SynthConfig {
@@ -22,12 +26,34 @@ fn fixture_config() -> SynthConfig {
     }
 }
 
-/// One data set shared by the tests of this file (generated once per run).
+/// One data set shared by the tests of this file (generated once per run), in the default (varied,
+/// non-square) look.
 fn fixture() -> &'static (PathBuf, Manifest) {
     static FIXTURE: OnceLock<(PathBuf, Manifest)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synth-fixture");
         let manifest = synth::generate(&fixture_config(), &dir, |_, _| {}).expect("generate the fixture");
+        (dir, manifest)
+    })
+}
+
+fn classic_config() -> SynthConfig {
+    SynthConfig {
+        albums_train: 3,
+        albums_val: 1,
+        albums_heldout: 2,
+        look: Look::Classic,
+        square: true,
+        ..fixture_config()
+    }
+}
+
+/// A small set in the classic look with square photos.
+fn classic_fixture() -> &'static (PathBuf, Manifest) {
+    static FIXTURE: OnceLock<(PathBuf, Manifest)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synth-fixture-classic");
+        let manifest = synth::generate(&classic_config(), &dir, |_, _| {}).expect("generate the classic fixture");
         (dir, manifest)
     })
 }
@@ -51,7 +77,10 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Every album of the fixture: (split, album name, folder, parsed album.json).
 fn albums() -> Vec<(String, String, PathBuf, AlbumFile)> {
-    let (dir, manifest) = fixture();
+    albums_of(fixture())
+}
+
+fn albums_of((dir, manifest): &(PathBuf, Manifest)) -> Vec<(String, String, PathBuf, AlbumFile)> {
     let mut out = Vec::new();
     for (split, names) in &manifest.splits {
         for name in names {
@@ -65,8 +94,8 @@ fn albums() -> Vec<(String, String, PathBuf, AlbumFile)> {
 }
 
 /// The documented matching rule, re-implemented here: colour and shape equal, size equal when named,
-/// and for a named position the centre within 1/3 of the side from that edge ("yes"), beyond 0.45
-/// ("no"), or in between ("ambiguous", never allowed).
+/// and for a named position the centre within 1/3 of the width (left, right) or height (top, bottom)
+/// from that edge ("yes"), beyond 0.45 ("no"), or in between ("ambiguous", never allowed).
 #[derive(Debug, PartialEq)]
 enum Verdict {
     Yes,
@@ -74,7 +103,8 @@ enum Verdict {
     Ambiguous,
 }
 
-fn verdict(e: &synth::ExpressionEntry, o: &synth::scene::Object, side: f32) -> Verdict {
+fn verdict(e: &synth::ExpressionEntry, o: &synth::scene::Object, (w, h): (u32, u32)) -> Verdict {
+    let (w, h) = (w as f32, h as f32);
     if o.color != e.color || o.shape != e.shape || e.size.is_some_and(|s| s != o.size) {
         return Verdict::No;
     }
@@ -82,10 +112,10 @@ fn verdict(e: &synth::ExpressionEntry, o: &synth::scene::Object, side: f32) -> V
         return Verdict::Yes;
     };
     let d = match p {
-        Position::Left => o.center[0] / side,
-        Position::Right => (side - o.center[0]) / side,
-        Position::Top => o.center[1] / side,
-        Position::Bottom => (side - o.center[1]) / side,
+        Position::Left => o.center[0] / w,
+        Position::Right => (w - o.center[0]) / w,
+        Position::Top => o.center[1] / h,
+        Position::Bottom => (h - o.center[1]) / h,
     };
     if d <= 1.0 / 3.0 {
         Verdict::Yes
@@ -96,14 +126,30 @@ fn verdict(e: &synth::ExpressionEntry, o: &synth::scene::Object, side: f32) -> V
     }
 }
 
-fn nearest_palette(p: [u8; 3]) -> Color {
-    *Color::ALL
-        .iter()
-        .min_by_key(|c| {
-            let q = c.rgb();
-            (0..3).map(|i| (i32::from(p[i]) - i32::from(q[i])).pow(2)).sum::<i32>()
-        })
-        .unwrap()
+/// The colour name of a pixel, by hue (white: low saturation), with the boundaries halfway between
+/// the documented hue ranges.
+fn colour_name(p: [u8; 3]) -> Color {
+    let c = p.map(f32::from);
+    let (max, min) = (c[0].max(c[1]).max(c[2]), c[0].min(c[1]).min(c[2]));
+    if max - min < 0.3 * max || max == 0.0 {
+        return Color::White;
+    }
+    let d = max - min;
+    let h = if max == c[0] {
+        (c[1] - c[2]) / d
+    } else if max == c[1] {
+        2.0 + (c[2] - c[0]) / d
+    } else {
+        4.0 + (c[0] - c[1]) / d
+    };
+    match (h * 60.0).rem_euclid(360.0) {
+        h if !(15.0..334.0).contains(&h) => Color::Red,
+        h if h < 40.0 => Color::Orange,
+        h if h < 80.0 => Color::Yellow,
+        h if h < 180.0 => Color::Green,
+        h if h < 253.0 => Color::Blue,
+        _ => Color::Purple,
+    }
 }
 
 #[test]
@@ -155,25 +201,34 @@ fn an_album_does_not_depend_on_the_size_of_other_splits() {
     assert!(!tail.path().join("heldout/album_0000").exists());
 }
 
-#[test]
-fn masks_are_exact_binary_nonempty_and_over_the_target_colour() {
-    let side = fixture().1.image_size;
+/// Checks every mask of a set against its scene: binary, non-empty, exactly the pixels whose centre
+/// the target is the top-most object at (the scene's label map), over the target's colour.
+fn check_masks(set: &(PathBuf, Manifest)) {
+    let n = set.1.image_size;
     let (mut masks, mut occluded) = (0, 0);
     let (mut interior, mut interior_right) = (0usize, 0usize);
-    for (split, name, folder, album) in albums() {
+    for (split, name, folder, album) in albums_of(set) {
         for (k, e) in album.expressions.iter().enumerate() {
             for (photo, mask_rel) in &e.positives {
                 let what = format!("{split}/{name}/{mask_rel} ({:?})", e.text);
                 let scene = &album.scenes[photo];
-                let target = &scene.objects[scene.targets[k].expect("positive has a target")];
+                let t = scene.targets[k].expect("positive has a target");
+                let target = &scene.objects[t];
+                let (w, h) = scene.dimensions(n);
                 let image = image::open(folder.join(photo)).unwrap().to_rgb8();
                 let mask = image::open(folder.join(mask_rel)).unwrap().to_luma8();
-                assert_eq!(mask.dimensions(), (side, side), "{what}");
-                assert_eq!(image.dimensions(), (side, side), "{what}");
-                let on = |x: u32, y: u32| x < side && y < side && mask.get_pixel(x, y).0[0] == 255;
+                assert_eq!(mask.dimensions(), (w, h), "{what}");
+                assert_eq!(image.dimensions(), (w, h), "{what}");
+                // The mask is the label map re-rasterised from album.json, pixel for pixel.
+                let (objects, labels) = scene.label_map(n);
+                assert_eq!(objects[t].visible_pixels, target.visible_pixels, "{what}");
+                assert_eq!(objects[t].area_pixels, target.area_pixels, "{what}");
+                let on = |x: u32, y: u32| x < w && y < h && mask.get_pixel(x, y).0[0] == 255;
                 let mut count = 0u32;
                 let mut right = 0u32;
                 for (x, y, m) in mask.enumerate_pixels() {
+                    let label = labels[(y * w + x) as usize];
+                    assert_eq!(m.0[0] == 255, label != NONE && usize::from(label) == t, "{what}: pixel ({x}, {y})");
                     match m.0[0] {
                         0 => continue,
                         255 => {}
@@ -186,11 +241,15 @@ fn masks_are_exact_binary_nonempty_and_over_the_target_colour() {
                         (dx * dx + dy * dy).sqrt() <= target.radius + 0.01,
                         "{what}: mask pixel ({x}, {y}) outside the target"
                     );
-                    let colour = nearest_palette(image.get_pixel(x, y).0);
+                    let colour = colour_name(image.get_pixel(x, y).0);
                     right += u32::from(colour == e.color);
-                    let inside = x > 0
-                        && y > 0
-                        && (-1i32..=1).all(|a| (-1i32..=1).all(|b| on((x as i32 + a) as u32, (y as i32 + b) as u32)));
+                    // Interior: two pixels from the mask's edge (beyond outlines and soft edges).
+                    let inside = (-2i32..=2).all(|a| {
+                        (-2i32..=2).all(|b| {
+                            let (px, py) = (x as i32 + a, y as i32 + b);
+                            px >= 0 && py >= 0 && on(px as u32, py as u32)
+                        })
+                    });
                     if inside {
                         interior += 1;
                         interior_right += usize::from(colour == e.color);
@@ -198,8 +257,11 @@ fn masks_are_exact_binary_nonempty_and_over_the_target_colour() {
                 }
                 assert!(count > 0, "{what}: empty mask");
                 assert_eq!(count, target.visible_pixels, "{what}: mask size disagrees with the scene");
+                // Outlines and soft edges are drawn in other colours over a thin shape's whole width;
+                // otherwise most of the mask has the target's colour.
+                let plain = scene.drawings.get(t).is_none_or(|d| d.outline == Outline::None && d.edge == Edge::Hard);
                 assert!(
-                    right as f32 >= 0.7 * count as f32,
+                    !plain || right as f32 >= 0.5 * count as f32,
                     "{what}: only {right} of {count} mask pixels look {:?}",
                     e.color
                 );
@@ -210,21 +272,31 @@ fn masks_are_exact_binary_nonempty_and_over_the_target_colour() {
     }
     assert!(masks > 20, "only {masks} masks");
     assert!(
-        interior_right as f32 >= 0.97 * interior as f32,
+        interior_right as f32 >= 0.95 * interior as f32,
         "{interior_right} of {interior} interior mask pixels have the target colour"
     );
     assert!(occluded > 0, "no target is ever partly hidden");
 }
 
 #[test]
+fn masks_are_exact_binary_nonempty_and_over_the_target_colour() {
+    check_masks(fixture());
+}
+
+#[test]
+fn classic_masks_are_exact_too() {
+    check_masks(classic_fixture());
+}
+
+#[test]
 fn negatives_hold_no_referent_and_positives_exactly_one() {
-    let side = fixture().1.image_size as f32;
+    let n = fixture().1.image_size;
     let (mut positives, mut negatives) = (0usize, 0usize);
     for (split, name, _, album) in albums() {
         for (k, e) in album.expressions.iter().enumerate() {
             for photo in &album.photos {
                 let scene = &album.scenes[photo];
-                let verdicts: Vec<Verdict> = scene.objects.iter().map(|o| verdict(e, o, side)).collect();
+                let verdicts: Vec<Verdict> = scene.objects.iter().map(|o| verdict(e, o, scene.dimensions(n))).collect();
                 let what = format!("{split}/{name}/{photo} {:?}", e.text);
                 assert!(!verdicts.contains(&Verdict::Ambiguous), "{what}: ambiguous object");
                 let yes: Vec<usize> = (0..verdicts.len()).filter(|&i| verdicts[i] == Verdict::Yes).collect();
@@ -253,14 +325,15 @@ fn negatives_hold_no_referent_and_positives_exactly_one() {
 
 #[test]
 fn objects_stay_visible_inside_and_apart_from_their_colour() {
-    let side = fixture().1.image_size as f32;
+    let n = fixture().1.image_size;
     for (split, name, _, album) in albums() {
         for (photo, scene) in &album.scenes {
             let what = format!("{split}/{name}/{photo}");
+            let (w, h) = scene.dimensions(n);
             for (i, o) in scene.objects.iter().enumerate() {
                 assert!(o.area_pixels > 0, "{what}: object {i} has no area");
                 assert!(2 * o.visible_pixels >= o.area_pixels, "{what}: object {i} mostly hidden");
-                for c in o.center {
+                for (c, side) in o.center.into_iter().zip([w as f32, h as f32]) {
                     assert!(
                         c - o.radius >= -0.01 && c + o.radius <= side + 0.01,
                         "{what}: object {i} leaves the photo"
@@ -402,30 +475,89 @@ fn reader_refuses_incomplete_and_foreign_sets() {
 }
 
 #[test]
-fn photos_look_like_photos() {
-    // Backgrounds are textured, not flat (sensor grain alone has a variance of about 4); objects
-    // cover part of the photo, not all of it.
+fn photos_vary_in_size_background_and_drawing() {
+    // Objects cover part of the photo, not all of it; photo sizes, background families, drawing
+    // styles and camera effects all vary, and some photos are sparse.
+    let n = fixture().1.image_size;
+    let (mut families, mut edges, mut fills, mut outlines) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let (mut photos, mut non_square, mut sparse, mut squashed, mut jpeg, mut blurred) = (0, 0, 0, 0, 0, 0);
     for (split, name, folder, album) in albums() {
         for photo in &album.photos {
             let what = format!("{split}/{name}/{photo}");
             let image = image::open(folder.join(photo)).unwrap().to_rgb8();
             let scene = &album.scenes[photo];
-            assert!(scene.objects.len() >= 3, "{what}: {} objects", scene.objects.len());
+            let (w, h) = scene.dimensions(n);
+            assert_eq!(image.dimensions(), (w, h), "{what}");
+            let ratio = w as f32 / h as f32;
+            assert!((0.74..=1.34).contains(&ratio), "{what}: {w} x {h}");
+            assert!((w * h) as f32 > 0.95 * (n * n) as f32 && ((w * h) as f32) < 1.05 * (n * n) as f32, "{what}");
+            photos += 1;
+            non_square += usize::from(w != h);
+            sparse += usize::from(scene.objects.len() < 3);
+            families.insert(scene.background.family());
+            assert_eq!(scene.drawings.len(), scene.objects.len(), "{what}");
+            for d in &scene.drawings {
+                edges.insert(format!("{:?}", d.edge));
+                fills.insert(format!("{:?}", d.fill));
+                outlines.insert(format!("{:?}", d.outline));
+            }
+            squashed += scene.objects.iter().filter(|o| o.squash < 1.0 || o.shear != 0.0).count();
+            let effects = scene.effects.expect("the varied look records its effects");
+            jpeg += usize::from(effects.jpeg.is_some());
+            blurred += usize::from(effects.blur > 0.0);
             let free = |x: u32, y: u32| {
                 let (x, y) = (x as f32 + 0.5, y as f32 + 0.5);
                 !scene.objects.iter().any(|o| o.contains(x, y))
             };
-            let background: Vec<f32> = image
-                .enumerate_pixels()
-                .filter(|(x, y, _)| free(*x, *y))
-                .map(|(_, _, p)| p.0.iter().map(|&v| f32::from(v)).sum::<f32>() / 3.0)
-                .collect();
-            assert!(background.len() > image.len() / 6, "{what}: objects cover almost everything");
-            let mean = background.iter().sum::<f32>() / background.len() as f32;
-            let var = background.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / background.len() as f32;
-            assert!(var > 8.0, "{what}: flat background (variance {var})");
+            let background = image.enumerate_pixels().filter(|(x, y, _)| free(*x, *y)).count();
+            assert!(background > image.len() / 3 / 6, "{what}: objects cover almost everything");
         }
     }
+    let all_families: BTreeSet<&str> = Texture::ALL.iter().map(|t| t.family()).collect();
+    assert_eq!(families, all_families, "background families drawn");
+    assert_eq!(edges.len(), [Edge::Hard, Edge::Soft].len(), "{edges:?}");
+    assert_eq!(fills.len(), [Fill::Flat, Fill::Linear, Fill::Shaded].len(), "{fills:?}");
+    assert_eq!(outlines.len(), [Outline::None, Outline::Dark, Outline::Light].len(), "{outlines:?}");
+    assert!(non_square * 2 > photos, "{non_square} of {photos} photos not square");
+    assert!(sparse > 0 && sparse * 3 < photos, "{sparse} of {photos} photos sparse");
+    assert!(squashed > photos, "only {squashed} squashed or sheared objects in {photos} photos");
+    assert!(jpeg > photos / 3 && jpeg < photos, "{jpeg} of {photos} photos JPEG-compressed");
+    assert!(blurred > 0 && blurred < photos / 2, "{blurred} of {photos} photos blurred");
+}
+
+#[test]
+fn classic_look_keeps_square_photos_and_its_older_records() {
+    let set = classic_fixture();
+    assert_eq!((set.1.config.look, set.1.config.square), (Look::Classic, true));
+    for (split, name, folder, album) in albums_of(set) {
+        let text = fs::read_to_string(folder.join("album.json")).unwrap();
+        for field in ["\"size\": [", "\"drawings\"", "\"effects\"", "\"squash\"", "\"shear\""] {
+            assert!(!text.contains(field), "{split}/{name}: classic album.json holds {field}");
+        }
+        for (photo, scene) in &album.scenes {
+            assert!(scene.objects.len() >= 3, "{split}/{name}/{photo}");
+            assert!(scene.background.family() == "gradient");
+            let image = image::open(folder.join(photo)).unwrap();
+            assert_eq!((image.width(), image.height()), (set.1.image_size, set.1.image_size));
+        }
+    }
+}
+
+#[test]
+fn older_records_load_with_the_older_geometry() {
+    let json = r#"{"background": "mottle", "objects": [{"shape": "square", "color": "red", "size": "large",
+        "center": [40.0, 40.0], "radius": 20.0, "rotation": 0.0, "area_pixels": 0, "visible_pixels": 0}],
+        "targets": [0]}"#;
+    let scene: synth::SceneEntry = serde_json::from_str(json).unwrap();
+    assert_eq!((scene.objects[0].squash, scene.objects[0].shear), (1.0, 0.0));
+    assert_eq!(scene.dimensions(96), (96, 96));
+    assert!(scene.drawings.is_empty() && scene.effects.is_none());
+    let (objects, labels) = scene.label_map(96);
+    assert_eq!(labels.len(), 96 * 96);
+    // The square of circumradius 20 has sides 2 * 20 / sqrt 2 = 28.3 pixels: 28 x 28 pixel centres.
+    assert_eq!(objects[0].area_pixels, 28 * 28);
+    assert_eq!(serde_json::to_value(&scene.objects[0]).unwrap().get("squash"), None);
 }
 
 fn photoseg(args: &[&str]) -> std::process::Output {
