@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use photoseg::model::checkpoint;
-use photoseg::synth::scene::{self, NONE};
+use photoseg::synth::scene::NONE;
 use photoseg::synth::{Color, Combo, Shape, Size, SynthDataset};
 use photoseg::train::attributes::{majority_labels, DenseDecoder, COLOR_CLASSES, SHAPE_CLASSES};
 use photoseg::train::data::{load_image, mask_grid};
@@ -74,9 +74,8 @@ fn main() -> Result<()> {
             if photos.len() >= max_photos {
                 break 'albums;
             }
-            let mut objects = s.objects.clone();
-            let cells = majority_labels(&scene::label_map(&mut objects, n), n as usize, grid);
-            photos.push((dir.join(photo), cells, objects));
+            let cells = majority_labels(&s.square_label_map(n, 4 * grid as u32), 4 * grid, grid);
+            photos.push((dir.join(photo), cells, s.objects.clone()));
         }
     }
     let (mut shape, mut colour, mut size) = (Tally::default(), Tally::default(), Tally::default());
@@ -113,10 +112,14 @@ fn main() -> Result<()> {
                 };
                 let pair = Combo { color: o.color, shape: o.shape };
                 let ho = heldout.contains(&pair);
-                let idx = |all: &[_], x| all.iter().position(|y| *y == x).unwrap_or(usize::MAX);
-                shape.add(ho, vote(&p_shape[b], SHAPE_CLASSES) == idx(&Shape::ALL, o.shape));
-                colour.add(ho, vote(&p_col[b], COLOR_CLASSES) == idx(&Color::ALL, o.color));
-                size.add(ho, vote(&p_size[b], photoseg::train::attributes::SIZE_CLASSES) == idx(&Size::ALL, o.size));
+                let truth = (
+                    Shape::ALL.iter().position(|&s| s == o.shape),
+                    Color::ALL.iter().position(|&c| c == o.color),
+                    Size::ALL.iter().position(|&z| z == o.size),
+                );
+                shape.add(ho, Some(vote(&p_shape[b], SHAPE_CLASSES)) == truth.0);
+                colour.add(ho, Some(vote(&p_col[b], COLOR_CLASSES)) == truth.1);
+                size.add(ho, Some(vote(&p_size[b], photoseg::train::attributes::SIZE_CLASSES)) == truth.2);
             }
         }
     }

@@ -8,7 +8,7 @@ use photoseg::model::grser::Config;
 use photoseg::synth::{self, SynthConfig, SynthDataset};
 use photoseg::train::data::{SourceGroup, TrainSet};
 use photoseg::train::optim::AdamWConfig;
-use photoseg::train::{vocab, TrainConfig, Trainer};
+use photoseg::train::{vocab, Stage, TrainConfig, Trainer};
 
 fn tiny_set(dir: &std::path::Path) -> TrainSet {
     let cfg = SynthConfig {
@@ -304,4 +304,70 @@ fn the_cli_sets_the_input_side_and_refuses_one_swin_cannot_read() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("multiple of 32"), "{err}");
     assert!(!tmp.path().join("b").exists(), "a refused run writes nothing");
+}
+
+fn max_change(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// The features stage (`--stage features`): the dense attribute loss alone falls on turned photos, and
+/// it trains the backbone, the neck and its own decoder; the referring head is left alone (it is not in
+/// the loss); photos without labels are refused.
+#[test]
+fn the_features_stage_trains_backbone_and_neck_on_every_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut set = tiny_set(dir.path());
+    let ds = SynthDataset::open(dir.path()).unwrap();
+    let grid = photoseg::train::data::mask_grid(64);
+    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    let (cfg, tok) = model_config();
+    let steps = 30;
+    let tc = TrainConfig { stage: Stage::Features, ..without_optional_terms(steps) };
+    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
+    let before = weights(&trainer);
+    assert!(before.keys().any(|k| k.starts_with("aux.dense.")), "the features stage has its decoder");
+    let losses: Vec<f32> = (0..steps).map(|_| trainer.train_step(&set).unwrap().loss).collect();
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+    assert!(mean(&losses[steps - 5..]) < 0.7 * mean(&losses[..5]), "dense loss did not fall: {losses:?}");
+    let after = weights(&trainer);
+    for name in ["swin.patch_embed.proj.weight", "neck.v.weight", "neck.lat0.weight", "aux.dense.classifier.weight"] {
+        assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved");
+    }
+    for name in ["head.decoder.classifier.weight", "head.tqm.w_l.weight"] {
+        assert_eq!(max_change(&before[name], &after[name]), 0.0, "{name} moved without being in the loss");
+    }
+    let mut bare = tiny_set(tempfile::tempdir().unwrap().path());
+    bare.attributes.iter_mut().for_each(|a| *a = None);
+    let err = format!("{:#}", trainer.train_step(&bare).unwrap_err());
+    assert!(err.contains("attribute labels"), "{err}");
+}
+
+/// The head stage (`--stage head`): Swin is frozen (its weights do not move at all), the neck, text
+/// encoder and head learn, and the referring cross entropy falls as in a joint run.
+#[test]
+fn the_head_stage_keeps_swin_frozen_and_trains_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(dir.path());
+    let (cfg, tok) = model_config();
+    let steps = 24;
+    let tc = TrainConfig { stage: Stage::Head, lambda_mirror: 0.0, ..train_config(steps) };
+    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
+    let before = weights(&trainer);
+    let ce: Vec<f32> = (0..steps).map(|_| trainer.train_step(&set).unwrap().ce).collect();
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+    assert!(mean(&ce[steps - 4..]) < 0.6 * mean(&ce[..4]), "cross entropy did not fall: {ce:?}");
+    let after = weights(&trainer);
+    let swin: Vec<&String> = before.keys().filter(|k| k.starts_with("swin.")).collect();
+    assert!(!swin.is_empty());
+    for name in swin {
+        assert_eq!(max_change(&before[name], &after[name]), 0.0, "{name} moved in the head stage");
+    }
+    for name in ["neck.v.weight", "text.embeddings.word_embeddings.weight", "head.decoder.classifier.weight"] {
+        assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved");
+    }
+    // The grayscale shape loss trains the backbone: refused here.
+    let gray = TrainConfig { attributes: 1.0, gray_shape: 1.0, ..tc };
+    let (cfg, tok) = model_config();
+    let err = Trainer::new(&cfg, tok, &gray, None, &Device::Cpu).err().expect("refused").to_string();
+    assert!(err.contains("frozen"), "{err}");
 }

@@ -42,6 +42,31 @@ pub struct EvalArgs {
     /// threshold on a validation split (its `config.json` holds the one it ships with).
     #[arg(long, value_name = "M")]
     pub margin: Option<f64>,
+    /// Answer albums of N photos instead of the data set's groups: the photos of every group with the
+    /// same expression are pooled and cut into albums of N (the last may be smaller). N = 1 answers each
+    /// photo alone, which switches the cross-image maps off (a photo sees only its own prototype): the
+    /// group's own contribution is the difference.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub album_size: Option<u32>,
+}
+
+/// The photos of every group with the same expression, pooled (in order of first appearance) and cut
+/// into albums of at most `n` photos.
+fn regroup(groups: Vec<Group>, n: usize) -> Vec<Group> {
+    let mut pooled: Vec<Group> = Vec::new();
+    for g in groups {
+        match pooled.iter_mut().find(|p| p.expression == g.expression) {
+            Some(p) => p.photos.extend(g.photos),
+            None => pooled.push(g),
+        }
+    }
+    pooled
+        .into_iter()
+        .flat_map(|g| {
+            let expression = g.expression;
+            g.photos.chunks(n).map(|c| Group { expression: expression.clone(), photos: c.to_vec() }).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn load_groups(args: &EvalArgs) -> Result<Vec<Group>> {
@@ -70,6 +95,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut groups = load_groups(&args)?;
     if let Some(n) = args.limit {
         groups.truncate(n);
+    }
+    if let Some(n) = args.album_size {
+        groups = regroup(groups, n as usize);
     }
     let bar = ProgressBar::new(groups.len() as u64);
     bar.set_style(ProgressStyle::with_template("groups {pos}/{len} {wide_bar} {elapsed}<{eta}")?);

@@ -11,6 +11,7 @@ use crate::model::grser::Config as ModelConfig;
 use crate::synth::SynthDataset;
 use crate::train::data::{SourceGroup, TrainSet};
 use crate::train::optim::AdamWConfig;
+use crate::train::recipe::Recipe;
 use crate::train::{vocab, Stage, TrainConfig, Trainer};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -25,114 +26,120 @@ pub enum Preset {
 
 /// Options of `photoseg train`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("knobs").multiple(true)))]
 pub struct TrainArgs {
+    /// Train by a recipe file (TOML: the model's shape and every stage's settings; the built-in
+    /// model's is models/builtin/recipe.toml). The file holds every knob, so the flags that set one
+    /// are refused beside it.
+    #[arg(long, value_name = "FILE", conflicts_with = "knobs")]
+    pub recipe: Option<PathBuf>,
     /// A synthetic data set written by `photoseg synth` (its `train` split is used).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Where checkpoints and the final model (OUT/model) go; a run there is resumed.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = Preset::Builtin)]
+    #[arg(long, group = "knobs", value_enum, default_value_t = Preset::Builtin)]
     pub preset: Preset,
     /// Optimizer steps.
-    #[arg(long, default_value_t = TrainConfig::default().steps)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().steps)]
     pub steps: usize,
     /// Groups per step (paper: 4).
-    #[arg(long, default_value_t = TrainConfig::default().groups_per_step)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().groups_per_step)]
     pub groups_per_step: usize,
     /// Photos per group, half positives (paper: 8).
-    #[arg(long, default_value_t = TrainConfig::default().group_size)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().group_size)]
     pub group_size: usize,
     /// Peak learning rate (paper: 5e-5 with pre-trained backbones; from scratch use ~1e-3).
-    #[arg(long, default_value_t = AdamWConfig::default().lr)]
+    #[arg(long, group = "knobs", default_value_t = AdamWConfig::default().lr)]
     pub lr: f64,
-    #[arg(long, default_value_t = AdamWConfig::default().weight_decay)]
+    #[arg(long, group = "knobs", default_value_t = AdamWConfig::default().weight_decay)]
     pub weight_decay: f64,
     /// Weight of the mirror (anti-expression) cross entropy.
-    #[arg(long, default_value_t = TrainConfig::default().lambda_mirror)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().lambda_mirror)]
     pub lambda_mirror: f64,
     /// Weight of the Dice term on positives (not in the paper; 0 gives the paper's objective).
-    #[arg(long, default_value_t = TrainConfig::default().dice)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().dice)]
     pub dice: f64,
     /// Weight of the cross entropy on negatives against an empty mask (not in the paper; 0 gives the
     /// paper's objective; see docs/model.md).
-    #[arg(long, default_value_t = TrainConfig::default().neg_ce)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().neg_ce)]
     pub neg_ce: f64,
     /// Weight of the term keeping L' and L'_anti at least 2m apart (not in the paper; 0 gives its
     /// objective; see docs/model.md).
-    #[arg(long, default_value_t = TrainConfig::default().separation)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().separation)]
     pub separation: f64,
     /// Weight of the language-map supervision: M_l must light up the referred object and stay dark on
     /// negatives (not in the paper; 0 gives its objective; see docs/model.md).
-    #[arg(long, default_value_t = TrainConfig::default().language_map)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().language_map)]
     pub language_map: f64,
     /// Weight of the dense attribute supervision: colour, shape and size of every object, read back from
     /// V and stage 1 by training-only heads (not in the paper; 0 gives its objective; docs/model.md).
-    #[arg(long, default_value_t = TrainConfig::default().attributes)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().attributes)]
     pub attributes: f64,
     /// Weight of the shape loss on grayscale copies of one group's photos a step, read by the attribute
     /// heads (needs --attributes; not in the paper; docs/model.md): shape without colour.
-    #[arg(long, default_value_t = TrainConfig::default().gray_shape)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().gray_shape)]
     pub gray_shape: f64,
     /// How many of a step's groups get the gray copies (each adds a Swin pass over its photos).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, group = "knobs", default_value_t = 1, value_name = "N")]
     pub gray_groups: usize,
     /// Desaturate each copy by a random amount (0 to 1) instead of making it fully gray.
-    #[arg(long)]
+    #[arg(long, group = "knobs")]
     pub gray_random: bool,
     /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, group = "knobs", default_value_t = 0.0)]
     pub map_gain: f64,
     /// Add a learnt position embedding to V before TQM (`head.position_grid`, docs/model.md), so
     /// expressions can say "on the left" / "at the top".
-    #[arg(long)]
+    #[arg(long, group = "knobs")]
     pub position: bool,
     /// Side in pixels the model reads photos at (a multiple of 32; default: the preset's, 128 for the
     /// built-in shape). Photos are resized to it, so a larger side gives small objects more cells.
-    #[arg(long, value_name = "PX")]
+    #[arg(long, group = "knobs", value_name = "PX")]
     pub image_size: Option<usize>,
     /// Replace Swin's 4 x 4 patch projection by a convolutional stem of this width (`swin.conv_stem`,
     /// docs/model.md); 0 = Swin's own.
-    #[arg(long, default_value_t = 0, value_name = "WIDTH")]
+    #[arg(long, group = "knobs", default_value_t = 0, value_name = "WIDTH")]
     pub conv_stem: usize,
     /// Channels of each lateral map the decoder reads besides z (`head.lateral`); absent: the preset's.
     /// With 4 and `--cache-codec lr8`, a paper-shaped model's features cache in 250 KB a photo
     /// (docs/library.md).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, group = "knobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub lateral: Option<u16>,
     /// The codec photoseg caches the trained model's features in (`cache_codec` in its config.json:
     /// f16, int8, int4, v8l4, v4l8 or lr8; docs/library.md); absent: f16.
-    #[arg(long, value_name = "CODEC", value_parser = parse_codec)]
+    #[arg(long, group = "knobs", value_name = "CODEC", value_parser = parse_codec)]
     pub cache_codec: Option<String>,
     /// Pool the decision from the decoder's first level (`head.decision = "fused"`, docs/model.md).
-    #[arg(long)]
+    #[arg(long, group = "knobs")]
     pub decision_fused: bool,
     /// Standardise V's channels over each photo's positions before TQM (`head.center_v`, docs/model.md).
-    #[arg(long)]
+    #[arg(long, group = "knobs")]
     pub center_v: bool,
     /// Weight the triplet loss 1 from the first step instead of the paper's t / T ramp.
-    #[arg(long)]
+    #[arg(long, group = "knobs")]
     pub triplet_constant: bool,
     /// What the run trains: `joint` (everything, the paper's way), `features` (backbone and neck on the
     /// colour, shape and size of every object; synthetic data) or `head` (the referring objective with
     /// Swin frozen). docs/model.md, "Training in stages".
-    #[arg(long, value_enum, default_value_t = Stage::Joint)]
+    #[arg(long, group = "knobs", value_enum, default_value_t = Stage::Joint)]
     pub stage: Stage,
     /// Start from this model directory's weights (same shape) instead of a random initialisation.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, group = "knobs", value_name = "DIR")]
     pub init: Option<PathBuf>,
     /// Paper preset: Hugging Face tokenizer.json of the BERT checkpoint (bert-base-uncased).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, group = "knobs", value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// Public Swin weights to start from (timm safetensors or Microsoft .pth; paper preset).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, group = "knobs", value_name = "FILE")]
     pub swin_weights: Option<PathBuf>,
     /// Public BERT weights to start from (Hugging Face safetensors or .bin; paper preset).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, group = "knobs", value_name = "FILE")]
     pub bert_weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, group = "knobs", default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
+    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().checkpoint_every)]
     pub checkpoint_every: usize,
     /// Log a line every N steps when stderr is not a terminal (there the progress bar shows each step).
     #[arg(long, default_value_t = 10, value_name = "N")]
@@ -153,6 +160,9 @@ fn device(cuda: bool) -> Result<Device> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let dev = device(args.cuda)?;
     let ds = SynthDataset::open(&args.data)?;
+    if let Some(path) = &args.recipe {
+        return run_recipe(&Recipe::load(path)?, &ds, &args, &dev);
+    }
     let tokenizer = match &args.tokenizer {
         Some(path) => tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow::anyhow!("reading the tokenizer {}: {e}", path.display()))?,
@@ -221,6 +231,95 @@ pub fn run(args: TrainArgs) -> Result<()> {
         stage: args.stage,
         ..TrainConfig::default()
     };
+    let mut init = match &args.init {
+        Some(dir) => Some(read_weights(dir, &dev)?),
+        None => None,
+    };
+    // Public backbone weights, renamed to the model's `swin.` / `text.` prefixes (checkpoint.rs).
+    for (file, prefix, load) in [
+        (&args.swin_weights, "swin.", checkpoint::load_swin_tensors as fn(&std::path::Path, &Device) -> _),
+        (&args.bert_weights, "text.", checkpoint::load_bert_tensors),
+    ] {
+        if let Some(file) = file {
+            let tensors = load(file, &dev)?;
+            let map = init.get_or_insert_with(Default::default);
+            map.extend(tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
+        }
+    }
+    train_stage(&ds, &model_cfg, tokenizer, &cfg, &args.out, init.as_ref(), args.log_every, &dev)?;
+    Ok(())
+}
+
+/// Runs a recipe's stages in order, each in `OUT/NAME/` and from the previous one's final weights; the
+/// last stage's model is copied to `OUT/model`.
+fn run_recipe(recipe: &Recipe, ds: &SynthDataset, args: &TrainArgs, dev: &Device) -> Result<()> {
+    let tokenizer = vocab::wordpiece_tokenizer(&crate::synth::vocabulary())?;
+    let model_cfg = recipe.model_config(tokenizer.get_vocab_size(true))?;
+    let mut previous: Option<PathBuf> = None;
+    for (i, stage) in recipe.stages.iter().enumerate() {
+        eprintln!(
+            "stage {}/{}: {} ({:?}, {} steps)",
+            i + 1,
+            recipe.stages.len(),
+            stage.name,
+            stage.train.stage,
+            stage.train.steps
+        );
+        let init = match &previous {
+            Some(dir) => Some(read_weights(dir, dev)?),
+            None => None,
+        };
+        let out = args.out.join(&stage.name);
+        previous = Some(train_stage(
+            ds,
+            &model_cfg,
+            tokenizer.clone(),
+            &stage.train,
+            &out,
+            init.as_ref(),
+            args.log_every,
+            dev,
+        )?);
+    }
+    let last = previous.expect("a recipe has at least one stage");
+    let final_dir = args.out.join("model");
+    copy_model(&last, &final_dir)?;
+    eprintln!("model written to {}", final_dir.display());
+    Ok(())
+}
+
+/// The weights of a model directory or checkpoint.
+fn read_weights(dir: &std::path::Path, dev: &Device) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    let path = dir.join(crate::model::checkpoint::WEIGHTS_FILE);
+    candle_core::safetensors::load(&path, dev).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Copies a model directory's three files (config, weights, tokenizer) into `to`.
+fn copy_model(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for f in [
+        crate::model::checkpoint::CONFIG_FILE,
+        crate::model::checkpoint::WEIGHTS_FILE,
+        crate::model::checkpoint::TOKENIZER_FILE,
+    ] {
+        std::fs::copy(from.join(f), to.join(f)).with_context(|| format!("copying {}", from.join(f).display()))?;
+    }
+    Ok(())
+}
+
+/// One training run on `ds`'s train split into `out` (resumed when `out` holds a checkpoint of it);
+/// returns the final model directory (`out/model`).
+#[allow(clippy::too_many_arguments)]
+fn train_stage(
+    ds: &SynthDataset,
+    model_cfg: &ModelConfig,
+    tokenizer: tokenizers::Tokenizer,
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+    init: Option<&std::collections::HashMap<String, candle_core::Tensor>>,
+    log_every: usize,
+    dev: &Device,
+) -> Result<PathBuf> {
     let groups: Vec<SourceGroup> = ds
         .split("train")?
         .into_iter()
@@ -241,35 +340,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let labelled = set.attach_attributes(crate::train::attributes::synth_labels(&ds, "train", grid)?);
         eprintln!("attribute labels for {labelled} of {} photos", set.images.len());
     }
-    eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), args.data.display());
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let mut init = match &args.init {
-        Some(dir) => {
-            let path = dir.join(crate::model::checkpoint::WEIGHTS_FILE);
-            Some(candle_core::safetensors::load(&path, &dev).with_context(|| format!("reading {}", path.display()))?)
-        }
-        None => None,
-    };
-    // Public backbone weights, renamed to the model's `swin.` / `text.` prefixes (checkpoint.rs).
-    for (file, prefix, load) in [
-        (&args.swin_weights, "swin.", checkpoint::load_swin_tensors as fn(&std::path::Path, &Device) -> _),
-        (&args.bert_weights, "text.", checkpoint::load_bert_tensors),
-    ] {
-        if let Some(file) = file {
-            let tensors = load(file, &dev)?;
-            let map = init.get_or_insert_with(Default::default);
-            map.extend(tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
-        }
-    }
-    let mut trainer = Trainer::new(&model_cfg, tokenizer, &cfg, init.as_ref(), &dev)?;
-    if trainer.resume(&args.out)? {
-        eprintln!("resuming at step {} from {}", trainer.step, args.out.display());
+    eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), ds.root().display());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut trainer = Trainer::new(model_cfg, tokenizer, cfg, init, dev)?;
+    if trainer.resume(out)? {
+        eprintln!("resuming at step {} from {}", trainer.step, out.display());
     }
     let bar = ProgressBar::new(cfg.steps as u64);
     bar.set_style(ProgressStyle::with_template("step {pos}/{len} {wide_bar} {elapsed}<{eta} {msg}")?);
     bar.set_position(trainer.step as u64);
     // Without a terminal the bar is hidden: log a line every `log_every` steps instead.
-    let log_every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { 0 } else { args.log_every };
+    let log_every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { 0 } else { log_every };
     let mut ema: Option<f32> = None;
     while trainer.step < cfg.steps {
         let s = trainer.train_step(&set)?;
@@ -292,22 +373,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.set_message(msg);
         bar.inc(1);
         if trainer.step % cfg.checkpoint_every == 0 || trainer.step == cfg.steps {
-            trainer.save(&args.out)?;
+            trainer.save(out)?;
         }
     }
     bar.finish();
-    let last = crate::train::latest_checkpoint(&args.out)?.context("no checkpoint written")?;
-    let final_dir = args.out.join("model");
-    std::fs::create_dir_all(&final_dir)?;
-    for f in [
-        crate::model::checkpoint::CONFIG_FILE,
-        crate::model::checkpoint::WEIGHTS_FILE,
-        crate::model::checkpoint::TOKENIZER_FILE,
-    ] {
-        std::fs::copy(last.join(f), final_dir.join(f))?;
-    }
+    let last = crate::train::latest_checkpoint(out)?.context("no checkpoint written")?;
+    let final_dir = out.join("model");
+    copy_model(&last, &final_dir)?;
     eprintln!("model written to {}", final_dir.display());
-    Ok(())
+    Ok(final_dir)
 }
 
 /// A codec name photoseg knows (for `--cache-codec`).

@@ -67,6 +67,11 @@ pub enum DecisionInput {
     /// [mean; max] of the decoder's first level (conv 3x3 + GroupNorm + ReLU over z_n and stage 4):
     /// each position sees V, M_l and M_v together, so the pooled vector can say "a red circle is here".
     Fused,
+    /// [mean; max] of the triphasic maps alone (M_l and the K ordered M_v), without a LayerNorm: "does
+    /// some place of this photo match the expression, and the group's prototypes of it". The maps are
+    /// cosines, already on one scale; a LayerNorm over them would erase how high they are, which is the
+    /// evidence, and V's pooled channels say what the photo holds, not whether the referent is there.
+    Maps,
 }
 
 /// Everything needed to rebuild a model from its weights (`config.json` beside `model.safetensors`).
@@ -208,7 +213,8 @@ pub struct Head {
     tqm: Tqm,
     /// Normalises the pooled z_n before w_z: V's channels are two orders of magnitude larger than the
     /// maps' cosines, and unnormalised they drown the only channels that say whether the referent is there.
-    z_norm: LayerNorm,
+    /// None for `DecisionInput::Maps`, which pools only the maps.
+    z_norm: Option<LayerNorm>,
     /// Pooled z_n -> the decision space (C_v), where it is compared with L' and L'_anti.
     w_z: Linear,
     decoder: Decoder,
@@ -259,10 +265,15 @@ impl Head {
         let pooled = match cfg.decision {
             DecisionInput::PooledZ => 2 * c_z,
             DecisionInput::Fused => 2 * cfg.decoder_dim,
+            DecisionInput::Maps => 2 * (1 + cfg.k),
+        };
+        let z_norm = match cfg.decision {
+            DecisionInput::Maps => None,
+            _ => Some(LayerNorm::new(pooled, 1e-5, vb.pp("z_norm"))?),
         };
         Ok(Self {
             tqm: Tqm::new(c_l, cfg.c_v, vb.pp("tqm"))?,
-            z_norm: LayerNorm::new(pooled, 1e-5, vb.pp("z_norm"))?,
+            z_norm,
             w_z: linear(pooled, cfg.c_v, vb.pp("w_z"))?,
             decoder: Decoder::new(c_z, cfg.lateral, cfg.decoder_dim, vb.pp("decoder"))?,
             map_gain: match cfg.map_gain {
@@ -394,7 +405,7 @@ impl Head {
         };
         let z = Tensor::cat(&[v, &maps], 1)?; // [N, C_v + 1 + K, h, w]
         let fused = match self.cfg.decision {
-            DecisionInput::PooledZ => None,
+            DecisionInput::PooledZ | DecisionInput::Maps => None,
             DecisionInput::Fused => match lat3 {
                 Some(lat3) => Some(self.decoder.fuse_top(&z, lat3)?),
                 None => {
@@ -402,9 +413,13 @@ impl Head {
                 }
             },
         };
-        let flat = fused.as_ref().unwrap_or(&z).flatten_from(2)?;
+        let pooled_from = match self.cfg.decision {
+            DecisionInput::Maps => z.narrow(1, c, 1 + k)?,
+            _ => fused.as_ref().unwrap_or(&z).clone(),
+        };
+        let flat = pooled_from.flatten_from(2)?;
         let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 C]
-        let e = self.w_z.forward(&self.z_norm.forward(&pooled)?)?; // [N, C_v]
+        let e = self.embed_pooled(&pooled)?; // [N, C_v]
         let dist = |x: &Tensor| -> Result<Tensor> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt() };
         Ok(Triphasic {
             d_pos: dist(&l_proj)?,
@@ -418,6 +433,14 @@ impl Head {
         })
     }
 
+    /// e_n from the pooled vector: w_z after the LayerNorm, when the head has one.
+    fn embed_pooled(&self, pooled: &Tensor) -> Result<Tensor> {
+        match &self.z_norm {
+            Some(norm) => self.w_z.forward(&norm.forward(pooled)?),
+            None => self.w_z.forward(pooled),
+        }
+    }
+
     /// The decision of [`Head::triphasic_v`] (`Pairs::TopK`) from V's values on the CPU (`v`: `[N, C_v, h, w]`
     /// as dims, NCHW values, already through [`Head::prepare_values`]), through the fused kernel [`kernels::triphasic_pooled`]: d_pos, d_neg and the
     /// kernel's maps, from which [`Head::z_of`] builds z for the photos that need a mask.
@@ -429,7 +452,7 @@ impl Head {
         l_anti: &Tensor,
     ) -> Result<(Vec<f32>, Vec<f32>, kernels::PooledTriphasic)> {
         let [n, c, h, w] = dims;
-        if self.cfg.decision != DecisionInput::PooledZ || self.cfg.map_gain.is_some() {
+        if self.cfg.decision == DecisionInput::Fused || self.cfg.map_gain.is_some() {
             bail!(
                 "photoseg query answers from V alone with the plain GRSer head; this model uses the experimental \
                  head options (decision = fused or map_gain): evaluate it with photoseg eval"
@@ -452,7 +475,14 @@ impl Head {
         );
         let c_z = c + 1 + self.cfg.k;
         let flat = Tensor::from_slice(&pooled.pooled, (n, 2 * c_z), l_proj.device())?;
-        let e = self.w_z.forward(&self.z_norm.forward(&flat)?)?; // [N, C_v]
+        let flat = match self.cfg.decision {
+            // [mean; max] of the maps' channels alone.
+            DecisionInput::Maps => {
+                Tensor::cat(&[flat.narrow(1, c, 1 + self.cfg.k)?, flat.narrow(1, c_z + c, 1 + self.cfg.k)?], 1)?
+            }
+            _ => flat,
+        };
+        let e = self.embed_pooled(&flat)?; // [N, C_v]
         let dist =
             |x: &Tensor| -> Result<Vec<f32>> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt()?.to_vec1() };
         Ok((dist(&l_proj)?, dist(&anti_proj)?, pooled))

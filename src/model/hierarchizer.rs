@@ -5,7 +5,7 @@ use candle_core::{Result, Tensor};
 
 /// Euclidean distances `||p_i - x||` for each row of `protos` (`[N, C]`) to `x` (`[C]`).
 pub fn distances(protos: &Tensor, x: &Tensor) -> Result<Vec<f32>> {
-    protos.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt()?.to_vec1()
+    protos.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt()?.to_dtype(candle_core::DType::F32)?.to_vec1()
 }
 
 /// Rank of each item when sorted by `key` (0 = first); ties keep index order.

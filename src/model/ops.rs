@@ -30,14 +30,23 @@ impl Linear {
     }
 }
 
-/// `candle_nn::linear` (with bias) as a [`Linear`].
+/// How a fresh linear layer's weight starts: normal with standard deviation 0.02, as timm initialises
+/// Swin and Hugging Face initialises BERT (their checkpoints load over it). candle-nn's default is
+/// Kaiming for ReLU, sqrt(2 / fan_in): 0.25 for a 32-wide layer, which saturates the attention softmax
+/// of a small transformer trained from scratch and slowed the built-in model's learning (docs/model.md).
+const WEIGHT_INIT: candle_nn::Init = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+
+/// A linear layer with bias (timm / BERT initialisation, see [`WEIGHT_INIT`]; bias zero).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Linear::from_candle(candle_nn::linear(in_dim, out_dim, vb)?)
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
+    let b = vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?;
+    Linear::from_candle(candle_nn::Linear::new(w, Some(b)))
 }
 
-/// `candle_nn::linear_no_bias` as a [`Linear`].
+/// A linear layer without bias (initialised as [`linear`]).
 pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Linear::from_candle(candle_nn::linear_no_bias(in_dim, out_dim, vb)?)
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
+    Linear::from_candle(candle_nn::Linear::new(w, None))
 }
 
 impl Module for Linear {

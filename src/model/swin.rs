@@ -240,7 +240,7 @@ impl WindowAttention {
             proj,
             num_heads,
             scale: ((dim / num_heads) as f64).powf(-0.5),
-            table: table.to_dtype(DType::F32)?,
+            table: table.to_dtype(vb.dtype())?,
             table_window: (w, w),
             bias_cache: Mutex::new(HashMap::new()),
         })
@@ -296,7 +296,7 @@ impl WindowAttention {
                 Some(mask) => {
                     let nw = mask.dim(0)?;
                     attn.reshape((bw / nw, nw, self.num_heads, n, n))?
-                        .broadcast_add(&mask.unsqueeze(1)?.unsqueeze(0)?)?
+                        .broadcast_add(&mask.to_dtype(attn.dtype())?.unsqueeze(1)?.unsqueeze(0)?)?
                         .reshape((bw, self.num_heads, n, n))?
                 }
                 None => attn,

@@ -201,9 +201,9 @@ impl Bert {
             bail!("expression has {t} tokens, more than bert's {} positions", self.cfg.max_position_embeddings);
         }
         // HF: (1 - mask) * finfo(f32).min, added to every query's scores.
-        let keep = mask.to_dtype(DType::F32)?;
-        let mask_bias = ((1.0 - keep)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?;
         let mut x = self.embeddings.forward(ids, types)?;
+        let keep = mask.to_dtype(x.dtype())?;
+        let mask_bias = ((1.0 - keep)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias)?;
         }

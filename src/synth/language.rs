@@ -344,7 +344,9 @@ mod tests {
     fn positions_are_fractions_of_width_and_height() {
         // A 150 x 100 photo: x = 45 is within a third of the width, y = 40 beyond 0.35 of the height.
         assert_eq!(Position::Left.judge([45.0, 40.0], 150, 100), Match::Yes);
-        assert_eq!(Position::Left.judge([45.0, 40.0], 100, 150), Match::Ambiguous);
+        // In a 100 x 150 photo x = 42 lies at 0.42 of the width: the dead zone; 45 is at 0.45, clearly not.
+        assert_eq!(Position::Left.judge([42.0, 40.0], 100, 150), Match::Ambiguous);
+        assert_eq!(Position::Left.judge([45.0, 40.0], 100, 150), Match::No);
         assert_eq!(Position::Top.judge([45.0, 40.0], 150, 100), Match::Ambiguous);
         assert_eq!(Position::Top.judge([45.0, 40.0], 100, 150), Match::Yes);
         assert_eq!(Position::Right.judge([140.0, 40.0], 150, 100), Match::Yes);

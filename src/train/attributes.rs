@@ -61,14 +61,16 @@ pub fn majority_labels(labels: &[u8], n: usize, grid: usize) -> Vec<u8> {
 
 /// The attribute labels of every photo of `split`, keyed by photo path, on a `grid x grid` grid.
 pub fn synth_labels(ds: &SynthDataset, split: &str, grid: usize) -> Result<HashMap<PathBuf, AttributeLabels>> {
-    let n = ds.manifest().image_size;
+    let size = ds.manifest().image_size;
+    // The photo as the model sees it: stretched to a square of 4 cells a grid cell.
+    let n = 4 * grid;
     let mut out = HashMap::new();
     for album in ds.manifest().splits.get(split).cloned().unwrap_or_default() {
         let dir = ds.album_dir(split, &album);
         let file = ds.album(split, &album)?;
         for (photo, s) in &file.scenes {
-            let mut objects = s.objects.clone();
-            let cells = majority_labels(&scene::label_map(&mut objects, n), n as usize, grid);
+            let objects = &s.objects;
+            let cells = majority_labels(&s.square_label_map(size, n as u32), n, grid);
             let class = |f: &dyn Fn(&scene::Object) -> u32| -> Vec<u32> {
                 cells.iter().map(|&l| if l == NONE { 0 } else { f(&objects[l as usize]) + 1 }).collect()
             };
@@ -212,8 +214,8 @@ const BACKGROUND_WEIGHT: f64 = 0.2;
 fn weighted_ce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let classes = logits.dim(1)?;
     let logp = candle_nn::ops::log_softmax(logits, 1)?;
-    let nll = (one_hot(labels, classes)? * logp)?.sum(1)?.neg()?; // [N, h, w]
-    let object = labels.ne(0u32)?.to_dtype(DType::F32)?;
+    let nll = (one_hot(labels, classes)?.to_dtype(logp.dtype())? * logp)?.sum(1)?.neg()?; // [N, h, w]
+    let object = labels.ne(0u32)?.to_dtype(nll.dtype())?;
     let weight = ((object * (1.0 - BACKGROUND_WEIGHT))? + BACKGROUND_WEIGHT)?;
     let total = weight.sum_all()?;
     Ok((nll * &weight)?.sum_all()?.broadcast_div(&total)?)

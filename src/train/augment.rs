@@ -99,7 +99,10 @@ mod tests {
     fn the_eight_symmetries_are_distinct_and_move_pixels_as_rotations_and_mirrors() -> Result<()> {
         // 0 1 2 / 3 4 5 / 6 7 8: code 1 transposes, 2 flips rows, 4 flips columns.
         let x = Tensor::arange(0u32, 9, &candle_core::Device::Cpu)?.reshape((3, 3))?;
-        let all: Vec<Vec<Vec<u32>>> = (0..8).map(|c| dihedral(&x, c)?.to_vec2()).collect::<Result<_, _>>()?;
+        let mut all: Vec<Vec<Vec<u32>>> = Vec::new();
+        for code in 0..8 {
+            all.push(dihedral(&x, code)?.to_vec2()?);
+        }
         assert_eq!(all[0], x.to_vec2::<u32>()?);
         assert_eq!(all[1], vec![vec![0, 3, 6], vec![1, 4, 7], vec![2, 5, 8]]);
         assert_eq!(all[2], vec![vec![6, 7, 8], vec![3, 4, 5], vec![0, 1, 2]]);

@@ -56,7 +56,7 @@ pub fn language_map(map: &Tensor, target: &Tensor) -> Result<Tensor> {
     let x = map.affine(LANGUAGE_MAP_GAIN, LANGUAGE_MAP_OFFSET)?;
     // softplus(x) - y x, with softplus written stably: max(x, 0) + log(1 + exp(-|x|)).
     let softplus = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    (softplus - (target * &x)?)?.mean_all()
+    (softplus - (target.to_dtype(x.dtype())? * &x)?)?.mean_all()
 }
 
 /// The share of object in each `f x f` cell of `masks` (`[M, h4, w4]`, u32 0/1) -> `[M, h4 / f, w4 / f]`.

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod data;
 pub mod loss;
 pub mod optim;
+pub mod recipe;
 pub mod vocab;
 
 use std::path::{Path, PathBuf};
@@ -44,8 +45,10 @@ pub enum Stage {
     Head,
 }
 
-/// Training settings (`photoseg train` flags); defaults follow the paper where it gives one.
+/// Training settings (`photoseg train` flags, or a stage of a [`recipe`]); defaults follow the paper
+/// where it gives one, and a field a recipe leaves out takes its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Optimizer steps in all (T).
     pub steps: usize,

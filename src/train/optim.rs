@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// AdamW hyper-parameters; the defaults are the paper's (lr 5e-5, weight decay 0.01).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdamWConfig {
     pub lr: f64,
     pub beta1: f64,

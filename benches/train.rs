@@ -1,0 +1,123 @@
+//! `cargo bench --bench train`: training throughput of the built-in model's shape on CPU, photoseg
+//! beside a plain PyTorch reference in the same run, with the same thread count (one, as the
+//! reference's scripts set it).
+//!
+//! photoseg: steps of the features stage (`--stage features`: a Swin forward and backward over 16
+//! photos, the dense attribute decoder, AdamW) and of the head stage (Swin frozen and kept, 4 groups of
+//! 8 photos) on a generated synthetic set, timed after two warm-up steps.
+//!
+//! Reference: `../shared/anchors/synth_twin/train_attr.py swin` (a Swin of similar layout, 431 k
+//! parameters, dense attribute supervision) for one minute on the same photos, through
+//! `PHOTOSEG_TORCH_PYTHON` (a Python with torch, numpy and Pillow); its photos per second come from
+//! its own log. Without torch only photoseg's figures are printed.
+//!
+//! The ratio printed is photoseg's photos/s over the reference's (>= 1 means photoseg trains as fast).
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::Device;
+use photoseg::model::grser::Config;
+use photoseg::synth::{self, SynthConfig, SynthDataset};
+use photoseg::train::data::{SourceGroup, TrainSet};
+use photoseg::train::optim::AdamWConfig;
+use photoseg::train::{attributes, vocab, Stage, TrainConfig, Trainer};
+
+const STEPS: usize = 10;
+
+fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
+    let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
+    let mut cfg = Config::builtin(tok.get_vocab_size(true));
+    cfg.swin.conv_stem = Some(32);
+    cfg.head.center_v = true;
+    cfg.head.position_grid = Some(8);
+    let tc = TrainConfig {
+        stage,
+        steps: STEPS + 2,
+        groups_per_step: groups,
+        group_size: 8,
+        attributes: 1.0,
+        lambda_mirror: 0.0,
+        optim: AdamWConfig { lr: 2e-3, weight_decay: 1e-4, ..AdamWConfig::default() },
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
+    // Warm-up (the head stage fills its cache of Swin outputs here).
+    for _ in 0..2 {
+        trainer.train_step(set).unwrap();
+    }
+    let start = Instant::now();
+    let photos: usize = (0..STEPS).map(|_| trainer.train_step(set).unwrap().images).sum();
+    photos as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The reference's photos per second over one minute of training, if torch is available.
+fn reference(data: &Path, work: &Path) -> Option<f64> {
+    let python = std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/anchors/synth_twin");
+    if !twin.join("train_attr.py").exists() {
+        eprintln!("reference: {} not found", twin.display());
+        return None;
+    }
+    let ok = Command::new(&python).args(["-c", "import torch, numpy, PIL"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("reference: {python} has no torch, numpy or Pillow (set PHOTOSEG_TORCH_PYTHON)");
+        return None;
+    }
+    let run = |args: &[&str]| {
+        Command::new(&python).args(args).current_dir(&twin).env("TWIN_DIR", work).output().expect("python runs")
+    };
+    let prep = run(&["prep.py", data.to_str().unwrap()]);
+    assert!(prep.status.success(), "prep.py failed: {}", String::from_utf8_lossy(&prep.stderr));
+    let out = run(&["train_attr.py", "swin", "1", "bench", "--eval-every", "100"]);
+    assert!(out.status.success(), "train_attr.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Its log lines: "step N seen S min M loss ...": the last one gives photos per minute of training.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().filter(|l| l.starts_with("step ")).last()?;
+    let w: Vec<&str> = last.split_whitespace().collect();
+    let seen: f64 = w.get(3)?.parse().ok()?;
+    let minutes: f64 = w.get(5)?.parse().ok()?;
+    Some(seen / (minutes * 60.0))
+}
+
+fn main() {
+    // One thread for both sides, as the reference sets torch's.
+    std::env::set_var("RAYON_NUM_THREADS", "1");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("synth");
+    // The classic square look at 128 px: what the reference's data preparation reads.
+    let cfg = SynthConfig {
+        seed: 3,
+        albums_train: 12,
+        albums_val: 2,
+        albums_heldout: 2,
+        look: synth::Look::Classic,
+        square: true,
+        ..SynthConfig::default()
+    };
+    synth::generate(&cfg, &data, |_, _| {}).unwrap();
+    let ds = SynthDataset::open(&data).unwrap();
+    let groups: Vec<SourceGroup> = ds
+        .split("train")
+        .unwrap()
+        .into_iter()
+        .map(|g| SourceGroup {
+            expression: g.expression,
+            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
+        })
+        .collect();
+    let mut set = TrainSet::load(&groups, 128, &Device::Cpu, |_, _| {}).unwrap();
+    set.attach_attributes(attributes::synth_labels(&ds, "train", 32).unwrap());
+    let features = photos_per_second(&set, Stage::Features, 2);
+    let head = photos_per_second(&set, Stage::Head, 4);
+    println!(
+        "photoseg, built-in shape, 1 thread: features stage {features:.1} photos/s, head stage {head:.1} photos/s"
+    );
+    match reference(&data, &tmp.path().join("twin")) {
+        Some(r) => println!(
+            "reference (PyTorch twin, Swin 431 k, dense attributes, 1 thread): {r:.1} photos/s; photoseg / reference: features stage {:.2}",
+            features / r
+        ),
+        None => println!("reference not run"),
+    }
+}
