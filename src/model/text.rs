@@ -9,7 +9,7 @@
 //! anti-expression is the same sentence with the literal prefix `<no> ` (see [`anti_expression`]): a
 //! WordPiece vocabulary splits it into `<`, `no`, `>`, so no new token and no change to a public
 //! checkpoint's embedding table is needed; the model learns what the prefix means during training.
-use candle_core::{bail, DType, Device, Module, Result, Tensor, D};
+use candle_core::{bail, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
