@@ -1,6 +1,6 @@
 //! Training recipes: one TOML file holds every knob of a model's training, the model's shape and each
 //! stage in order, so `photoseg train --recipe FILE --data DIR --out DIR` reproduces a model with one
-//! command. The built-in model's recipe is `models/builtin/recipe.toml`.
+//! command (`recipes/staged.toml` is one).
 //!
 //! ```toml
 //! [model]
