@@ -73,7 +73,7 @@ fn reference(data: &Path, work: &Path) -> Option<f64> {
     assert!(out.status.success(), "train_attr.py failed: {}", String::from_utf8_lossy(&out.stderr));
     // Its log lines: "step N seen S min M loss ...": the last one gives photos per minute of training.
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().filter(|l| l.starts_with("step ")).last()?;
+    let last = text.lines().rfind(|l| l.starts_with("step "))?;
     let w: Vec<&str> = last.split_whitespace().collect();
     let seen: f64 = w.get(3)?.parse().ok()?;
     let minutes: f64 = w.get(5)?.parse().ok()?;

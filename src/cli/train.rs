@@ -337,7 +337,7 @@ fn train_stage(
     bar.finish_and_clear();
     if cfg.attributes > 0.0 || cfg.stage == Stage::Features {
         let grid = crate::train::data::mask_grid(model_cfg.image_size);
-        let labelled = set.attach_attributes(crate::train::attributes::synth_labels(&ds, "train", grid)?);
+        let labelled = set.attach_attributes(crate::train::attributes::synth_labels(ds, "train", grid)?);
         eprintln!("attribute labels for {labelled} of {} photos", set.images.len());
     }
     eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), ds.root().display());
