@@ -274,6 +274,13 @@ fn bad_arguments_get_named_errors_with_the_value() {
         msg.contains("/etc/hostname is not inside a watched folder") && msg.contains(w.photos().to_str().unwrap()),
         "{msg}"
     );
+    // `..` that climbs out of the root is outside it, with the same answer whether the file exists.
+    for target in ["etc/hostname", "no/such/file"] {
+        let climb = format!("{}/Paris/../../../../../../../../{target}", w.photos().display());
+        let (name, msg) = mask(&climb, "bike", "png");
+        assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots", "{climb}: {msg}");
+        assert!(msg.contains(&format!("/{target} is not inside a watched folder")), "{msg}");
+    }
     let notes = w.photos().join("Paris/notes.txt");
     let (name, msg) = mask(notes.to_str().unwrap(), "bike", "png");
     assert_eq!(name, "org.photoseg.Photoseg1.Error.UnknownPhoto");

@@ -255,7 +255,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn run_recipe(recipe: &Recipe, ds: &SynthDataset, args: &TrainArgs, dev: &Device) -> Result<()> {
     let tokenizer = vocab::wordpiece_tokenizer(&crate::synth::vocabulary())?;
     let model_cfg = recipe.model_config(tokenizer.get_vocab_size(true))?;
-    let mut previous: Option<PathBuf> = None;
+    // The first stage starts from the recipe's `init` model when it names one.
+    let mut previous: Option<PathBuf> = recipe.init.clone();
     for (i, stage) in recipe.stages.iter().enumerate() {
         eprintln!(
             "stage {}/{}: {} ({:?}, {} steps)",

@@ -36,7 +36,17 @@ impl Config {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(e).with_context(|| format!("cannot read config {}", path.display())),
         };
-        serde_json::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))
+        let config: Config =
+            serde_json::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))?;
+        // A relative root would mean whatever folder the daemon happens to start in.
+        if let Some(root) = config.roots.iter().find(|r| !r.is_absolute()) {
+            bail!(
+                "config {}: the folder {:?} is relative; write it as an absolute path (or use `photoseg index FOLDER`)",
+                path.display(),
+                root
+            );
+        }
+        Ok(config)
     }
 
     /// Writes the config atomically (temporary file + rename), so a crash never leaves half a file.

@@ -4,9 +4,9 @@
 //! The format is sniffed from the content (a PNG saved as `.jpg` is common and fine; a text file
 //! named `.jpg` is "not an image"). Sizes are checked from the header before any pixel buffer is
 //! allocated, so a small file that declares 20000 x 20000 pixels is refused, not decoded.
-use std::fs::{File, Metadata};
+use std::fs::{Metadata, OpenOptions};
 use std::io::{self, Cursor, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,10 @@ use sha2::{Digest, Sha256};
 pub const MAX_PIXELS: u64 = 64_000_000;
 /// Most memory a decoder may allocate for one image (64 MP of 16-bit RGBA is 512 MiB).
 pub const MAX_DECODE_BYTES: u64 = 1 << 30;
-/// Largest accepted file: the whole file is read into memory to hash and decode it once.
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Largest accepted file: the whole file is read into memory to hash and decode it once. 256 MiB holds
+/// a 64 MP photo as uncompressed 8-bit RGB TIFF (192 MB); anything larger is refused from its size
+/// alone, before a byte is read.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// Formats photoseg accepts; anything else the sniffer recognises is "unsupported image format".
 pub const ACCEPTED_FORMATS: [ImageFormat; 5] =
@@ -92,10 +94,15 @@ pub fn mtime_ns(meta: &Metadata) -> i64 {
     meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
 
-/// Reads and hashes a photo file, refusing empty, oversized and unreadable files.
+/// Reads and hashes a photo file, refusing empty, oversized, unreadable and non-regular files.
+///
+/// The file is opened non-blocking: opening a named pipe (or a device) for reading would otherwise
+/// wait for a writer forever, and the type check can only be trusted on the open handle (a stat before
+/// the open could be raced by a rename). Non-blocking changes nothing for reads of a regular file.
 pub fn read_file(path: &Path) -> Result<PhotoFile, PhotoError> {
     let err = |kind| PhotoError { path: path.to_path_buf(), kind };
-    let mut file = File::open(path).map_err(|e| err(io_kind(&e)))?;
+    let mut file =
+        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| err(io_kind(&e)))?;
     let meta = file.metadata().map_err(|e| err(io_kind(&e)))?;
     if !meta.is_file() {
         return Err(err(PhotoErrorKind::NotAFile));

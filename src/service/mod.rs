@@ -341,7 +341,9 @@ impl Library {
     /// Checks that `path` names a photo the cache knows, inside a watched folder; returns it as the
     /// cache spells it.
     pub fn known_photo(&self, path: &str) -> Result<PathBuf> {
-        let path = absolute(path, "photo")?;
+        // `ROOT/../../etc/passwd` starts with ROOT component by component: judge the path with its
+        // `..` resolved, so it is outside, and is answered the same whether or not the file exists.
+        let path = lexically_normal(&absolute(path, "photo")?);
         let roots = self.roots();
         let inside = |p: &Path| roots.iter().any(|r| p.starts_with(r));
         let photo = if inside(&path) {
@@ -438,6 +440,23 @@ fn absolute(path: &str, what: &str) -> Result<PathBuf> {
         )));
     }
     Ok(p)
+}
+
+/// `path` with `.` dropped and each `..` removing the component before it, without touching the disk
+/// (symbolic links are judged separately, by `canonicalize`). `..` at the root stays at the root.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn unknown_photo(photo: &Path) -> String {

@@ -17,10 +17,11 @@
 //! optim = { lr = 2e-3, weight_decay = 1e-4 }
 //! ```
 //!
-//! Each stage starts from the previous stage's final weights and writes its checkpoints to
+//! With a top-level `init = "DIR"` (a model directory, relative to the recipe file) the first stage
+//! starts from that model's weights. Each stage starts from the previous stage's final weights and writes its checkpoints to
 //! `OUT/NAME/`, so a killed run resumes in the stage it was in; unknown keys are refused, so a typo
 //! cannot silently fall back to a default.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,10 @@ use crate::model::grser::{Config as ModelConfig, DecisionInput};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// A model directory (same shape) the first stage starts from, relative to the recipe file; absent:
+    /// a random initialisation.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     pub model: ModelRecipe,
     /// The stages, run in order.
     #[serde(rename = "stage")]
@@ -82,7 +87,10 @@ impl Recipe {
     /// Reads and checks a recipe file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
-        let recipe: Recipe = toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+        let mut recipe: Recipe = toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+        if let Some(init) = recipe.init.as_mut().filter(|p| p.is_relative()) {
+            *init = path.parent().unwrap_or(Path::new(".")).join(&*init);
+        }
         recipe.check().with_context(|| format!("recipe {}", path.display()))?;
         Ok(recipe)
     }
@@ -187,6 +195,11 @@ mod tests {
         let typo = text.replace("steps = 5", "step = 5");
         let err = toml::from_str::<Recipe>(&typo).unwrap_err().to_string();
         assert!(err.contains("step"), "{err}");
+        assert_eq!(r.init, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(&file, format!("init = \"../models/base\"\n{text}")).unwrap();
+        assert_eq!(Recipe::load(&file).unwrap().init, Some(dir.path().join("../models/base")));
         let twice = text.replace("name = \"head\"", "name = \"features\"");
         let err = toml::from_str::<Recipe>(&twice).unwrap().check().unwrap_err().to_string();
         assert!(err.contains("two stages"), "{err}");
