@@ -1,7 +1,7 @@
 //! `cargo bench --bench model`: Swin-T / Swin-B forward at 416 x 416 and BERT-base on a 20-token
 //! sentence, on this machine's CPU, batch 1, fp32, random weights. When a Python with torch, timm and
 //! transformers is found (`PHOTOSEG_TORCH_PYTHON`, else `python3`), the PyTorch reference
-//! (`../shared/anchors/grser_ref.py cpu` for Swin, `benches/bert_ref.py` for BERT) runs in the same
+//! (`scripts/reference/grser_ref.py cpu` for Swin, `benches/bert_ref.py` for BERT) runs in the same
 //! process tree right after, and the ratio photoseg / PyTorch time is printed (< 1 means photoseg is faster).
 //!
 //! Swin geometry matches the reference script: window 13 at 416 px (no padding); Swin-B with the paper's
@@ -109,7 +109,7 @@ fn main() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let anchor = root.join("../shared/anchors/grser_ref.py");
+    let anchor = root.join("scripts/reference/grser_ref.py");
     if let Some(r) = python_json(&python, &anchor, &["cpu"]) {
         let ref_t = 1.0 / r["index_swinT_416_fp32_b1_img_s"].as_f64().unwrap_or(f64::NAN);
         let ref_b = 1.0 / r["index_swinB_416_fp32_b1_img_s"].as_f64().unwrap_or(f64::NAN);

@@ -6,7 +6,7 @@
 //! photos, the dense attribute decoder, AdamW) and of the head stage (Swin frozen and kept, 4 groups of
 //! 8 photos) on a generated synthetic set, timed after two warm-up steps.
 //!
-//! Reference: `../shared/anchors/synth_twin/train_attr.py swin` (a Swin of similar layout, 431 k
+//! Reference: `scripts/reference/twin/train_attr.py swin` (a Swin of similar layout, 431 k
 //! parameters, dense attribute supervision) for one minute on the same photos, through
 //! `PHOTOSEG_TORCH_PYTHON` (a Python with torch, numpy and Pillow); its photos per second come from
 //! its own log. Without torch only photoseg's figures are printed.
@@ -54,7 +54,7 @@ fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
 /// The reference's photos per second over one minute of training, if torch is available.
 fn reference(data: &Path, work: &Path) -> Option<f64> {
     let python = std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/anchors/synth_twin");
+    let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference/twin");
     if !twin.join("train_attr.py").exists() {
         eprintln!("reference: {} not found", twin.display());
         return None;

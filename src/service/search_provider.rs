@@ -31,16 +31,15 @@ impl SearchProvider {
         blocking(move || Ok(desktop.search(&terms)?.iter().map(|h| h.id()).collect())).await
     }
 
-    /// The photos of `previous_results` that the refined `terms` still find (the answer is recomputed:
-    /// GRSer decides per album, it does not filter), best first.
+    /// The photos `terms` find, recomputed as for a new search: `previous_results` are ignored. GNOME
+    /// calls this for every key typed after the first, and an expression is not a filter of its prefix
+    /// ("y" finds nothing, "yellow circle" finds photos), so narrowing the previous answer would keep
+    /// an early empty answer empty. Each answer runs only the head over the cached features.
     #[zbus(out_args("results"))]
     async fn get_subsearch_result_set(&self, previous_results: Vec<String>, terms: Vec<String>) -> Result<Vec<String>> {
+        let _ = previous_results;
         let desktop = self.desktop.clone();
-        blocking(move || {
-            let hits = desktop.search(&terms)?;
-            Ok(hits.iter().map(|h| h.id()).filter(|id| previous_results.contains(id)).collect())
-        })
-        .await
+        blocking(move || Ok(desktop.search(&terms)?.iter().map(|h| h.id()).collect())).await
     }
 
     /// For each id: `id`, `name` (file name), `description` (album and score) and `gicon` (a PNG
