@@ -244,7 +244,8 @@ fn the_grayscale_shape_loss_needs_the_attribute_heads_and_trains_gray_shape() {
         let mut trainer = Trainer::new(&cfg, tok.clone(), &config(gray_shape), Some(&init), &Device::Cpu).unwrap();
         (0..steps).map(|_| trainer.train_step(&set).unwrap().gray_shape).collect()
     };
-    let (with, control) = (run(1.0), run(1e-9));
+    // Weight 4: at 1 the term's effect over 20 steps is within run-to-run noise of the parallel kernels.
+    let (with, control) = (run(4.0), run(1e-9));
     assert!(with.iter().chain(&control).all(|&l| l > 0.0), "{with:?} {control:?}");
     // Same seed, same draws: the first step's loss is the same; the last five differ by the term alone.
     assert!((with[0] - control[0]).abs() < 1e-4, "{} vs {}", with[0], control[0]);
