@@ -38,8 +38,7 @@ impl SearchProvider {
     #[zbus(out_args("results"))]
     async fn get_subsearch_result_set(&self, previous_results: Vec<String>, terms: Vec<String>) -> Result<Vec<String>> {
         let _ = previous_results;
-        let desktop = self.desktop.clone();
-        blocking(move || Ok(desktop.search(&terms)?.iter().map(|h| h.id()).collect())).await
+        self.get_initial_result_set(terms).await
     }
 
     /// For each id: `id`, `name` (file name), `description` (album and score) and `gicon` (a PNG

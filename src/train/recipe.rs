@@ -18,8 +18,8 @@
 //! ```
 //!
 //! With a top-level `init = "DIR"` (a model directory, relative to the recipe file) the first stage
-//! starts from that model's weights. Each stage starts from the previous stage's final weights and writes its checkpoints to
-//! `OUT/NAME/`, so a killed run resumes in the stage it was in; unknown keys are refused, so a typo
+//! starts from that model's weights. Each stage starts from the previous stage's final weights and
+//! writes its checkpoints to `OUT/NAME/`, so a killed run resumes in the stage it was in; unknown keys are refused, so a typo
 //! cannot silently fall back to a default.
 use std::path::{Path, PathBuf};
 
