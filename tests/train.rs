@@ -223,8 +223,10 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
 
 /// The grayscale shape loss (`--gray-shape`): refused without the attribute heads it reuses; with them
 /// it is what makes the gray copies' shape loss fall. The same run with the term at a negligible weight
-/// (the loss is still measured, the heads and the backbone still train on everything else) is the
-/// control: under Adam, "the weights moved" would prove nothing.
+/// (the loss is still measured, the backbone still trains on everything else) is the control: under
+/// Adam, "the weights moved" would prove nothing. The colour attribute term is negligible in both runs
+/// too: at full weight it teaches the same shape heads on the colour photos, and that transfer to gray
+/// copies leaves the two runs too close for any bar to tell apart reliably.
 #[test]
 fn the_grayscale_shape_loss_needs_the_attribute_heads_and_trains_gray_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,15 +239,14 @@ fn the_grayscale_shape_loss_needs_the_attribute_heads_and_trains_gray_shape() {
     let alone = TrainConfig { gray_shape: 1.0, ..without_optional_terms(steps) };
     let err = Trainer::new(&cfg, tok.clone(), &alone, None, &Device::Cpu).err().expect("refused").to_string();
     assert!(err.contains("--attributes"), "{err}");
-    let config = |gray_shape: f64| TrainConfig { attributes: 1.0, gray_shape, ..alone.clone() };
+    let config = |gray_shape: f64| TrainConfig { attributes: 1e-9, gray_shape, ..alone.clone() };
     // Both runs start from the same random weights.
     let init = weights(&Trainer::new(&cfg, tok.clone(), &config(1.0), None, &Device::Cpu).unwrap());
     let run = |gray_shape: f64| -> Vec<f32> {
         let mut trainer = Trainer::new(&cfg, tok.clone(), &config(gray_shape), Some(&init), &Device::Cpu).unwrap();
         (0..steps).map(|_| trainer.train_step(&set).unwrap().gray_shape).collect()
     };
-    // Weight 4 rather than 1, so the term's effect stands well clear of the noise of a random start.
-    let (with, control) = (run(4.0), run(1e-9));
+    let (with, control) = (run(1.0), run(1e-9));
     assert!(with.iter().chain(&control).all(|&l| l > 0.0), "{with:?} {control:?}");
     // Same seed, same draws: the first step's loss is the same; the last five differ by the term alone.
     assert!((with[0] - control[0]).abs() < 1e-4, "{} vs {}", with[0], control[0]);
@@ -255,7 +256,7 @@ fn the_grayscale_shape_loss_needs_the_attribute_heads_and_trains_gray_shape() {
     // losses, never lower ones. A mean over a few steps is not used: from a random start its ratio
     // varies by more than the term's effect.
     let lower = (steps - 15..steps).filter(|&i| with[i] < control[i]).count();
-    assert!(lower >= 10, "the term made no difference ({lower} of 15 steps lower): {with:?} against {control:?}");
+    assert!(lower >= 12, "the term made no difference ({lower} of 15 steps lower): {with:?} against {control:?}");
 }
 
 #[test]
