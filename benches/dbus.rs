@@ -2,7 +2,7 @@
 //! in-process, on the same cache and model, and the daemon's memory.
 //!
 //! A private bus (`dbus-daemon`), a library of generated photos indexed with the built-in model, the
-//! real `photoseg daemon` binary, and this process as the client through `query::connect` (the path
+//! real `photoseg daemon` binary, and this process as the client through `service::client::connect` (the path
 //! `photoseg query` takes). Each side answers its own fresh expressions (no stored answers), then one
 //! repeated expression (served from the search index); medians of `ROUNDS` are printed with their
 //! difference. The daemon's RSS (VmRSS) is read from /proc at rest and sampled while a query runs;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
-use photoseg::query::{self, Engine, QueryBackend, QueryRequest};
+use photoseg::query::{Engine, QueryBackend, QueryRequest};
 use photoseg::service::client::DaemonClient;
 
 const ALBUMS: usize = 4;
@@ -141,8 +141,11 @@ fn compare(bin: &str, root: &Path, label: &str, model: Option<&Path>) -> anyhow:
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    // query::connect picks the daemon now (what `photoseg query` does).
-    anyhow::ensure!(query::connect(model)?.describe().starts_with("daemon"), "query::connect did not pick the daemon");
+    // service::client::connect picks the daemon now (what `photoseg query` does).
+    anyhow::ensure!(
+        photoseg::service::client::connect(model)?.describe().starts_with("daemon"),
+        "service::client::connect did not pick the daemon"
+    );
     let mut engine = Engine::open_default(model)?;
     anyhow::ensure!(engine.backbone() == client.model(), "daemon and in-process models differ");
 

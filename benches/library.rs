@@ -28,7 +28,7 @@ use candle_nn::{VarBuilder, VarMap};
 use photoseg::library::cache::NewPhoto;
 use photoseg::library::search::SearchIndex;
 use photoseg::library::{self, Cache};
-use photoseg::model::codec::FeatureCodec;
+use photoseg::model::codec::{self, FeatureCodec};
 use photoseg::model::grser::{self, Grser, Head, Pairs};
 use photoseg::model::neck::{Neck, VisualFeatures};
 use photoseg::model::preprocess::rgb_to_tensor;
@@ -201,7 +201,8 @@ fn codec_effects(
         let (da, dist_a, ma) = every_answer(head, &VisualFeatures::cat(feats)?, text, size)?;
         for (e, &codec) in effects.iter_mut().zip(codecs) {
             let t = Instant::now();
-            let blobs: Vec<Vec<u8>> = feats.iter().map(|f| f.to_bytes(codec)).collect::<candle_core::Result<_>>()?;
+            let blobs: Vec<Vec<u8>> =
+                feats.iter().map(|f| codec::encode(f, codec)).collect::<candle_core::Result<_>>()?;
             e.encode_s += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let mut v = Vec::new();
@@ -211,10 +212,8 @@ fn codec_effects(
             }
             e.decode_v_s += t.elapsed().as_secs_f64();
             e.photos += blobs.len();
-            let coded: Vec<VisualFeatures> = blobs
-                .iter()
-                .map(|b| VisualFeatures::from_bytes(b, &Device::Cpu))
-                .collect::<candle_core::Result<_>>()?;
+            let coded: Vec<VisualFeatures> =
+                blobs.iter().map(|b| codec::decode(b, &Device::Cpu)).collect::<candle_core::Result<_>>()?;
             let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
             e.answers += da.len();
             e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();
@@ -385,7 +384,7 @@ fn main() -> anyhow::Result<()> {
         }
         let effects = codec_effects(&model.grser.head, &sets, &FeatureCodec::ALL, 128)?;
         for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
-            let bytes = per_photo[0].1.to_bytes(codec)?.len();
+            let bytes = codec::encode(&per_photo[0].1, codec)?.len();
             println!(
                 "  {:>4}: {bytes} bytes/photo; vs f32 over {} groups: {}",
                 codec.name(),
@@ -399,7 +398,7 @@ fn main() -> anyhow::Result<()> {
         println!("query, built-in model, {} codec:", codec.name());
         let rss_before = peak_rss_mib();
         let blobs: Vec<Vec<u8>> =
-            per_photo.iter().take(8).map(|(_, f)| f.to_bytes(codec)).collect::<candle_core::Result<_>>()?;
+            per_photo.iter().take(8).map(|(_, f)| codec::encode(f, codec)).collect::<candle_core::Result<_>>()?;
         let backbone = model.backbone_id(codec);
         let big = root.join("big");
         let cache = fill_cache(&root.join("big.sqlite3"), &big, &backbone, &blobs, 100, 100)?;
@@ -616,7 +615,7 @@ fn paper(root: &Path) -> anyhow::Result<()> {
     for (k, (l, _, head)) in variants.iter().enumerate() {
         let effects = codec_effects(head, &sets[k], &FeatureCodec::ALL, s)?;
         for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
-            let bytes = sets[k][0].0[0].to_bytes(codec)?.len();
+            let bytes = codec::encode(&sets[k][0].0[0], codec)?.len();
             println!("  lateral {l:>2} {:>4}: {bytes:>7} bytes/photo; vs f32: {}", codec.name(), effect.line());
         }
     }
@@ -634,7 +633,7 @@ fn paper(root: &Path) -> anyhow::Result<()> {
             .iter()
             .flat_map(|(f, _)| f.iter())
             .take(8)
-            .map(|f| f.to_bytes(codec))
+            .map(|f| codec::encode(f, codec))
             .collect::<candle_core::Result<_>>()?;
         let backbone = loaded.backbone_id(codec);
         let top = root.join(format!("paper-big-{}", codec.name()));

@@ -8,6 +8,8 @@ pub mod builtin;
 pub mod cli;
 pub mod data;
 pub mod eval;
+#[cfg(test)]
+mod layers;
 pub mod library;
 pub mod model;
 pub mod query;

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use image::{Rgb, RgbImage};
-use photoseg::model::codec::FeatureCodec;
+use photoseg::model::codec::{self, FeatureCodec};
 use photoseg::model::grser::{self, Config, Grser, Pairs};
 use photoseg::model::neck::VisualFeatures;
 use photoseg::query::featurizer::featurize_image;
@@ -39,11 +39,10 @@ fn codec_sizes_and_effect_on_answers() {
     let reference = m.answer(&exact, "the red ball", Pairs::TopK).unwrap();
 
     for codec in FeatureCodec::ALL {
-        let blobs: Vec<Vec<u8>> = feats.iter().map(|f| f.to_bytes(codec).unwrap()).collect();
-        let group = VisualFeatures::cat(
-            &blobs.iter().map(|b| VisualFeatures::from_bytes(b, &Device::Cpu).unwrap()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let blobs: Vec<Vec<u8>> = feats.iter().map(|f| codec::encode(f, codec).unwrap()).collect();
+        let group =
+            VisualFeatures::cat(&blobs.iter().map(|b| codec::decode(b, &Device::Cpu).unwrap()).collect::<Vec<_>>())
+                .unwrap();
         let answers = m.answer(&group, "the red ball", Pairs::TopK).unwrap();
         let (mut d_rel, mut iou_min) = (0f32, 1f64);
         for (a, r) in answers.iter().zip(&reference) {

@@ -13,7 +13,7 @@ use image::{Rgb, RgbImage};
 use photoseg::library::cache::NewPhoto;
 use photoseg::library::search::SearchIndex;
 use photoseg::library::Cache;
-use photoseg::model::codec::FeatureCodec;
+use photoseg::model::codec::{self, FeatureCodec};
 use photoseg::model::grser::{Config, Grser, Pairs};
 use photoseg::model::neck::VisualFeatures;
 use photoseg::query::featurizer::featurize_image;
@@ -82,9 +82,9 @@ fn fill(
             if a == 2 && i == 1 {
                 continue; // not indexed yet
             }
-            let bytes = featurize_image(&m.grser, &img).unwrap().to_bytes(codec).unwrap();
+            let bytes = codec::encode(&featurize_image(&m.grser, &img).unwrap(), codec).unwrap();
             cache.put_features(id, &backbone, &bytes).unwrap();
-            let feats = VisualFeatures::from_bytes(&bytes, &Device::Cpu).unwrap();
+            let feats = codec::decode(&bytes, &Device::Cpu).unwrap();
             photos.push((path, img.width(), img.height(), feats));
         }
         albums.push(photos);

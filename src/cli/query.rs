@@ -8,7 +8,7 @@ use clap::Args;
 use crate::library::config::Config;
 use crate::library::paths;
 use crate::query::render::{self, MASK_SUFFIX, OVERLAY_SUFFIX};
-use crate::query::{self, AlbumSummary, Positive, QueryProgress, QueryRequest, QuerySummary};
+use crate::query::{AlbumSummary, Positive, QueryProgress, QueryRequest, QuerySummary};
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
@@ -40,7 +40,7 @@ pub fn run(args: QueryArgs) -> Result<()> {
     let masks = args.masks.as_deref().map(|d| render::prepare_output_dir(d, &roots)).transpose()?;
     let overlays = args.overlays.as_deref().map(|d| render::prepare_output_dir(d, &roots)).transpose()?;
 
-    let mut backend = query::connect(args.model.as_deref())?;
+    let mut backend = crate::service::client::connect(args.model.as_deref())?;
     // Text goes out as the answer is made: the list of albums and their counts right after the
     // decision, each positive's line (with its mask's area) and files as soon as its mask exists.
     let mut out = Streamed::new(masks, overlays, (!args.json).then_some(Stdout));

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::codec::FeatureCodec;
 use super::decoder::Decoder;
 use super::hierarchizer;
-use super::kernels;
-use super::neck::{Neck, VisualFeatures};
+use super::neck::{Laterals, Neck, VisualFeatures};
 use super::swin::{self, Swin};
 use super::text::{self, TextEncoder};
 use super::tqm::{self, Tqm};
+use super::triphasic;
 
 fn default_margin() -> f64 {
     1.0
@@ -442,7 +442,7 @@ impl Head {
     }
 
     /// The decision of [`Head::triphasic_v`] (`Pairs::TopK`) from V's values on the CPU (`v`: `[N, C_v, h, w]`
-    /// as dims, NCHW values, already through [`Head::prepare_values`]), through the fused kernel [`kernels::triphasic_pooled`]: d_pos, d_neg and the
+    /// as dims, NCHW values, already through [`Head::prepare_values`]), through the fused kernel [`triphasic::triphasic_pooled`]: d_pos, d_neg and the
     /// kernel's maps, from which [`Head::z_of`] builds z for the photos that need a mask.
     pub fn decide_pooled(
         &self,
@@ -450,7 +450,7 @@ impl Head {
         dims: [usize; 4],
         l: &Tensor,
         l_anti: &Tensor,
-    ) -> Result<(Vec<f32>, Vec<f32>, kernels::PooledTriphasic)> {
+    ) -> Result<(Vec<f32>, Vec<f32>, triphasic::PooledTriphasic)> {
         let [n, c, h, w] = dims;
         if self.cfg.decision == DecisionInput::Fused || self.cfg.map_gain.is_some() {
             bail!(
@@ -466,7 +466,7 @@ impl Head {
         }
         let l_proj = self.tqm.project_text(l)?;
         let anti_proj = self.tqm.project_text(l_anti)?;
-        let pooled = kernels::triphasic_pooled(
+        let pooled = triphasic::triphasic_pooled(
             v,
             (n, c, h * w),
             self.cfg.k,
@@ -493,7 +493,7 @@ impl Head {
         &self,
         v: &[f32],
         dims: [usize; 4],
-        pooled: &kernels::PooledTriphasic,
+        pooled: &triphasic::PooledTriphasic,
         idx: &[usize],
     ) -> Result<Tensor> {
         let [_, c, h, w] = dims;
@@ -672,15 +672,6 @@ pub struct Decision {
     /// Triphasic features of the positives `[M, C_v + 1 + K, h, w]` (row j is `positives[j]`); `None`
     /// when there is none.
     pub z_positives: Option<Tensor>,
-}
-
-/// The lateral maps of some photos (what the decoder reads besides z).
-#[derive(Debug, Clone)]
-pub struct Laterals {
-    /// `[M, lateral, H/4, W/4]`, `[M, lateral, H/8, W/8]`, `[M, lateral, H/32, W/32]`.
-    pub lat0: Tensor,
-    pub lat1: Tensor,
-    pub lat3: Tensor,
 }
 
 /// Binary mask at the photo's own resolution from `[h4, w4]` logits: bilinear upsampling of the logits,

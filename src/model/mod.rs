@@ -14,4 +14,5 @@ pub mod relpos;
 pub mod swin;
 pub mod text;
 pub mod tqm;
+pub mod triphasic;
 pub mod upsample;

@@ -51,19 +51,18 @@ impl VisualFeatures {
     }
 
     /// The lateral maps alone (what masks need besides the decision's z).
-    pub fn laterals(&self) -> super::grser::Laterals {
-        super::grser::Laterals { lat0: self.lat0.clone(), lat1: self.lat1.clone(), lat3: self.lat3.clone() }
+    pub fn laterals(&self) -> Laterals {
+        Laterals { lat0: self.lat0.clone(), lat1: self.lat1.clone(), lat3: self.lat3.clone() }
     }
+}
 
-    /// The cacheable bytes of these features (see [`super::codec`] for the format).
-    pub fn to_bytes(&self, codec: super::codec::FeatureCodec) -> Result<Vec<u8>> {
-        super::codec::encode(self, codec)
-    }
-
-    /// Features from bytes written by [`VisualFeatures::to_bytes`], as f32 on `device`.
-    pub fn from_bytes(bytes: &[u8], device: &candle_core::Device) -> Result<Self> {
-        super::codec::decode(bytes, device)
-    }
+/// The lateral maps of some photos (what the decoder reads besides z).
+#[derive(Debug, Clone)]
+pub struct Laterals {
+    /// `[M, lateral, H/4, W/4]`, `[M, lateral, H/8, W/8]`, `[M, lateral, H/32, W/32]`.
+    pub lat0: Tensor,
+    pub lat1: Tensor,
+    pub lat3: Tensor,
 }
 
 /// 1x1 projections from Swin's four stages to [`VisualFeatures`].

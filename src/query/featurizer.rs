@@ -32,7 +32,7 @@ impl Featurizer for ModelFeaturizer {
     }
 
     fn featurize(&mut self, img: &RgbImage) -> Result<Vec<u8>> {
-        Ok(featurize_image(&self.grser, img)?.to_bytes(self.codec)?)
+        Ok(crate::model::codec::encode(&featurize_image(&self.grser, img)?, self.codec)?)
     }
 }
 

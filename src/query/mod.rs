@@ -5,8 +5,8 @@
 //! decides for every photo at once; positives get a mask at the photo's own resolution. A repeated
 //! question is served from the search index while the album's photos are unchanged.
 //!
-//! [`QueryBackend`] is the seam for the daemon: [`connect`] returns a D-Bus client of a running
-//! `photoseg daemon` (`crate::service::client`) when one serves this library, else the in-process engine.
+//! [`QueryBackend`] is the seam for the daemon: `service::client::connect` returns a D-Bus client of a
+//! running `photoseg daemon` when one serves this library, else this module's in-process [`Engine`].
 pub mod featurizer;
 pub mod model;
 pub mod render;
@@ -308,16 +308,6 @@ struct JsonAlbumSummary {
 struct JsonScored {
     path: String,
     score: f32,
-}
-
-/// The backend for this process: a running `photoseg daemon` that serves this library with this model
-/// (the model is then not loaded here at all), else the in-process [`Engine`]. `PHOTOSEG_NO_DAEMON=1`
-/// forces in-process; see [`crate::service::client::DaemonClient::find`].
-pub fn connect(model_dir: Option<&Path>) -> Result<Box<dyn QueryBackend>> {
-    if let Some(client) = crate::service::client::DaemonClient::find(model_dir) {
-        return Ok(Box::new(client));
-    }
-    Ok(Box::new(Engine::open_default(model_dir)?))
 }
 
 /// Answers queries in this process from the cache, the search index and a loaded model.
@@ -695,7 +685,7 @@ impl Engine {
                 let bytes = self.cache.features(c.photo, &self.backbone)?.with_context(|| {
                     format!("features of {} vanished while reading; run the query again", c.path.display())
                 })?;
-                let feats = VisualFeatures::from_bytes(&bytes, &device).with_context(|| {
+                let feats = codec::decode(&bytes, &device).with_context(|| {
                     format!("cached features of {} are unreadable; delete the cache file to re-index", c.path.display())
                 })?;
                 parts.push(feats);

@@ -15,8 +15,18 @@ use crate::library::paths;
 use crate::query::model::{model_digest, MODEL_ENV};
 use crate::query::rle::{self, CocoRle};
 use crate::query::{
-    AlbumResult, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult, QuerySummary, JSON_VERSION,
+    AlbumResult, Engine, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult, QuerySummary, JSON_VERSION,
 };
+
+/// The backend for this process: a running `photoseg daemon` that serves this library with this model
+/// (the model is then not loaded here at all), else the in-process [`Engine`]. `PHOTOSEG_NO_DAEMON=1`
+/// forces in-process; see [`DaemonClient::find`].
+pub fn connect(model_dir: Option<&Path>) -> Result<Box<dyn QueryBackend>> {
+    if let Some(client) = DaemonClient::find(model_dir) {
+        return Ok(Box::new(client));
+    }
+    Ok(Box::new(Engine::open_default(model_dir)?))
+}
 
 /// How long finding a daemon may take before the CLI gives up on it and answers in-process.
 pub const FIND_TIMEOUT: Duration = Duration::from_secs(2);

@@ -10,7 +10,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::rng::Rng;
-use super::scene::Object;
 
 /// An object's centre within this fraction of the side from an edge is "on" that side.
 pub const POSITION_IN: f32 = 1.0 / 3.0;
@@ -228,22 +227,6 @@ impl Expression {
     pub fn combo(&self) -> Combo {
         Combo { color: self.color, shape: self.shape }
     }
-
-    /// Whether `object` (in a photo `width x height` pixels) is what this expression names.
-    pub fn matches(&self, object: &Object, width: u32, height: u32) -> Match {
-        if object.color != self.color || object.shape != self.shape {
-            return Match::No;
-        }
-        if let Some(size) = self.size {
-            if object.size != size {
-                return Match::No;
-            }
-        }
-        match self.position {
-            Some(position) => position.judge(object.center, width, height),
-            None => Match::Yes,
-        }
-    }
 }
 
 /// Every word any expression can contain, sorted (for building a tokenizer vocabulary).
@@ -261,6 +244,7 @@ pub fn vocabulary() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synth::scene::Object;
 
     fn object(color: Color, shape: Shape, size: Size, center: [f32; 2]) -> Object {
         Object {

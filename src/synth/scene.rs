@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::language::{Color, Shape, Size};
+use super::language::{Color, Expression, Match, Shape, Size};
 use super::rng::Rng;
 
 /// Label of a pixel no object covers.
@@ -647,6 +647,26 @@ pub fn render(
         }
     }
     image
+}
+
+/// Whether an object of a scene is what an expression names (here rather than in `language.rs`, which
+/// knows words, not scenes).
+impl Expression {
+    /// Whether `object` (in a photo `width x height` pixels) is what this expression names.
+    pub fn matches(&self, object: &Object, width: u32, height: u32) -> Match {
+        if object.color != self.color || object.shape != self.shape {
+            return Match::No;
+        }
+        if let Some(size) = self.size {
+            if object.size != size {
+                return Match::No;
+            }
+        }
+        match self.position {
+            Some(position) => position.judge(object.center, width, height),
+            None => Match::Yes,
+        }
+    }
 }
 
 #[cfg(test)]
