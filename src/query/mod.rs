@@ -8,6 +8,7 @@
 //! [`QueryBackend`] is the seam for the daemon: `service::client::connect` returns a D-Bus client of a
 //! running `photoseg daemon` when one serves this library, else this module's in-process [`Engine`].
 pub mod featurizer;
+pub mod json;
 pub mod model;
 pub mod render;
 pub mod rle;
@@ -32,8 +33,7 @@ use model::LoadedModel;
 /// The codec features are cached in when the model's config names none (f16: see `model::codec`).
 pub const DEFAULT_CODEC: FeatureCodec = FeatureCodec::F16;
 
-/// Version of the JSON schema of [`QueryResult::to_json`] (docs/query.md).
-pub const JSON_VERSION: u32 = 1;
+pub use json::JSON_VERSION;
 
 /// A question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,73 +94,6 @@ pub struct QueryResult {
     /// The backbone id of the model that answered.
     pub model: String,
     pub albums: Vec<AlbumResult>,
-}
-
-impl QueryResult {
-    /// The documented JSON (docs/query.md), pretty-printed: masks as COCO RLE, paths as (lossy) UTF-8.
-    pub fn to_json(&self) -> Result<String> {
-        let albums = self
-            .albums
-            .iter()
-            .map(|a| -> Result<JsonAlbum<'_>> {
-                let positives = a
-                    .positives
-                    .iter()
-                    .map(|p| -> Result<JsonPositive<'_>> {
-                        Ok(JsonPositive {
-                            path: p.path.to_string_lossy(),
-                            score: p.score,
-                            mask_area: p.mask_area,
-                            width: p.width,
-                            height: p.height,
-                            mask: rle::encode(&p.mask, p.width as usize, p.height as usize)?,
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-                Ok(JsonAlbum {
-                    album: a.album.to_string_lossy(),
-                    name: &a.name,
-                    photos: a.photos,
-                    positives,
-                    rejected: a.rejected,
-                    unindexed: a.unindexed,
-                    from_index: a.from_index,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let json = JsonResult { version: JSON_VERSION, expression: &self.expression, model: &self.model, albums };
-        Ok(serde_json::to_string_pretty(&json)?)
-    }
-}
-
-// The JSON schema as structs, so the fields keep the documented order.
-#[derive(Serialize)]
-struct JsonResult<'a> {
-    version: u32,
-    expression: &'a str,
-    model: &'a str,
-    albums: Vec<JsonAlbum<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonAlbum<'a> {
-    album: std::borrow::Cow<'a, str>,
-    name: &'a str,
-    photos: usize,
-    positives: Vec<JsonPositive<'a>>,
-    rejected: usize,
-    unindexed: usize,
-    from_index: bool,
-}
-
-#[derive(Serialize)]
-struct JsonPositive<'a> {
-    path: std::borrow::Cow<'a, str>,
-    score: f32,
-    mask_area: usize,
-    width: u32,
-    height: u32,
-    mask: rle::CocoRle,
 }
 
 /// Something that answers queries: the in-process [`Engine`], or the daemon over D-Bus.
@@ -250,64 +183,6 @@ impl AlbumSummary {
     ) -> Self {
         Self { album: album.to_path_buf(), name: name.to_string(), photos, positives, rejected, unindexed }
     }
-}
-
-impl QuerySummary {
-    /// The summary as the daemon's `QueryDecided` signal carries it (docs/daemon.md): the answer's JSON
-    /// (docs/query.md) without `version`, `model`, `from_index` and the positives' masks, sizes and
-    /// areas; paths as (lossy) UTF-8.
-    pub fn to_json(&self) -> Result<String> {
-        let albums = self.albums.iter().map(|a| JsonAlbumSummary {
-            album: a.album.to_string_lossy().into_owned(),
-            name: a.name.clone(),
-            photos: a.photos,
-            positives: a
-                .positives
-                .iter()
-                .map(|(path, score)| JsonScored { path: path.to_string_lossy().into_owned(), score: *score })
-                .collect(),
-            rejected: a.rejected,
-            unindexed: a.unindexed,
-        });
-        let json = JsonSummary { expression: self.expression.clone(), albums: albums.collect() };
-        Ok(serde_json::to_string(&json)?)
-    }
-
-    /// [`QuerySummary::to_json`] read back.
-    pub fn from_json(json: &str) -> Result<Self> {
-        let s: JsonSummary = serde_json::from_str(json).context("not a query summary (docs/daemon.md)")?;
-        let albums = s.albums.into_iter().map(|a| AlbumSummary {
-            album: a.album.into(),
-            name: a.name,
-            photos: a.photos,
-            positives: a.positives.into_iter().map(|p| (p.path.into(), p.score)).collect(),
-            rejected: a.rejected,
-            unindexed: a.unindexed,
-        });
-        Ok(Self { expression: s.expression, albums: albums.collect() })
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct JsonSummary {
-    expression: String,
-    albums: Vec<JsonAlbumSummary>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct JsonAlbumSummary {
-    album: String,
-    name: String,
-    photos: usize,
-    positives: Vec<JsonScored>,
-    rejected: usize,
-    unindexed: usize,
-}
-
-#[derive(Serialize, Deserialize)]
-struct JsonScored {
-    path: String,
-    score: f32,
 }
 
 /// Answers queries in this process from the cache, the search index and a loaded model.

@@ -7,16 +7,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
-use serde::Deserialize;
 use zbus::proxy;
 
 use super::{BUS_NAME, NO_DAEMON_ENV, OBJECT_PATH};
 use crate::library::paths;
 use crate::query::model::{model_digest, MODEL_ENV};
 use crate::query::rle::{self, CocoRle};
-use crate::query::{
-    AlbumResult, Engine, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult, QuerySummary, JSON_VERSION,
-};
+use crate::query::{Engine, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult, QuerySummary};
 
 /// The backend for this process: a running `photoseg daemon` that serves this library with this model
 /// (the model is then not loaded here at all), else the in-process [`Engine`]. `PHOTOSEG_NO_DAEMON=1`
@@ -150,7 +147,7 @@ impl QueryBackend for DaemonClient {
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult> {
         let albums: Vec<&str> = request.albums.iter().map(String::as_str).collect();
         let json = self.runtime.block_on(self.proxy.query(&request.expression, &albums)).map_err(daemon_error)?;
-        parse_answer(&json).context("the daemon's answer is not photoseg's query JSON")
+        QueryResult::from_json(&json).context("the daemon's answer is not photoseg's query JSON")
     }
 
     /// Through `QueryStreamed`: the decision and each mask are passed on as their signals arrive (they
@@ -214,7 +211,7 @@ impl QueryBackend for DaemonClient {
             }
             Err(e) => return Err(daemon_error(e)),
         };
-        let result = parse_answer(&json).context("the daemon's answer is not photoseg's query JSON")?;
+        let result = QueryResult::from_json(&json).context("the daemon's answer is not photoseg's query JSON")?;
         seen.replay(&result, progress)?;
         Ok(result)
     }
@@ -261,117 +258,4 @@ fn same_file(a: &Path, b: &Path) -> bool {
         }
     };
     a == b || canon(a) == canon(b)
-}
-
-#[derive(Deserialize)]
-struct JsonResult {
-    version: u32,
-    expression: String,
-    model: String,
-    albums: Vec<JsonAlbum>,
-}
-
-#[derive(Deserialize)]
-struct JsonAlbum {
-    album: PathBuf,
-    name: String,
-    photos: usize,
-    positives: Vec<JsonPositive>,
-    rejected: usize,
-    unindexed: usize,
-    from_index: bool,
-}
-
-#[derive(Deserialize)]
-struct JsonPositive {
-    path: PathBuf,
-    score: f32,
-    mask_area: usize,
-    width: u32,
-    height: u32,
-    mask: CocoRle,
-}
-
-/// The query JSON (docs/query.md, version 1) back into a [`QueryResult`], masks decoded.
-pub fn parse_answer(json: &str) -> Result<QueryResult> {
-    let r: JsonResult = serde_json::from_str(json)?;
-    if r.version != JSON_VERSION {
-        bail!(
-            "answer version {} (this photoseg reads version {JSON_VERSION}); are daemon and CLI the same build?",
-            r.version
-        );
-    }
-    let albums = r
-        .albums
-        .into_iter()
-        .map(|a| -> Result<AlbumResult> {
-            let positives = a
-                .positives
-                .into_iter()
-                .map(|p| -> Result<Positive> {
-                    if p.mask.size != [p.height as usize, p.width as usize] {
-                        bail!(
-                            "mask of {} is {:?}, the photo {} x {}",
-                            p.path.display(),
-                            p.mask.size,
-                            p.width,
-                            p.height
-                        );
-                    }
-                    let mask = rle::decode(&p.mask)?;
-                    Ok(Positive {
-                        path: p.path,
-                        score: p.score,
-                        mask_area: p.mask_area,
-                        width: p.width,
-                        height: p.height,
-                        mask,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            Ok(AlbumResult {
-                album: a.album,
-                name: a.name,
-                photos: a.photos,
-                positives,
-                rejected: a.rejected,
-                unindexed: a.unindexed,
-                from_index: a.from_index,
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok(QueryResult { expression: r.expression, model: r.model, albums })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_round_trip_through_the_json() {
-        let mask = vec![0, 1, 1, 0, 0, 1];
-        let result = QueryResult {
-            expression: "my bike".into(),
-            model: "grser-64px-f16@0123456789abcdef".into(),
-            albums: vec![AlbumResult {
-                album: "/p/Paris".into(),
-                name: "Paris".into(),
-                photos: 3,
-                positives: vec![Positive {
-                    path: "/p/Paris/a.jpg".into(),
-                    score: 0.5,
-                    mask_area: 3,
-                    width: 3,
-                    height: 2,
-                    mask,
-                }],
-                rejected: 1,
-                unindexed: 1,
-                from_index: true,
-            }],
-        };
-        assert_eq!(parse_answer(&result.to_json().unwrap()).unwrap(), result);
-        let wrong = result.to_json().unwrap().replace("\"version\": 1", "\"version\": 2");
-        assert!(parse_answer(&wrong).unwrap_err().to_string().contains("answer version 2"));
-    }
 }
