@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for photoseg (issue 3, item 6). On a machine with one NVIDIA GPU it runs, in one go:
+# GPU check for photoseg. On a machine with one NVIDIA GPU it runs, in one go:
 #   1. the built-in model's training recipe (docs/builtin-model.md) in VARIANTS side by side on the one
 #      GPU (the small model leaves it mostly idle): a short timed run of each (images/s), then a training
 #      run of BUILTIN_SECONDS; each result is evaluated on the val split, the best on the held-out split;
@@ -7,7 +7,7 @@
 #   3. the PyTorch reference grser_ref.py cuda in the same command, for the ratio.
 #
 # Build the binary on any x86-64 machine first (no GPU needed; docs/gpu.md):
-#   eval "$(bash ../shared/cuda/setup-cuda-toolchain.sh)"
+#   eval "$(bash scripts/setup-cuda-toolchain.sh)"
 #   CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda --bin photoseg
 # then on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh BIN REF_SCRIPT OUT [BUILTIN_SECONDS]

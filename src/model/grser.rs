@@ -22,7 +22,7 @@ fn default_margin() -> f64 {
     1.0
 }
 
-/// The head's choices (GRSER.md names): see docs/model.md for why each value.
+/// The head's choices (the paper's names): see docs/model.md for why each value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadConfig {
     /// C_v, the visual space TQM works in (paper: 512).
@@ -254,7 +254,7 @@ fn standardize_positions(v: &Tensor) -> Result<Tensor> {
     centred.broadcast_div(&std)?.reshape((n, c, h, w))
 }
 
-/// GRSER.md's decision: photo n holds the object when d_pos + m < d_neg.
+/// The paper's decision: photo n holds the object when d_pos + m < d_neg.
 pub fn is_positive(d_pos: f32, d_neg: f32, margin: f64) -> bool {
     (d_pos as f64) + margin < d_neg as f64
 }
@@ -396,7 +396,7 @@ impl Head {
         }; // [N, min(N, K), h, w]
            // A group smaller than K: the missing maps are zeros ("no other photo's opinion").
         let maps = if keep.len() < k { maps.pad_with_zeros(1, 0, k - keep.len())? } else { maps };
-        // The language map rides along as one channel: GRSER.md's z has only V and M_v, which leaves the
+        // The language map rides along as one channel: the paper's z has only V and M_v, which leaves the
         // decoder to find the referent through prototypes alone (docs/model.md, "z_n").
         let maps = Tensor::cat(&[&language_map.unsqueeze(1)?, &maps], 1)?; // [N, 1 + K, h, w]
         let maps = match &self.map_gain {

@@ -1,4 +1,4 @@
-//! Heatmap hierarchizer (GRSER.md step 4): rank the group's prototypes by how close they are to the
+//! Heatmap hierarchizer (the paper's step 4, docs/model.md): rank the group's prototypes by how close they are to the
 //! expression and how far from the anti-expression, so the decoder always sees the most trustworthy
 //! photos' maps first. Ranking is discrete (no gradient), the maps it orders are not.
 use candle_core::{Result, Tensor};
@@ -26,7 +26,7 @@ fn ranks(key: &[f32], descending: bool) -> Vec<usize> {
     rank
 }
 
-/// The prototype order of GRSER.md: R_pos ranks s_pos ascending, R_neg ranks s_neg descending, and the
+/// The prototype order of the paper: R_pos ranks s_pos ascending, R_neg ranks s_neg descending, and the
 /// prototypes go by R_pos + R_neg. Ties (the paper says nothing) go to the smaller s_pos, then the index,
 /// so the order is deterministic.
 pub fn order(s_pos: &[f32], s_neg: &[f32]) -> Vec<usize> {

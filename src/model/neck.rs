@@ -1,6 +1,6 @@
 //! The text-independent end of GRSer: what photoseg computes once per photo and caches.
 //!
-//! GRSER.md's V_n is a C_v-channel map; we take it from Swin's third stage (1/16 of the input, the
+//! The paper's V_n is a C_v-channel map; we take it from Swin's third stage (1/16 of the input, the
 //! resolution LAVT fuses language at; 512 channels in Swin-B, exactly the paper's C_v) through a 1x1
 //! projection. The decoder also needs stages 1, 2 and 4; they go through 1x1 "lateral" projections to a
 //! few channels *here*, before any language enters, so the cache stores small maps rather than Swin's

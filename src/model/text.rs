@@ -75,7 +75,7 @@ impl Config {
     }
 }
 
-/// The anti-expression of GRSER.md: the same sentence with the `<no>` prefix.
+/// The paper's anti-expression: the same sentence with the `<no>` prefix.
 pub fn anti_expression(text: &str) -> String {
     format!("<no> {text}")
 }

@@ -1,4 +1,4 @@
-//! Triphasic Query Module (GRSER.md step 3): the language map of each photo, its prototype of the
+//! Triphasic Query Module (the paper's step 3, docs/model.md): the language map of each photo, its prototype of the
 //! referred object, and the visual maps that search every photo with other photos' prototypes.
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;

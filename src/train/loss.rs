@@ -1,4 +1,4 @@
-//! The paper's training objective (GRSER.md, "Training"), for one group:
+//! The paper's training objective (docs/model.md, "The method"), for one group:
 //!
 //! CE(Y_hat, Y) on positives + lambda * CE(Y_hat_anti, 1 - Y) on positives (mirror training: the head run
 //! with L_anti in place of L must find the background) + (t / T) * triplet margin loss on all photos.
@@ -26,7 +26,7 @@ pub fn dice(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     (1.0 - score)?.mean_all()
 }
 
-/// Triplet margin loss of GRSER.md: `max(d_pos - d_neg + m, 0)` for positives, `max(d_neg - d_pos + m, 0)`
+/// Triplet margin loss of the paper: `max(d_pos - d_neg + m, 0)` for positives, `max(d_neg - d_pos + m, 0)`
 /// for negatives, averaged over the group. `positive`: `[N]` of 1.0 / 0.0.
 pub fn triplet(d_pos: &Tensor, d_neg: &Tensor, positive: &Tensor, margin: f64) -> Result<Tensor> {
     let diff = (d_pos - d_neg)?; // < 0 is good for a positive
