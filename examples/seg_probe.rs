@@ -7,7 +7,7 @@
 //! - `full`: the real head (TQM, hierarchizer, maps) with the expression, as `photoseg train` runs it.
 //!
 //! `cargo run --release --example seg_probe -- MODE DATA [STEPS] [LR] [FLAGS...]` (DATA from
-//! `photoseg synth`); flags: `center_v`, `map_gain`, `position`, `n=32`
+//! `photoseg synth`); flags: `center_v`, `position`, `n=32`
 //! (training photos). Results are in docs/builtin-model.md.
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -78,7 +78,6 @@ fn main() -> Result<()> {
     let tokenizer = vocab::wordpiece_tokenizer(&photoseg::synth::vocabulary())?;
     let mut cfg = Config::builtin(tokenizer.get_vocab_size(true));
     cfg.head.center_v = flags.contains(&"center_v");
-    cfg.head.map_gain = flags.contains(&"map_gain").then_some(10.0);
     cfg.head.position_grid = flags.contains(&"position").then_some(cfg.image_size / 16);
     let size = cfg.image_size;
     let n_train = flags.iter().find_map(|f| f.strip_prefix("n=")).map(str::parse).transpose()?.unwrap_or(32);

@@ -42,13 +42,12 @@ timeout 60 "$BIN" synth --out $W/synth-small --seed 0 --train-albums 8 --val-alb
 # Median images/s of the logged steps after the first two (warm-up, kernel loading).
 rate() { grep -o '[0-9.]* img/s' "$1" | awk 'NR>2 {print $1}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'; }
 
-# The built-in recipe; the variants differ in learning rate and the maps' gain (docs/builtin-model.md).
+# The built-in recipe; the variants differ in learning rate and the head's options (docs/builtin-model.md).
 G=${GROUPS_PER_STEP:-8}
 DEV=${DEVICE_FLAG---cuda}   # DEVICE_FLAG= runs the same script on the CPU (a dry run)
 COMMON=(--data $W/synth --group-size 8 --groups-per-step $G --lambda-mirror 0 --neg-ce 1 --separation 1 --triplet-constant --seed 0 $DEV)
-# VARIANT_A/B/C override them. The defaults are the next recipes to try (docs/builtin-model.md); the
-# run of 2026-11-27 used "--decision-fused --lr 1e-3", "... --map-gain 10", "--decision-fused --lr 2e-3 --map-gain 10".
-declare -A VAR=([a]="${VARIANT_A:---lr 1e-3 --center-v}" [b]="${VARIANT_B:---lr 1e-3 --center-v --decision-fused}" [c]="${VARIANT_C:---lr 2e-3 --center-v --map-gain 10}")
+# VARIANT_A/B/C override them.
+declare -A VAR=([a]="${VARIANT_A:---lr 1e-3 --center-v}" [b]="${VARIANT_B:---lr 1e-3 --center-v --position}" [c]="${VARIANT_C:---lr 2e-3 --center-v --position}")
 
 log "== built-in shape: timed runs, the three side by side ($(el))"
 for v in a b c; do

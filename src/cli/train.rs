@@ -84,12 +84,6 @@ pub struct TrainArgs {
     /// How many of a step's groups get the gray copies (each adds a Swin pass over its photos).
     #[arg(long, group = "knobs", default_value_t = 1, value_name = "N")]
     pub gray_groups: usize,
-    /// Desaturate each copy by a random amount (0 to 1) instead of making it fully gray.
-    #[arg(long, group = "knobs")]
-    pub gray_random: bool,
-    /// Starting value of the learnt gain on the maps in z_n (`head.map_gain`, docs/model.md); 0 = none.
-    #[arg(long, group = "knobs", default_value_t = 0.0)]
-    pub map_gain: f64,
     /// Add a learnt position embedding to V before TQM (`head.position_grid`, docs/model.md), so
     /// expressions can say "on the left" / "at the top".
     #[arg(long, group = "knobs")]
@@ -111,9 +105,6 @@ pub struct TrainArgs {
     /// f16, int8, int4, v8l4, v4l8 or lr8; docs/library.md); absent: f16.
     #[arg(long, group = "knobs", value_name = "CODEC", value_parser = parse_codec)]
     pub cache_codec: Option<String>,
-    /// Pool the decision from the decoder's first level (`head.decision = "fused"`, docs/model.md).
-    #[arg(long, group = "knobs")]
-    pub decision_fused: bool,
     /// Standardise V's channels over each photo's positions before TQM (`head.center_v`, docs/model.md).
     #[arg(long, group = "knobs")]
     pub center_v: bool,
@@ -196,7 +187,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model_cfg.image_size = px;
         model_cfg.swin.img_size = Some(px);
     }
-    model_cfg.head.map_gain = (args.map_gain > 0.0).then_some(args.map_gain);
     model_cfg.head.center_v = args.center_v;
     if args.position {
         // Swin's grid: the patch embedding divides by 4 (rounding up), each of two merges by 2.
@@ -208,9 +198,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model_cfg.head.lateral = lateral.into();
     }
     model_cfg.cache_codec = args.cache_codec.clone();
-    if args.decision_fused {
-        model_cfg.head.decision = crate::model::grser::DecisionInput::Fused;
-    }
     let cfg = TrainConfig {
         steps: args.steps,
         groups_per_step: args.groups_per_step,
@@ -224,7 +211,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         attributes: args.attributes,
         gray_shape: args.gray_shape,
         gray_groups: args.gray_groups,
-        gray_random: args.gray_random,
         triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),

@@ -62,21 +62,11 @@ impl Decoder {
 
     /// z `[N, C_z, h16, w16]` and the laterals -> logits `[N, 2, h4, w4]`.
     pub fn forward(&self, z: &Tensor, lat0: &Tensor, lat1: &Tensor, lat3: &Tensor) -> Result<Tensor> {
-        self.forward_from_top(&self.fuse_top(z, lat3)?, lat0, lat1)
-    }
-
-    /// The first level alone: z (1/16) fused with stage 4's lateral, `[N, dim, h16, w16]`. The decision
-    /// pools this map too (docs/model.md, "How z_n becomes a vector").
-    pub fn fuse_top(&self, z: &Tensor, lat3: &Tensor) -> Result<Tensor> {
         let (_, _, h16, w16) = z.dims4()?;
-        self.fuse3.forward(&Tensor::cat(&[z, &up_to(lat3, h16, w16)?], 1)?)
-    }
-
-    /// The levels after [`Self::fuse_top`]: up to 1/8 and 1/4 with the laterals, then the classifier.
-    pub fn forward_from_top(&self, x: &Tensor, lat0: &Tensor, lat1: &Tensor) -> Result<Tensor> {
+        let x = self.fuse3.forward(&Tensor::cat(&[z, &up_to(lat3, h16, w16)?], 1)?)?;
         let (_, _, h8, w8) = lat1.dims4()?;
         let (_, _, h4, w4) = lat0.dims4()?;
-        let x = self.fuse1.forward(&Tensor::cat(&[&up_to(x, h8, w8)?, lat1], 1)?)?;
+        let x = self.fuse1.forward(&Tensor::cat(&[&up_to(&x, h8, w8)?, lat1], 1)?)?;
         let x = self.fuse0.forward(&Tensor::cat(&[&up_to(&x, h4, w4)?, lat0], 1)?)?;
         self.classifier.forward(&x)
     }

@@ -39,11 +39,6 @@ pub struct HeadConfig {
     /// Which map the decision pools into e_n (models saved before the choice existed pool z_n itself).
     #[serde(default)]
     pub decision: DecisionInput,
-    /// A learnt gain on the language and visual maps inside z_n, starting at this value (None: no gain,
-    /// as models saved before it existed). The maps are cosines (|x| <= 1, about 1/sqrt(C_v) at
-    /// initialisation) beside V's raw channels; a gain lets the decoder hear them from the first step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map_gain: Option<f64>,
     /// Standardise each channel of V over the photo's positions before TQM (false for models saved
     /// before it existed). A component shared by every position makes cos(V, L') nearly the same
     /// everywhere: the language map is flat and the decoder has nothing to learn from.
@@ -64,9 +59,6 @@ pub enum DecisionInput {
     /// can only be matched as two separate facts about the photo; kept to load older models.
     #[default]
     PooledZ,
-    /// [mean; max] of the decoder's first level (conv 3x3 + GroupNorm + ReLU over z_n and stage 4):
-    /// each position sees V, M_l and M_v together, so the pooled vector can say "a red circle is here".
-    Fused,
     /// [mean; max] of the triphasic maps alone (M_l and the K ordered M_v), without a LayerNorm: "does
     /// some place of this photo match the expression, and the group's prototypes of it". The maps are
     /// cosines, already on one scale; a LayerNorm over them would erase how high they are, which is the
@@ -121,7 +113,6 @@ impl Config {
                 decoder_dim: 256,
                 margin: 1.0,
                 decision: DecisionInput::PooledZ,
-                map_gain: None,
                 center_v: false,
                 position_grid: None,
             },
@@ -163,7 +154,6 @@ impl Config {
                 decoder_dim: 32,
                 margin: 1.0,
                 decision: DecisionInput::PooledZ,
-                map_gain: None,
                 center_v: false,
                 position_grid: None,
             },
@@ -187,7 +177,6 @@ impl Config {
                 decoder_dim: 16,
                 margin: 1.0,
                 decision: DecisionInput::PooledZ,
-                map_gain: None,
                 center_v: false,
                 position_grid: None,
             },
@@ -218,8 +207,6 @@ pub struct Head {
     /// Pooled z_n -> the decision space (C_v), where it is compared with L' and L'_anti.
     w_z: Linear,
     decoder: Decoder,
-    /// `[1]`, see [`HeadConfig::map_gain`].
-    map_gain: Option<Tensor>,
     /// `[1, C_v, g, g]`, see [`HeadConfig::position_grid`].
     v_pos: Option<Tensor>,
     cfg: HeadConfig,
@@ -241,8 +228,6 @@ pub struct Triphasic {
     /// L' and L'_anti, `[C_v]` each (the training loss keeps them apart).
     pub l_proj: Tensor,
     pub anti_proj: Tensor,
-    /// The decoder's first level for every photo, when the decision pools it (`DecisionInput::Fused`).
-    pub fused: Option<Tensor>,
 }
 
 /// Each channel of `v` `[N, C, H, W]` minus its mean over H x W, divided by its standard deviation.
@@ -264,7 +249,6 @@ impl Head {
         let c_z = cfg.c_v + 1 + cfg.k;
         let pooled = match cfg.decision {
             DecisionInput::PooledZ => 2 * c_z,
-            DecisionInput::Fused => 2 * cfg.decoder_dim,
             DecisionInput::Maps => 2 * (1 + cfg.k),
         };
         let z_norm = match cfg.decision {
@@ -276,10 +260,6 @@ impl Head {
             z_norm,
             w_z: linear(pooled, cfg.c_v, vb.pp("w_z"))?,
             decoder: Decoder::new(c_z, cfg.lateral, cfg.decoder_dim, vb.pp("decoder"))?,
-            map_gain: match cfg.map_gain {
-                Some(g) => Some(vb.get_with_hints(1, "map_gain", candle_nn::Init::Const(g))?),
-                None => None,
-            },
             // Zero at the start: the model first learns what things are, then where "top" is.
             v_pos: match cfg.position_grid {
                 Some(g) => Some(vb.get_with_hints((1, cfg.c_v, g, g), "v_pos", candle_nn::Init::Const(0.0))?),
@@ -357,24 +337,12 @@ impl Head {
 
     /// TQM, hierarchizer and decision for one group. `l`, `l_anti`: `[C_l]`.
     pub fn triphasic(&self, feats: &VisualFeatures, l: &Tensor, l_anti: &Tensor, pairs: Pairs) -> Result<Triphasic> {
-        self.triphasic_inner(&feats.v, Some(&feats.lat3), l, l_anti, pairs)
+        self.triphasic_v(&feats.v, l, l_anti, pairs)
     }
 
     /// [`Head::triphasic`] from V alone (`[N, C_v, h, w]`): the decision reads nothing else, so a query
-    /// need not load the lateral maps of photos it rejects. Not for `DecisionInput::Fused` heads, whose
-    /// decision also reads stage 4's lateral map.
+    /// need not load the lateral maps of photos it rejects.
     pub fn triphasic_v(&self, v: &Tensor, l: &Tensor, l_anti: &Tensor, pairs: Pairs) -> Result<Triphasic> {
-        self.triphasic_inner(v, None, l, l_anti, pairs)
-    }
-
-    fn triphasic_inner(
-        &self,
-        v: &Tensor,
-        lat3: Option<&Tensor>,
-        l: &Tensor,
-        l_anti: &Tensor,
-        pairs: Pairs,
-    ) -> Result<Triphasic> {
         let v = &self.prepare(v)?;
         let (n, c, _, _) = v.dims4()?;
         if c != self.cfg.c_v {
@@ -399,23 +367,10 @@ impl Head {
         // The language map rides along as one channel: the paper's z has only V and M_v, which leaves the
         // decoder to find the referent through prototypes alone (docs/model.md, "z_n").
         let maps = Tensor::cat(&[&language_map.unsqueeze(1)?, &maps], 1)?; // [N, 1 + K, h, w]
-        let maps = match &self.map_gain {
-            Some(g) => maps.broadcast_mul(g)?,
-            None => maps,
-        };
         let z = Tensor::cat(&[v, &maps], 1)?; // [N, C_v + 1 + K, h, w]
-        let fused = match self.cfg.decision {
-            DecisionInput::PooledZ | DecisionInput::Maps => None,
-            DecisionInput::Fused => match lat3 {
-                Some(lat3) => Some(self.decoder.fuse_top(&z, lat3)?),
-                None => {
-                    bail!("this model's decision reads stage 4's lateral map (head.decision = \"fused\"), not V alone")
-                }
-            },
-        };
         let pooled_from = match self.cfg.decision {
             DecisionInput::Maps => z.narrow(1, c, 1 + k)?,
-            _ => fused.as_ref().unwrap_or(&z).clone(),
+            DecisionInput::PooledZ => z.clone(),
         };
         let flat = pooled_from.flatten_from(2)?;
         let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 C]
@@ -429,7 +384,6 @@ impl Head {
             language_map,
             l_proj,
             anti_proj,
-            fused,
         })
     }
 
@@ -452,12 +406,6 @@ impl Head {
         l_anti: &Tensor,
     ) -> Result<(Vec<f32>, Vec<f32>, triphasic::PooledTriphasic)> {
         let [n, c, h, w] = dims;
-        if self.cfg.decision == DecisionInput::Fused || self.cfg.map_gain.is_some() {
-            bail!(
-                "photoseg query answers from V alone with the plain GRSer head; this model uses the experimental \
-                 head options (decision = fused or map_gain): evaluate it with photoseg eval"
-            );
-        }
         if c != self.cfg.c_v {
             bail!("features have {c} channels, the head expects C_v = {}", self.cfg.c_v);
         }
@@ -480,7 +428,7 @@ impl Head {
             DecisionInput::Maps => {
                 Tensor::cat(&[flat.narrow(1, c, 1 + self.cfg.k)?, flat.narrow(1, c_z + c, 1 + self.cfg.k)?], 1)?
             }
-            _ => flat,
+            DecisionInput::PooledZ => flat,
         };
         let e = self.embed_pooled(&flat)?; // [N, C_v]
         let dist =
@@ -512,10 +460,7 @@ impl Head {
         let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
         let ids = Tensor::new(ids.as_slice(), tri.z.device())?;
         let sub = feats.select(idx)?;
-        match &tri.fused {
-            Some(top) => self.decoder.forward_from_top(&top.index_select(&ids, 0)?, &sub.lat0, &sub.lat1),
-            None => self.decoder.forward(&tri.z.index_select(&ids, 0)?, &sub.lat0, &sub.lat1, &sub.lat3),
-        }
+        self.decoder.forward(&tri.z.index_select(&ids, 0)?, &sub.lat0, &sub.lat1, &sub.lat3)
     }
 
     /// Mask logits `[M, 2, h4, w4]` from the triphasic features `z` `[M, C_v + 1 + K, h, w]` of M photos
@@ -526,10 +471,7 @@ impl Head {
 
     /// Decoder over every photo of the group (training).
     pub fn decode_all(&self, tri: &Triphasic, feats: &VisualFeatures) -> Result<Tensor> {
-        match &tri.fused {
-            Some(top) => self.decoder.forward_from_top(top, &feats.lat0, &feats.lat1),
-            None => self.decoder.forward(&tri.z, &feats.lat0, &feats.lat1, &feats.lat3),
-        }
+        self.decoder.forward(&tri.z, &feats.lat0, &feats.lat1, &feats.lat3)
     }
 }
 

@@ -86,9 +86,6 @@ pub struct TrainConfig {
     /// How many of a step's groups get gray copies (at least 1, at most `groups_per_step`).
     #[serde(default = "one")]
     pub gray_groups: usize,
-    /// Desaturate each copy by a random amount in [0, 1] instead of making it gray.
-    #[serde(default)]
-    pub gray_random: bool,
     /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
     #[serde(default = "default_true")]
     pub triplet_ramp: bool,
@@ -128,7 +125,6 @@ impl Default for TrainConfig {
             attributes: 0.0,
             gray_shape: 0.0,
             gray_groups: 1,
-            gray_random: false,
             triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
@@ -468,14 +464,7 @@ impl Trainer {
                 let ids: Vec<usize> = draws[..groups].iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
                 let labels: Vec<_> = ids.iter().filter_map(|&i| set.attributes[i].as_ref()).collect();
                 let first = images.narrow(0, 0, ids.len())?;
-                let gray = if self.cfg.gray_random {
-                    // Drawn from the step number, so a resumed run draws the same amounts.
-                    let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let amounts: Vec<f32> = ids.iter().map(|_| rng.random::<f32>()).collect();
-                    augment::desaturate(&first, &amounts)?
-                } else {
-                    augment::grayscale(&first)?
-                };
+                let gray = augment::grayscale(&first)?;
                 Some(heads.shape_loss(&self.model.featurize(&gray)?, &labels)?)
             }
             _ => None,
