@@ -376,15 +376,7 @@ impl Head {
         let pooled = Tensor::cat(&[flat.mean(D::Minus1)?, flat.max(D::Minus1)?], 1)?; // [N, 2 C]
         let e = self.embed_pooled(&pooled)?; // [N, C_v]
         let dist = |x: &Tensor| -> Result<Tensor> { e.broadcast_sub(&x.unsqueeze(0)?)?.sqr()?.sum(1)?.sqrt() };
-        Ok(Triphasic {
-            d_pos: dist(&l_proj)?,
-            d_neg: dist(&anti_proj)?,
-            z,
-            order,
-            language_map,
-            l_proj,
-            anti_proj,
-        })
+        Ok(Triphasic { d_pos: dist(&l_proj)?, d_neg: dist(&anti_proj)?, z, order, language_map, l_proj, anti_proj })
     }
 
     /// e_n from the pooled vector: w_z after the LayerNorm, when the head has one.
