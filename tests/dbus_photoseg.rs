@@ -311,6 +311,37 @@ fn bad_arguments_get_named_errors_with_the_value() {
     let (name, msg) = w.call_fails(PATH, NAME, "Query", &["'bike'", "['nowhere']"]);
     assert_eq!(name, "org.photoseg.Photoseg1.Error.Failed");
     assert!(msg.contains("no album name contains \"nowhere\""), "{msg}");
+    // Argument sizes are bounded (each album filter costs a search over the album names), and the
+    // refusal neither echoes the argument nor makes the caller wait.
+    // (gdbus takes the call as one command-line argument, which Linux caps at 128 KiB.)
+    let many =
+        format!("[{}]", (0..20_000).map(|i| if i == 19_999 { "'last'" } else { "'a'" }).collect::<Vec<_>>().join(","));
+    let started = std::time::Instant::now();
+    let (name, msg) = w.call_fails(PATH, NAME, "Query", &["'bike'", &many]);
+    assert_eq!(name, inv, "{msg}");
+    assert!(msg.contains("20000 album filters; at most 64"), "{msg}");
+    assert!(msg.len() < 300 && !msg.contains("last"), "the refusal echoes the argument: {} bytes", msg.len());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    let sixty_four = format!("[{}]", (0..64).map(|i| format!("'nowhere{i}'")).collect::<Vec<_>>().join(","));
+    let (_, msg) = w.call_fails(PATH, NAME, "Query", &["'bike'", &sixty_four]);
+    assert!(msg.contains("no album name contains"), "64 filters are still searched: {msg}");
+    let (name, msg) = w.call_fails(PATH, NAME, "Query", &["'bike'", &format!("['{}']", "x".repeat(257))]);
+    assert_eq!((name.as_str(), msg.contains("257 bytes long; at most 256")), (inv, true), "{msg}");
+    let huge = format!("/{}", "p".repeat(100_000));
+    for (method, args) in [
+        ("AddRoot", vec![format!("'{huge}'")]),
+        ("GetMask", vec![format!("'{huge}'"), "'bike'".into(), "'png'".into()]),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (name, msg) = w.call_fails(PATH, NAME, method, &args);
+        assert_eq!(name, inv, "{method}: {msg}");
+        assert!(
+            msg.contains("100001 bytes long") && msg.len() < 300,
+            "{method}: {} bytes: {}",
+            msg.len(),
+            &msg[..msg.len().min(300)]
+        );
+    }
 
     let (name, msg) = w.call_fails(PATH, NAME, "AddRoot", &["'photos'"]);
     assert_eq!((name.as_str(), msg.contains("is relative")), (inv, true), "{msg}");

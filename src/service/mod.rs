@@ -46,6 +46,15 @@ pub const SEARCH_PROVIDER_PATH: &str = "/org/photoseg/SearchProvider";
 pub const KRUNNER_PATH: &str = "/org/photoseg/krunner";
 /// Longest expression accepted, in bytes after whitespace is collapsed (the schema says 500).
 pub const MAX_EXPRESSION_BYTES: usize = 500;
+/// Most album filters one query may carry. Each filter is a substring search over the album names, so
+/// their number sets the query's cost before any photo is looked at; a caller who wants more albums
+/// than this asks for all of them (no filter).
+pub const MAX_ALBUM_FILTERS: usize = 64;
+/// Longest album filter accepted, in bytes.
+pub const MAX_ALBUM_FILTER_BYTES: usize = 256;
+/// Longest path accepted in a call, in bytes (Linux's PATH_MAX): no file has a longer one, and an
+/// error never echoes more than this back.
+pub const MAX_PATH_BYTES: usize = 4096;
 /// Set to `1` to make `photoseg query` answer in-process even when a daemon runs.
 pub const NO_DAEMON_ENV: &str = "PHOTOSEG_NO_DAEMON";
 /// Test hook: every query the daemon runs first sleeps this many milliseconds while holding the
@@ -410,8 +419,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Checks an expression: not empty, at most [`MAX_EXPRESSION_BYTES`] after whitespace is collapsed.
+/// Checks an expression (not empty, at most [`MAX_EXPRESSION_BYTES`] after whitespace is collapsed)
+/// and its album filters (at most [`MAX_ALBUM_FILTERS`], each at most [`MAX_ALBUM_FILTER_BYTES`]).
+/// The errors say how large the argument was, never echo it.
 pub fn check_expression(expression: &str, albums: Vec<String>) -> Result<QueryRequest> {
+    if albums.len() > MAX_ALBUM_FILTERS {
+        return Err(Error::InvalidArgument(format!(
+            "{} album filters; at most {MAX_ALBUM_FILTERS} are accepted (give none to search every album)",
+            albums.len()
+        )));
+    }
+    if let Some(long) = albums.iter().find(|a| a.len() > MAX_ALBUM_FILTER_BYTES) {
+        return Err(Error::InvalidArgument(format!(
+            "an album filter is {} bytes long; at most {MAX_ALBUM_FILTER_BYTES} are accepted",
+            long.len()
+        )));
+    }
     let normal = normalize_expression(expression);
     if normal.is_empty() {
         return Err(Error::InvalidArgument("the expression is empty; say what to look for, e.g. \"my bike\"".into()));
@@ -429,6 +452,12 @@ pub fn check_expression(expression: &str, albums: Vec<String>) -> Result<QueryRe
 fn absolute(path: &str, what: &str) -> Result<PathBuf> {
     if path.is_empty() {
         return Err(Error::InvalidArgument(format!("the {what} path is empty; give an absolute path")));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "the {what} path is {} bytes long; no file has a path over {MAX_PATH_BYTES} bytes",
+            path.len()
+        )));
     }
     if path.as_bytes().contains(&0) {
         return Err(Error::InvalidArgument(format!("the {what} path {path:?} contains a NUL byte")));
