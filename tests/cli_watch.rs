@@ -191,6 +191,12 @@ fn index_watch_follows_the_folders_until_sigterm() {
     w.photo("Paris/b.png", 36, 24, 9);
     w.wait_for(&model, "changed photo", |s| s.get("Paris/b.png") == Some(&(36, 24)));
 
+    // A photo overwritten with bytes that are no photo: its row goes, and the line says it was removed.
+    w.photo("Paris/broken.png", 20, 20, 6);
+    w.wait_for(&model, "photo to break", |s| s.contains_key("Paris/broken.png"));
+    std::fs::write(photos.join("Paris/broken.png"), b"not a png at all").unwrap();
+    w.wait_for(&model, "broken photo", |s| !s.contains_key("Paris/broken.png"));
+
     // A deleted photo: its album (it was the only photo) goes too.
     std::fs::remove_file(photos.join("Berlin/c.png")).unwrap();
     w.wait_for(&model, "deleted photo", |s| !s.contains_key("Berlin/c.png"));
@@ -232,6 +238,13 @@ fn index_watch_follows_the_folders_until_sigterm() {
     let new = photos.canonicalize().unwrap().join("Paris/new.png");
     assert!(log.iter().any(|l| l.starts_with(&format!("changed {}: 1 featurized", new.display()))), "{log:#?}");
     assert!(log.iter().any(|l| l.starts_with("removed ") && l.contains("Berlin/c.png")), "{log:#?}");
+    let broken = photos.canonicalize().unwrap().join("Paris/broken.png");
+    assert!(
+        log.iter()
+            .any(|l| l
+                .starts_with(&format!("changed {}: 0 featurized, 0 touched, 0 moved, 1 removed; ", broken.display()))),
+        "{log:#?}"
+    );
 
     let cache = Cache::open(&w.path("cache/photoseg/library.sqlite3")).unwrap();
     cache.integrity_check().unwrap();

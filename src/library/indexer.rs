@@ -288,6 +288,7 @@ impl Run<'_> {
                 // The cached row described other bytes: forget it rather than serve stale features.
                 if cached.is_some_and(|c| c.state.sha256 != file.sha256) {
                     self.push(Op::Remove(path.to_path_buf()));
+                    self.report.removed += 1;
                 }
                 return Ok(());
             }
