@@ -292,6 +292,16 @@ fn album_filter_and_repeated_queries_served_from_the_index() {
     let err = w.fails(&["query", "a dog", "--album", "rome", "--model", &model]);
     assert!(err.contains("no album name contains \"rome\"") && err.contains("Paris"), "{err}");
 
+    // A folder, by its path: every album in it or below it, though none is named after it (the
+    // watched root itself holds no photo, so no album is called "photos").
+    let trips = w.query_json(&["a dog", "--album", w.photos().join("Trips").to_str().unwrap(), "--model", &model]);
+    let names: Vec<&str> = trips["albums"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Trips/Paris Day 2"]);
+    let root = w.query_json(&["a dog", "--album", w.photos().to_str().unwrap(), "--model", &model]);
+    assert_eq!(root["albums"].as_array().unwrap().len(), 3, "{root:#}");
+    let err = w.fails(&["query", "a dog", "--album", "/no/such/folder", "--model", &model]);
+    assert!(err.contains("no album is in the folder \"/no/such/folder\" or below it"), "{err}");
+
     // A photo of Paris changes: that album is answered afresh, the other still from the index.
     w.photo("Paris/b.png", 30, 50, 7);
     w.ok(&["index", "--model", &model]);

@@ -4,9 +4,9 @@
 # the photos found (best first, with the mask's share of the photo) and how many were rejected.
 # Activating a found photo opens it in the default viewer. docs/desktop.md has the details.
 #
-# Which albums: Query filters albums by *name* (the path below the watched folder holding it), so the
-# extension asks ListRoots, spells the folder as an album name, and keeps from the answer the albums
-# at or below the folder.
+# Which albums: Query takes the folder's absolute path as its filter and answers for every album in that
+# folder or below it. ListRoots comes first, so a folder photoseg does not watch gets a sentence saying
+# so rather than an empty answer.
 #
 # Environment: PHOTOSEG_NAUTILUS_EXPRESSION skips the question (tests, scripts).
 
@@ -44,23 +44,14 @@ def explain_error(err):
 
 
 def album_filter(folder, roots):
-    """The album-name filter for `folder` given the watched roots, or None when no root holds it.
-
-    An album's name is its path below the root holding it; photos directly in a root form an album
-    named after the root's folder (docs/query.md).
-    """
+    """The Query filter for `folder` (its absolute path: the albums in it or below it), or None when no
+    watched root holds it."""
     folder = os.path.normpath(folder)
-    best = None
     for root in roots:
         root = os.path.normpath(root)
         if folder == root or folder.startswith(root.rstrip("/") + "/"):
-            if best is None or len(root) > len(best):
-                best = root
-    if best is None:
-        return None
-    if folder == best:
-        return os.path.basename(best) or best
-    return os.path.relpath(folder, best)
+            return folder
+    return None
 
 
 def albums_in_folder(answer, folder):

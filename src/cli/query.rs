@@ -14,8 +14,9 @@ use crate::query::{AlbumSummary, Positive, QueryProgress, QueryRequest, QuerySum
 pub struct QueryArgs {
     /// What to look for, e.g. "my bike".
     pub expression: String,
-    /// Only albums whose name contains NAME, ignoring case (repeat for several).
-    #[arg(long = "album", value_name = "NAME")]
+    /// Only albums whose name contains NAME, ignoring case, or, for an absolute path, the albums in
+    /// that folder or below it (repeat for several).
+    #[arg(long = "album", value_name = "NAME|FOLDER")]
     pub albums: Vec<String>,
     /// Print the answer as JSON (docs/query.md), masks as COCO RLE.
     #[arg(long)]

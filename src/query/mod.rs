@@ -39,7 +39,8 @@ pub use json::JSON_VERSION;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRequest {
     pub expression: String,
-    /// Keep only albums whose name contains one of these (case-insensitive); empty = every album.
+    /// Keep only albums whose name contains one of these (case-insensitive), or, for an absolute path,
+    /// the albums in that folder or below it; empty = every album.
     pub albums: Vec<String>,
 }
 
@@ -253,8 +254,19 @@ impl Engine {
         let synced = self.sync_search(&albums)?;
         if !request.albums.is_empty() {
             let mut wanted = std::collections::HashSet::new();
+            // A folder: the albums in it or below it, by path (a watched root's subfolders are albums
+            // whose names do not contain the root's name).
+            let (folders, patterns): (Vec<&String>, Vec<&String>) =
+                request.albums.iter().partition(|p| Path::new(p.as_str()).is_absolute());
+            for folder in &folders {
+                // As the caller spells it, or with its links resolved as the library stores roots.
+                let spelt = Path::new(folder.as_str());
+                let resolved = std::fs::canonicalize(spelt).unwrap_or_else(|_| spelt.to_path_buf());
+                let inside = |p: &Path| p.starts_with(spelt) || p.starts_with(&resolved);
+                wanted.extend(albums.iter().filter(|(a, _)| inside(&a.info.path)).map(|(a, _)| a.info.path.clone()));
+            }
             if synced {
-                for pattern in &request.albums {
+                for pattern in &patterns {
                     wanted.extend(self.search.albums_matching(pattern)?);
                 }
             } else {
@@ -262,7 +274,7 @@ impl Engine {
                 // same rule, applied to the cache's album list directly.
                 for (a, name) in &albums {
                     let name = name.to_lowercase();
-                    if request.albums.iter().any(|p| name.contains(&p.to_lowercase())) {
+                    if patterns.iter().any(|p| name.contains(&p.to_lowercase())) {
                         wanted.insert(a.info.path.clone());
                     }
                 }
@@ -270,11 +282,15 @@ impl Engine {
             let names: Vec<String> = albums.iter().take(10).map(|(_, name)| name.clone()).collect();
             albums.retain(|(a, _)| wanted.contains(&a.info.path));
             if albums.is_empty() {
-                bail!(
-                    "no album name contains {}; albums are named e.g. {}",
-                    request.albums.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" or "),
-                    names.join(", ")
-                );
+                let quoted = |v: &[&String]| v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" or ");
+                let mut why = Vec::new();
+                if !patterns.is_empty() {
+                    why.push(format!("no album name contains {}", quoted(&patterns)));
+                }
+                if !folders.is_empty() {
+                    why.push(format!("no album is in the folder {} or below it", quoted(&folders)));
+                }
+                bail!("{}; albums are named e.g. {}", why.join(", and "), names.join(", "));
             }
         }
         // Two stages run side by side: this thread asks the search index and reads each album's V bytes

@@ -66,7 +66,14 @@ def main():
             for root in roots:
                 for name in sorted(os.listdir(root)):
                     album = os.path.join(root, name)
-                    if os.path.isdir(album) and (not filters or any(f.lower() in name.lower() for f in filters)):
+                    # The daemon's rule: a name filter is a substring of the album's name, an absolute
+                    # path the albums in that folder or below it.
+                    def wanted(f):
+                        if os.path.isabs(f):
+                            return album == os.path.normpath(f) or album.startswith(os.path.normpath(f).rstrip("/") + "/")
+                        return f.lower() in name.lower()
+
+                    if os.path.isdir(album) and (not filters or any(wanted(f) for f in filters)):
                         albums.append({
                             "album": album,
                             "name": name,

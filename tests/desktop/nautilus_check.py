@@ -7,8 +7,9 @@ tests/nautilus_plugin.rs inside a private session bus where a daemon serves org.
 
 - the provider offers "Find in this folder…" on a local folder's background and on one selected
   folder, and nothing for a file, a remote location or several folders;
-- the search (ListRoots, then Query over the folder's album name) returns only albums at or below
-  --folder: --sibling's album, whose name contains the folder's, is left out;
+- the search (ListRoots, then Query with the folder's path) returns only albums at or below
+  --folder: --sibling's album, whose name contains the folder's, is left out; the same search on the
+  watched root (--folder's parent, which holds no photo itself) returns every album below it;
 - with --calls (the fake daemon's log), each call's signature is the XML's and Query got the
   expression and the album name; the fake daemon itself registers the XML's interface, so GDBus
   refuses any other signature before our code sees it;
@@ -116,14 +117,27 @@ def main():
         if len(al["positives"]) + al["rejected"] + al["unindexed"] != al["photos"]:
             fail("album counts do not add up: %s" % al)
 
+    # The watched root itself, whose photos are all in subfolders: every album, no album named after it.
+    root = os.path.dirname(folder_n)
+    result.clear()
+    ext.Search(root, a.expression, done).start()
+    if not wait(lambda: result, 300):
+        fail("the search of the watched root did not finish within 300 s")
+    if result["err"] is not None:
+        fail("the search of the watched root failed: %s" % result["err"])
+    under_root = sorted(al["album"] for al in result["res"]["albums"])
+    print("albums answered for the root: %s" % under_root, flush=True)
+    if folder_n not in under_root or os.path.normpath(a.sibling) not in under_root:
+        fail("the watched root's search left out its subfolders' albums: %s" % under_root)
+
     if a.calls:
         calls = [json.loads(line) for line in open(a.calls)]
         sigs = [(c["method"], c["signature"]) for c in calls]
-        if sigs != [("ListRoots", "()"), ("Query", "(sas)")]:
+        if sigs != [("ListRoots", "()"), ("Query", "(sas)")] * 2:
             fail("calls made: %s" % sigs)
-        want = [a.expression, [ext.album_filter(a.folder, [os.path.dirname(folder_n)])]]
-        if calls[1]["args"] != want:
-            fail("Query got %s, expected %s" % (calls[1]["args"], want))
+        for call, folder in ((calls[1], folder_n), (calls[3], root)):
+            if call["args"] != [a.expression, [folder]]:
+                fail("Query got %s, expected %s" % (call["args"], [a.expression, [folder]]))
 
     if a.display:
         os.environ["PHOTOSEG_NAUTILUS_EXPRESSION"] = a.expression
