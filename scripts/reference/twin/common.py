@@ -38,7 +38,9 @@ def attr_maps(objmap, objs):
     return col, shp, siz
 
 
-def to_input(img_u8, coords=True):
+def to_input(img_u8, coords=None):
+    if coords is None:
+        coords = not os.environ.get('NOCOORD')
     x = torch.from_numpy(img_u8).float().permute(0, 3, 1, 2) / 255.0
     x = (x - 0.5) / 0.25
     if coords:
@@ -117,6 +119,8 @@ class SwinUNet(nn.Module):
 
     def __init__(self, cin=5, dims=(32, 64, 96), heads=(2, 4, 6), depth=2, win=4, dec=(64, 48, 32)):
         super().__init__()
+        if os.environ.get('NOCOORD'):
+            cin = 3
         self.stem1 = cbr(cin, 24, 2)                       # 64
         self.stem2 = nn.Sequential(cbr(24, dims[0], 2))    # 32
         self.stages = nn.ModuleList()
@@ -129,6 +133,16 @@ class SwinUNet(nn.Module):
         self.d2 = cbr(dec[0] + dims[0], dec[1])
         self.d1 = cbr(dec[1] + 24, dec[2])
         self.out_ch = dec[1] if os.environ.get('QUARTER') else dec[2]
+        if os.environ.get('PSDEC'):   # photoseg's neck and training-only decoder (needs QUARTER)
+            self.v_proj = nn.Conv2d(dims[2], 64, 1)
+            self.lat1 = nn.Conv2d(dims[1], 16, 1)
+            self.lat0 = nn.Conv2d(dims[0], 16, 1)
+            self.top = cbr(64, 32)
+            self.l1 = nn.Conv2d(16, 32, 1)
+            self.mid = cbr(32, 32)
+            self.l0 = nn.Conv2d(16, 32, 1)
+            self.fine = cbr(32, 32)
+            self.out_ch = 32
 
     def forward(self, x):
         s1 = self.stem1(x)
@@ -144,6 +158,11 @@ class SwinUNet(nn.Module):
                 h = self.merges[i](h)
         f32, f16, f8 = feats  # 1/4, 1/8, 1/16
         up = lambda a, b: F.interpolate(a, size=b.shape[-2:], mode='nearest')
+        if os.environ.get('PSDEC'):
+            lat1, lat0 = self.lat1(f16), self.lat0(f32)
+            x = self.top(self.v_proj(f8))
+            x = self.mid(up(x, lat1) + self.l1(lat1))
+            return self.fine(up(x, lat0) + self.l0(lat0)), f16
         d3 = self.d3(torch.cat([up(f8, f16), f16], 1))
         d2 = self.d2(torch.cat([up(d3, f32), f32], 1))
         if os.environ.get('QUARTER'):

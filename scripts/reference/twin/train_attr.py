@@ -18,6 +18,7 @@ ap.add_argument('arch'); ap.add_argument('minutes', type=float); ap.add_argument
 ap.add_argument('--batch', type=int, default=16); ap.add_argument('--lr', type=float, default=2e-3)
 ap.add_argument('--eval-every', type=float, default=3.0, help='minutes')
 ap.add_argument('--seed', type=int, default=0)
+ap.add_argument('--photos', type=int, default=0, help='schedule by photos seen instead of minutes: the learning rate decays over this many photos and the run stops there (MINUTES is then ignored)')
 args = ap.parse_args()
 torch.manual_seed(args.seed); np.random.seed(args.seed)
 
@@ -111,9 +112,10 @@ model.train()
 wbg = torch.tensor([0.2] + [1.0] * 7)
 while True:
     el = time.time() - t0
-    if el >= total_s:
+    done = seen / args.photos if args.photos else el / total_s
+    if done >= 1:
         break
-    lr = args.lr * min(1.0, (step + 1) / 100) * max(0.05, 1 - el / total_s)
+    lr = args.lr * min(1.0, (step + 1) / 100) * max(0.05, 1 - done)
     for g in opt.param_groups:
         g['lr'] = lr
     idx = np.random.randint(0, N, args.batch)
