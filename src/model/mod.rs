@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod decoder;
 pub mod grser;
+pub mod head;
 pub mod hierarchizer;
 pub mod kernels;
 pub mod neck;
