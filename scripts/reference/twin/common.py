@@ -121,8 +121,14 @@ class SwinUNet(nn.Module):
         super().__init__()
         if os.environ.get('NOCOORD'):
             cin = 3
-        self.stem1 = cbr(cin, 24, 2)                       # 64
-        self.stem2 = nn.Sequential(cbr(24, dims[0], 2))    # 32
+        if os.environ.get('PSDIMS'):   # photoseg's widths and heads: 32-64-128, 1-2-4 heads
+            dims, heads = (32, 64, 128), (1, 2, 4)
+        s1 = 16 if os.environ.get('PSSTEM') else 24
+        self.stem1 = cbr(cin, s1, 2)                       # 64
+        self.stem2 = nn.Sequential(cbr(s1, dims[0], 2))    # 32
+        if os.environ.get('PSSTEM'):   # photoseg's stem end: a 1 x 1 projection, then LayerNorm per position
+            self.stem_proj = nn.Conv2d(dims[0], dims[0], 1)
+            self.stem_norm = nn.LayerNorm(dims[0])
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList()
         for i, d in enumerate(dims):
@@ -131,7 +137,7 @@ class SwinUNet(nn.Module):
                 self.merges.append(nn.Sequential(nn.LayerNorm(4 * d), nn.Linear(4 * d, dims[i + 1])))
         self.d3 = cbr(dims[2] + dims[1], dec[0])   # 16 -> 8? (see forward)
         self.d2 = cbr(dec[0] + dims[0], dec[1])
-        self.d1 = cbr(dec[1] + 24, dec[2])
+        self.d1 = cbr(dec[1] + s1, dec[2])
         self.out_ch = dec[1] if os.environ.get('QUARTER') else dec[2]
         if os.environ.get('PSDEC'):   # photoseg's neck and training-only decoder (needs QUARTER)
             self.v_proj = nn.Conv2d(dims[2], 64, 1)
@@ -146,7 +152,11 @@ class SwinUNet(nn.Module):
 
     def forward(self, x):
         s1 = self.stem1(x)
-        h = self.stem2(s1).permute(0, 2, 3, 1)
+        h = self.stem2(s1)
+        if os.environ.get('PSSTEM'):
+            h = self.stem_norm(self.stem_proj(h).permute(0, 2, 3, 1))
+        else:
+            h = h.permute(0, 2, 3, 1)
         feats = []
         for i, st in enumerate(self.stages):
             for b in st:
@@ -199,3 +209,21 @@ class FactNet(nn.Module):
             p_in = p
         f, e3 = self.shape(torch.cat([p_in, x[:, 3:5]], 1))
         return torch.cat([f, F.avg_pool2d(p, 2)], 1), cl
+
+
+def photoseg_init(model):
+    """PSINIT: initialise as photoseg does: linear weights normal(0, 0.02) and zero biases (ops::linear),
+    convolutions as candle-nn's default (Kaiming normal, std sqrt(2 / fan_in); bias uniform(+-1/sqrt(fan_in))),
+    relative-position tables truncated normal(0, 0.02)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity='relu')
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                nn.init.uniform_(m.bias, -fan_in ** -0.5, fan_in ** -0.5)
+        elif isinstance(m, WindowBlock):
+            nn.init.trunc_normal_(m.rel, std=0.02)

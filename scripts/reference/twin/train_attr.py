@@ -27,6 +27,8 @@ HP = heldout_pairs()
 net = {'cnn': UNetCNN, 'swin': SwinUNet, 'fact': FactNet}[args.arch]()
 head = nn.Conv2d(net.shape.out_ch if args.arch == 'fact' else net.out_ch, 8 + 7 + 3, 1)
 model = nn.ModuleDict({'net': net, 'head': head})
+if os.environ.get('PSINIT'):
+    photoseg_init(model)
 print(args.arch, 'params', nparams(model), flush=True)
 opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
 total_s = args.minutes * 60
