@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use photoseg::model::checkpoint;
 use photoseg::synth::scene::NONE;
 use photoseg::synth::{Color, Combo, Shape, Size, SynthDataset};
-use photoseg::train::attributes::{majority_labels, DenseDecoder, SkipDecoder, COLOR_CLASSES, SHAPE_CLASSES};
+use photoseg::train::attributes::{majority_labels, DenseDecoder, COLOR_CLASSES, SHAPE_CLASSES};
 use photoseg::train::data::{load_image, mask_grid};
 
 /// Photos per Swin pass.
@@ -54,22 +54,14 @@ fn main() -> Result<()> {
     let model = checkpoint::load_model_dir(&ckpt, &dev)?;
     let cfg = model.cfg.clone();
     let tensors = candle_core::safetensors::load(ckpt.join(checkpoint::WEIGHTS_FILE), &dev)?;
-    let skip = tensors.keys().any(|k| k.starts_with("aux.skip."));
     anyhow::ensure!(
-        skip || tensors.keys().any(|k| k.starts_with("aux.dense.")),
+        tensors.keys().any(|k| k.starts_with("aux.dense.")),
         "{} has no features-stage decoder (aux.dense.): train it with --stage features",
         ckpt.display()
     );
     let vb = checkpoint::var_builder(tensors, DType::F32, &dev);
-    let e = cfg.swin.embed_dim;
-    let skip = if skip { Some(SkipDecoder::new([e, 2 * e, 4 * e], vb.pp("aux").pp("skip"))?) } else { None };
-    let dense = match skip {
-        Some(_) => None,
-        None => {
-            let width = vb.pp("aux").pp("dense").pp("top").pp("conv").get_unchecked("bias")?.dim(0)?;
-            Some(DenseDecoder::new(cfg.head.c_v, cfg.head.lateral, width, vb.pp("aux").pp("dense"))?)
-        }
-    };
+    let width = vb.pp("aux").pp("dense").pp("top").pp("conv").get_unchecked("bias")?.dim(0)?;
+    let dense = DenseDecoder::new(cfg.head.c_v, cfg.head.lateral, width, vb.pp("aux").pp("dense"))?;
     let ds = SynthDataset::open(&data)?;
     let heldout: Vec<Combo> = ds.manifest().heldout_combinations.clone();
     let n = ds.manifest().image_size;
@@ -90,12 +82,7 @@ fn main() -> Result<()> {
     for chunk in photos.chunks(BATCH) {
         let imgs: Vec<Tensor> =
             chunk.iter().map(|(p, _, _)| load_image(p, cfg.image_size, &dev)).collect::<Result<_>>()?;
-        let batch = Tensor::stack(&imgs, 0)?;
-        let logits = match (&skip, &dense) {
-            (Some(skip), _) => skip.forward(&model.swin.forward_stages(&batch)?)?,
-            (None, Some(dense)) => dense.forward(&model.featurize(&batch)?)?,
-            (None, None) => unreachable!(),
-        };
+        let logits = dense.forward(&model.featurize(&Tensor::stack(&imgs, 0)?)?)?;
         let probs = |start: usize, classes: usize| -> Result<Vec<Vec<f32>>> {
             let p = candle_nn::ops::softmax(&logits.narrow(1, start, classes)?, 1)?;
             // [N, classes, g*g] -> per photo, class-major

@@ -348,43 +348,6 @@ fn the_features_stage_trains_backbone_and_neck_on_every_object() {
     assert!(err.contains("attribute labels"), "{err}");
 }
 
-/// The stem's BatchNorm (`swin.stem_batch_norm`): trained by gradient in the features stage, its
-/// running statistics averaged from the batches (not by AdamW), and used once the model is loaded.
-#[test]
-fn the_stem_batch_norm_trains_and_keeps_running_statistics() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut set = tiny_set(dir.path());
-    let ds = SynthDataset::open(dir.path()).unwrap();
-    let grid = photoseg::train::data::mask_grid(64);
-    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
-    let (mut cfg, tok) = model_config();
-    cfg.swin.conv_stem = Some(8);
-    cfg.swin.stem_batch_norm = true;
-    let tc = TrainConfig { stage: Stage::Features, ..without_optional_terms(6) };
-    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
-    let before = weights(&trainer);
-    for _ in 0..6 {
-        trainer.train_step(&set).unwrap();
-    }
-    let after = weights(&trainer);
-    for name in ["swin.patch_embed.stem_bn.0.weight", "swin.patch_embed.stem_bn.1.bias"] {
-        assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved");
-    }
-    // 6 steps of momentum 0.1 from (0, 1): 1 - 0.9^6 = 47 % of the way to the batches' statistics.
-    let mean: Vec<f32> = after["swin.patch_embed.stem_bn.0.running_mean"].to_vec1().unwrap();
-    let var: Vec<f32> = after["swin.patch_embed.stem_bn.0.running_var"].to_vec1().unwrap();
-    assert!(mean.iter().any(|m| m.abs() > 1e-3), "running mean never moved: {mean:?}");
-    assert!(var.iter().all(|v| *v > 0.0) && var.iter().any(|v| (v - 1.0).abs() > 1e-3), "{var:?}");
-    // A model without the option has no such weights, and one with it needs a stem.
-    let (plain, tok) = model_config();
-    let t = Trainer::new(&plain, tok.clone(), &tc, None, &Device::Cpu).unwrap();
-    assert!(!weights(&t).keys().any(|k| k.contains("stem_bn")));
-    let mut stemless = plain.clone();
-    stemless.swin.stem_batch_norm = true;
-    let err = Trainer::new(&stemless, tok, &tc, None, &Device::Cpu).err().expect("refused").to_string();
-    assert!(err.contains("conv_stem"), "{err}");
-}
-
 /// The head stage (`--stage head`): Swin is frozen (its weights do not move at all), the neck, text
 /// encoder and head learn, and the referring cross entropy falls as in a joint run.
 #[test]

@@ -96,10 +96,6 @@ pub struct TrainArgs {
     /// docs/model.md); 0 = Swin's own.
     #[arg(long, group = "knobs", default_value_t = 0, value_name = "WIDTH")]
     pub conv_stem: usize,
-    /// BatchNorm after each convolution of the stem (`swin.stem_batch_norm`, docs/model.md); needs
-    /// `--conv-stem`.
-    #[arg(long, group = "knobs")]
-    pub stem_batch_norm: bool,
     /// Channels of each lateral map the decoder reads besides z (`head.lateral`); absent: the preset's.
     /// With 4 and `--cache-codec lr8`, a paper-shaped model's features cache in 250 KB a photo
     /// (docs/library.md).
@@ -198,7 +194,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model_cfg.head.position_grid = Some(grid);
     }
     model_cfg.swin.conv_stem = (args.conv_stem > 0).then_some(args.conv_stem);
-    model_cfg.swin.stem_batch_norm = args.stem_batch_norm;
     if let Some(lateral) = args.lateral {
         model_cfg.head.lateral = lateral.into();
     }

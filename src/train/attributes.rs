@@ -226,37 +226,20 @@ fn weighted_ce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 struct NormConv {
     conv: Conv2d,
     norm: candle_nn::GroupNorm,
-    norm_weight: Tensor,
-    norm_bias: Tensor,
 }
 
 impl NormConv {
     fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
         let groups = [8, 4, 2, 1].into_iter().find(|g| c_out % g == 0).unwrap_or(1);
-        let norm = candle_nn::group_norm(groups, c_out, 1e-5, vb.pp("norm"))?;
         Ok(Self {
             conv: candle_nn::conv2d(c_in, c_out, 3, cfg, vb.pp("conv"))?,
-            norm_weight: vb.pp("norm").get(c_out, "weight")?,
-            norm_bias: vb.pp("norm").get(c_out, "bias")?,
-            norm,
+            norm: candle_nn::group_norm(groups, c_out, 1e-5, vb.pp("norm"))?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        if std::env::var_os("PHOTOSEG_EXP_BNDEC").is_some() {
-            let (_, c, _, _) = y.dims4()?;
-            let over = |t: &Tensor| -> Result<Tensor> { Ok(t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?) };
-            let mean = over(&y)?;
-            let centred = y.broadcast_sub(&mean)?;
-            let var = over(&centred.sqr()?)?;
-            let n = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-            let w = self.norm_weight.reshape((1, c, 1, 1))?;
-            let b = self.norm_bias.reshape((1, c, 1, 1))?;
-            return Ok(n.broadcast_mul(&w)?.broadcast_add(&b)?.relu()?);
-        }
-        Ok(self.norm.forward(&y)?.relu()?)
+        Ok(self.norm.forward(&self.conv.forward(x)?)?.relu()?)
     }
 }
 
@@ -319,52 +302,6 @@ impl DenseDecoder {
     /// decoder's grid), background weighted [`BACKGROUND_WEIGHT`].
     pub fn loss(&self, feats: &VisualFeatures, color: &Tensor, shape: &Tensor, size: &Tensor) -> Result<Tensor> {
         let logits = self.forward(feats)?;
-        let color_loss = weighted_ce(&logits.narrow(1, 0, COLOR_CLASSES)?, color)?;
-        let shape_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES, SHAPE_CLASSES)?, shape)?;
-        let size_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES + SHAPE_CLASSES, SIZE_CLASSES)?, size)?;
-        Ok(((color_loss + shape_loss)? + (size_loss * 0.5)?)?)
-    }
-}
-
-/// The features stage's training-only decoder, U-Net style: Swin's stage outputs themselves (not the
-/// neck's narrow projections) concatenated top-down, stage 3 (1/16) with stage 2 (1/8), then with stage 1
-/// (1/4), a 3 x 3 convolution + GroupNorm + ReLU at each level (64 then 48 wide), and a 1 x 1 classifier
-/// of colour, shape and size per 1/4 cell.
-#[derive(Debug)]
-pub struct SkipDecoder {
-    d3: NormConv,
-    d2: NormConv,
-    classifier: Conv2d,
-}
-
-impl SkipDecoder {
-    /// `dims`: channels of Swin's stages 1, 2 and 3.
-    pub fn new(dims: [usize; 3], vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            d3: NormConv::new(dims[2] + dims[1], 64, vb.pp("d3"))?,
-            d2: NormConv::new(64 + dims[0], 48, vb.pp("d2"))?,
-            classifier: candle_nn::conv2d(
-                48,
-                COLOR_CLASSES + SHAPE_CLASSES + SIZE_CLASSES,
-                1,
-                Default::default(),
-                vb.pp("classifier"),
-            )?,
-        })
-    }
-
-    /// Logits per 1/4 cell from Swin's stage outputs (NCHW, as [`crate::model::swin::Swin::forward_stages`]).
-    pub fn forward(&self, stages: &[Tensor]) -> Result<Tensor> {
-        let (_, _, h8, w8) = stages[1].dims4()?;
-        let (_, _, h4, w4) = stages[0].dims4()?;
-        let x = self.d3.forward(&Tensor::cat(&[&up_to(&stages[2], h8, w8)?, &stages[1]], 1)?)?;
-        let x = self.d2.forward(&Tensor::cat(&[&up_to(&x, h4, w4)?, &stages[0]], 1)?)?;
-        Ok(self.classifier.forward(&x)?)
-    }
-
-    /// As [`DenseDecoder::loss`].
-    pub fn loss(&self, stages: &[Tensor], color: &Tensor, shape: &Tensor, size: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(stages)?;
         let color_loss = weighted_ce(&logits.narrow(1, 0, COLOR_CLASSES)?, color)?;
         let shape_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES, SHAPE_CLASSES)?, shape)?;
         let size_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES + SHAPE_CLASSES, SIZE_CLASSES)?, size)?;

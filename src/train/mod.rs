@@ -222,7 +222,6 @@ pub struct Trainer {
     attribute_heads: Option<attributes::AttributeHeads>,
     /// The features stage's training-only decoder.
     dense: Option<attributes::DenseDecoder>,
-    skip: Option<attributes::SkipDecoder>,
     /// Swin's four stage outputs for every photo of the pool (`[P, C, h, w]` each), computed once when
     /// the head stage first needs them.
     stage_cache: Option<Vec<Tensor>>,
@@ -275,46 +274,12 @@ impl Trainer {
         } else {
             None
         };
-        let skip = if cfg.stage == Stage::Features && std::env::var_os("PHOTOSEG_EXP_SKIPDEC").is_some() {
-            let e = model_cfg.swin.embed_dim;
-            Some(attributes::SkipDecoder::new([e, 2 * e, 4 * e], vb.pp("aux").pp("skip"))?)
-        } else {
-            None
-        };
-        let dense = if cfg.stage == Stage::Features && skip.is_none() {
+        let dense = if cfg.stage == Stage::Features {
             let h = &model_cfg.head;
             Some(attributes::DenseDecoder::new(h.c_v, h.lateral, DENSE_WIDTH, vb.pp("aux").pp("dense"))?)
         } else {
             None
         };
-        if std::env::var_os("PHOTOSEG_EXP_TORCHINIT").is_some() {
-            // PyTorch's default: weights and biases of linear and conv layers U(+-1/sqrt(fan_in)),
-            // relative-position tables zero.
-            let data = varmap.data().lock().expect("varmap lock");
-            let shapes: std::collections::HashMap<String, Vec<usize>> = data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
-            for (name, var) in data.iter() {
-                let dims = var.dims().to_vec();
-                if name.ends_with("relative_position_bias_table") {
-                    var.set(&var.as_tensor().zeros_like()?)?;
-                    continue;
-                }
-                let weight_dims = if name.ends_with(".weight") && dims.len() >= 2 {
-                    Some(dims.clone())
-                } else if let Some(stem) = name.strip_suffix(".bias") {
-                    shapes.get(&format!("{stem}.weight")).filter(|d| d.len() >= 2).cloned()
-                } else {
-                    None
-                };
-                if let Some(w) = weight_dims {
-                    if name.contains("embeddings") {
-                        continue;
-                    }
-                    let fan_in: usize = w[1..].iter().product();
-                    let b = 1.0 / (fan_in as f64).sqrt();
-                    var.set(&Tensor::rand(-b as f32, b as f32, var.shape(), device)?)?;
-                }
-            }
-        }
         if let Some(init) = init {
             let mut data = varmap.data().lock().expect("varmap lock");
             for (name, var) in data.iter_mut() {
@@ -326,17 +291,8 @@ impl Trainer {
                 }
             }
         }
-        // Batch statistics in the stem while the backbone trains; running ones when it is frozen.
-        model.swin.set_training(cfg.stage != Stage::Head);
-        // Running statistics are not trained by gradient (Self::update_running_stats folds them in).
-        let vars: Vec<(String, candle_core::Var)> = varmap
-            .data()
-            .lock()
-            .expect("varmap lock")
-            .iter()
-            .filter(|(k, _)| !k.ends_with(".running_mean") && !k.ends_with(".running_var"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let vars: Vec<(String, candle_core::Var)> =
+            varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let opt = AdamW::new(vars, cfg.optim)?;
         Ok(Self {
             model,
@@ -347,7 +303,6 @@ impl Trainer {
             tokenizer,
             attribute_heads,
             dense,
-            skip,
             stage_cache: None,
             step: 0,
         })
@@ -453,17 +408,12 @@ impl Trainer {
                 size: augment::dihedral(&l.size, code)?,
             });
         }
-        let stages = self.model.swin.forward_stages(&Tensor::stack(&images, 0)?.to_device(&dev)?)?;
-        let feats = self.model.neck.forward(&stages)?;
+        let feats = self.model.featurize(&Tensor::stack(&images, 0)?.to_device(&dev)?)?;
         let stack = |f: fn(&attributes::AttributeLabels) -> &Tensor| -> Result<Tensor> {
             Ok(Tensor::stack(&labels.iter().map(f).collect::<Vec<_>>(), 0)?.to_device(&dev)?)
         };
-        let (color, shape, size) = (stack(|l| &l.color)?, stack(|l| &l.shape)?, stack(|l| &l.size)?);
-        let mut loss = match (&self.skip, &self.dense) {
-            (Some(skip), _) => skip.loss(&stages, &color, &shape, &size)?,
-            (None, Some(dense)) => dense.loss(&feats, &color, &shape, &size)?,
-            (None, None) => unreachable!("the features stage has its decoder"),
-        };
+        let dense = self.dense.as_ref().expect("the features stage has its decoder");
+        let mut loss = dense.loss(&feats, &stack(|l| &l.color)?, &stack(|l| &l.shape)?, &stack(|l| &l.size)?)?;
         let mut attr_value = 0f32;
         if let Some(heads) = &self.attribute_heads {
             let a = heads.loss(&feats, &labels.iter().collect::<Vec<_>>())?;
@@ -472,7 +422,6 @@ impl Trainer {
         }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
-        self.update_running_stats()?;
         self.step += 1;
         Ok(StepStats {
             step: t,
@@ -482,21 +431,6 @@ impl Trainer {
             seconds: start.elapsed().as_secs_f64(),
             ..StepStats::default()
         })
-    }
-
-    /// Folds the last forward's batch statistics of the stem's BatchNorm into its running statistics
-    /// (momentum 0.1, as PyTorch); nothing without one.
-    fn update_running_stats(&self) -> Result<()> {
-        let stats = self.model.swin.take_batch_stats();
-        let data = self.varmap.data().lock().expect("varmap lock");
-        for (i, (mean, var)) in stats.iter().enumerate() {
-            for (name, batch) in [("running_mean", mean), ("running_var", var)] {
-                let key = format!("swin.patch_embed.stem_bn.{i}.{name}");
-                let v = data.get(&key).with_context(|| format!("no variable {key}"))?;
-                v.set(&((v.as_tensor() * 0.9)? + (batch.to_dtype(v.dtype())? * 0.1)?)?)?;
-            }
-        }
-        Ok(())
     }
 
     /// One optimizer step on `set`; returns its statistics.
@@ -627,7 +561,6 @@ impl Trainer {
         }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
-        self.update_running_stats()?;
         self.step += 1;
         let g = groups as f32;
         Ok(StepStats {

@@ -62,9 +62,6 @@ pub struct ModelRecipe {
     /// Width of a convolutional stem in place of Swin's patch projection.
     #[serde(default)]
     pub conv_stem: Option<usize>,
-    /// BatchNorm after each stem convolution (needs `conv_stem`).
-    #[serde(default)]
-    pub stem_batch_norm: bool,
     #[serde(default)]
     pub center_v: bool,
     #[serde(default)]
@@ -133,7 +130,6 @@ impl Recipe {
             cfg.swin.img_size = Some(px);
         }
         cfg.swin.conv_stem = m.conv_stem.filter(|&w| w > 0);
-        cfg.swin.stem_batch_norm = m.stem_batch_norm;
         cfg.head.center_v = m.center_v;
         if m.position {
             // Swin's grid: the patch embedding divides by 4 (rounding up), each of two merges by 2.
