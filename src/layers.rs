@@ -76,11 +76,14 @@ fn paths_after(code: &str, prefix: &str) -> Vec<(String, Option<String>)> {
     out
 }
 
+/// Which modules (or files) each one names.
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
 /// A cycle in `graph`, as the nodes along it, if there is one.
-fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
     fn visit(
         node: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
+        graph: &Graph,
         state: &mut BTreeMap<String, u8>,
         path: &mut Vec<String>,
     ) -> Option<Vec<String>> {
@@ -110,9 +113,9 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 /// The module graph: top-level modules, and for each top-level module the graph of its files.
-fn graphs(src: &Path) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) {
-    let mut top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut inner: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+fn graphs(src: &Path) -> (Graph, BTreeMap<String, Graph>) {
+    let mut top: Graph = BTreeMap::new();
+    let mut inner: BTreeMap<String, Graph> = BTreeMap::new();
     for (path, module) in sources(src) {
         let Some(layer) = module.first().filter(|m| !["lib", "main", "layers"].contains(&m.as_str())) else {
             continue;
@@ -175,7 +178,7 @@ fn no_import_cycles_between_modules_or_their_files() {
 #[test]
 fn a_cycle_is_found_and_a_chain_is_not() {
     let graph = |edges: &[(&str, &str)]| {
-        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut g: Graph = BTreeMap::new();
         for (a, b) in edges {
             g.entry(a.to_string()).or_default().insert(b.to_string());
         }
