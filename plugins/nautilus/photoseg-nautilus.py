@@ -54,13 +54,6 @@ def album_filter(folder, roots):
     return None
 
 
-def albums_in_folder(answer, folder):
-    """The answer's albums whose folder is `folder` or below it."""
-    folder = os.path.normpath(folder)
-    prefix = folder.rstrip("/") + "/"
-    return [a for a in answer.get("albums", []) if a["album"] == folder or a["album"].startswith(prefix)]
-
-
 class Search:
     """One "find EXPR in FOLDER" run: ListRoots then Query, asynchronous; calls done(result, error)."""
 
@@ -114,8 +107,9 @@ class Search:
         except ValueError as e:
             self.done(None, "photoseg: the daemon's answer is not JSON (%s)" % e)
             return
-        self.done({"expression": answer.get("expression", self.expression),
-                   "albums": albums_in_folder(answer, self.folder)}, None)
+        # The daemon keeps only the albums in the folder (by path, links resolved): no second filter here.
+        self.done({"expression": answer.get("expression", self.expression), "albums": answer.get("albums", [])},
+                  None)
 
 
 def summary(result):
