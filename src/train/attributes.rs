@@ -8,8 +8,8 @@
 //!
 //! Shape and size are asked only where an object is (weighted by its share of the cell): "given an
 //! object here, which shape is it". Shape is asked twice: from V, and from stage 2's lateral map per 1/8
-//! cell, where a small object still covers several cells (the fourth session measured V knowing colour
-//! at 90 % per cell but shape at 33 %, chance 17 %: shape is what the hard negatives turn on).
+//! cell, where a small object still covers several cells (V without these heads read colour at 90 % per
+//! cell but shape at 33 %, chance 17 %, and shape is what the hard negatives turn on).
 //!
 //! The heads are training-only weights under `aux.` (query time never reads them).
 use std::collections::HashMap;
