@@ -317,10 +317,10 @@ fn max_change(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// The features stage (`--stage features`): the dense attribute loss alone falls on turned photos, and
-/// it trains the backbone, the neck and its own decoder; the referring head is left alone (it is not in
-/// the loss); photos without labels are refused.
+/// it trains the backbone and its own decoder (which reads Swin's stage outputs); the neck and the
+/// referring head are left alone (they are not in the loss); photos without labels are refused.
 #[test]
-fn the_features_stage_trains_backbone_and_neck_on_every_object() {
+fn the_features_stage_trains_the_backbone_on_every_object() {
     let dir = tempfile::tempdir().unwrap();
     let mut set = tiny_set(dir.path());
     let ds = SynthDataset::open(dir.path()).unwrap();
@@ -336,16 +336,63 @@ fn the_features_stage_trains_backbone_and_neck_on_every_object() {
     let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
     assert!(mean(&losses[steps - 5..]) < 0.7 * mean(&losses[..5]), "dense loss did not fall: {losses:?}");
     let after = weights(&trainer);
-    for name in ["swin.patch_embed.proj.weight", "neck.v.weight", "neck.lat0.weight", "aux.dense.classifier.weight"] {
+    for name in ["swin.patch_embed.proj.weight", "swin.layers.2.blocks.0.mlp.fc1.weight", "aux.dense.classifier.weight"]
+    {
         assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved");
     }
-    for name in ["head.decoder.classifier.weight", "head.tqm.w_l.weight"] {
+    for name in ["neck.v.weight", "head.decoder.classifier.weight", "head.tqm.w_l.weight"] {
         assert_eq!(max_change(&before[name], &after[name]), 0.0, "{name} moved without being in the loss");
     }
     let mut bare = tiny_set(tempfile::tempdir().unwrap().path());
     bare.attributes.iter_mut().for_each(|a| *a = None);
     let err = format!("{:#}", trainer.train_step(&bare).unwrap_err());
     assert!(err.contains("attribute labels"), "{err}");
+}
+
+/// The stem's BatchNorm (`swin.stem_batch_norm`): trained by gradient in the features stage, its
+/// running statistics averaged from the batches (not by AdamW), and used once the model is loaded.
+#[test]
+fn the_stem_batch_norm_trains_and_keeps_running_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut set = tiny_set(dir.path());
+    let ds = SynthDataset::open(dir.path()).unwrap();
+    let grid = photoseg::train::data::mask_grid(64);
+    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    let (mut cfg, tok) = model_config();
+    cfg.swin.conv_stem = Some(8);
+    cfg.swin.stem_batch_norm = true;
+    let tc = TrainConfig { stage: Stage::Features, ..without_optional_terms(6) };
+    let mut trainer = Trainer::new(&cfg, tok, &tc, None, &Device::Cpu).unwrap();
+    let before = weights(&trainer);
+    for _ in 0..6 {
+        trainer.train_step(&set).unwrap();
+    }
+    let after = weights(&trainer);
+    for name in ["swin.patch_embed.stem_bn.0.weight", "swin.patch_embed.stem_bn.1.bias"] {
+        assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved");
+    }
+    // 6 steps of momentum 0.1 from (0, 1): 1 - 0.9^6 = 47 % of the way to the batches' statistics.
+    let mean: Vec<f32> = after["swin.patch_embed.stem_bn.0.running_mean"].to_vec1().unwrap();
+    let var: Vec<f32> = after["swin.patch_embed.stem_bn.0.running_var"].to_vec1().unwrap();
+    assert!(mean.iter().any(|m| m.abs() > 1e-3), "running mean never moved: {mean:?}");
+    assert!(var.iter().all(|v| *v > 0.0) && var.iter().any(|v| (v - 1.0).abs() > 1e-3), "{var:?}");
+    // Indexing normalises with the running statistics: a photo's features do not depend on the photos
+    // beside it in the batch, as they do while training.
+    let photos = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let v_of_first = |batch: &Tensor| trainer.model.featurize(batch).unwrap().v.get(0).unwrap();
+    let first = photos.narrow(0, 0, 1).unwrap();
+    trainer.model.swin.set_training(false);
+    assert_eq!(max_change(&v_of_first(&first), &v_of_first(&photos)), 0.0, "indexing used batch statistics");
+    trainer.model.swin.set_training(true);
+    assert!(max_change(&v_of_first(&first), &v_of_first(&photos)) > 1e-4, "training did not use batch statistics");
+    // A model without the option has no such weights, and one with it needs a stem.
+    let (plain, tok) = model_config();
+    let t = Trainer::new(&plain, tok.clone(), &tc, None, &Device::Cpu).unwrap();
+    assert!(!weights(&t).keys().any(|k| k.contains("stem_bn")));
+    let mut stemless = plain.clone();
+    stemless.swin.stem_batch_norm = true;
+    let err = Trainer::new(&stemless, tok, &tc, None, &Device::Cpu).err().expect("refused").to_string();
+    assert!(err.contains("conv_stem"), "{err}");
 }
 
 /// The head stage (`--stage head`): Swin is frozen (its weights do not move at all), the neck, text

@@ -92,8 +92,8 @@ pub struct TrainArgs {
     /// built-in shape). Photos are resized to it, so a larger side gives small objects more cells.
     #[arg(long, group = "knobs", value_name = "PX")]
     pub image_size: Option<usize>,
-    /// Replace Swin's 4 x 4 patch projection by a convolutional stem of this width (`swin.conv_stem`,
-    /// docs/model.md); 0 = Swin's own.
+    /// Replace Swin's 4 x 4 patch projection by a convolutional stem of this width, with BatchNorm after
+    /// each convolution (`swin.conv_stem`, `swin.stem_batch_norm`, docs/model.md); 0 = Swin's own.
     #[arg(long, group = "knobs", default_value_t = 0, value_name = "WIDTH")]
     pub conv_stem: usize,
     /// Channels of each lateral map the decoder reads besides z (`head.lateral`); absent: the preset's.
@@ -194,6 +194,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model_cfg.head.position_grid = Some(grid);
     }
     model_cfg.swin.conv_stem = (args.conv_stem > 0).then_some(args.conv_stem);
+    model_cfg.swin.stem_batch_norm = model_cfg.swin.conv_stem.is_some();
     if let Some(lateral) = args.lateral {
         model_cfg.head.lateral = lateral.into();
     }

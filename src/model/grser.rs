@@ -85,6 +85,7 @@ impl Config {
                 layer_norm_eps: 1e-5,
                 img_size: Some(128),
                 conv_stem: None,
+                stem_batch_norm: false,
             },
             bert: text::Config {
                 hidden_size: 48,

@@ -64,6 +64,12 @@ pub struct Config {
     /// transformers see better"); the synthetic world's negatives turn on shapes. `None`: timm's Swin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv_stem: Option<usize>,
+    /// BatchNorm after each convolution of the stem, before its GELU (needs `conv_stem`): batch
+    /// statistics while training, running statistics when indexing. `photoseg train` sets it with every
+    /// convolutional stem: part of the from-scratch design that learns shape as fast per photo as the
+    /// PyTorch reference (docs/model.md, "Learning parity"). Off in models made before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stem_batch_norm: bool,
 }
 
 impl Config {
@@ -80,6 +86,7 @@ impl Config {
             layer_norm_eps: 1e-5,
             img_size: None,
             conv_stem: None,
+            stem_batch_norm: false,
         }
     }
 
@@ -443,6 +450,56 @@ impl Module for PatchMerging {
     }
 }
 
+/// BatchNorm2d over the stem's NCHW maps (PyTorch's: eps 1e-5, biased variance to normalise, unbiased
+/// variance kept for the running statistics).
+#[derive(Debug)]
+struct StemBatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+impl StemBatchNorm {
+    const EPS: f64 = 1e-5;
+
+    fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        use candle_nn::Init::Const;
+        Ok(Self {
+            weight: vb.get_with_hints(c, "weight", Const(1.0))?,
+            bias: vb.get_with_hints(c, "bias", Const(0.0))?,
+            running_mean: vb.get_with_hints(c, "running_mean", Const(0.0))?,
+            running_var: vb.get_with_hints(c, "running_var", Const(1.0))?,
+        })
+    }
+
+    fn affine(&self, normed: &Tensor) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        normed.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+
+    /// Normalised with this batch's statistics; also returns them (detached: mean, unbiased variance).
+    fn forward_train(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, h, w) = x.dims4()?;
+        let over = |t: &Tensor| -> Result<Tensor> { t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3) };
+        let mean = over(x)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = over(&centred.sqr()?)?;
+        let y = self.affine(&centred.broadcast_div(&(&var + Self::EPS)?.sqrt()?)?)?;
+        let count = (n * h * w) as f64;
+        let unbiased = (var.detach().reshape(c)? * (count / (count - 1.0).max(1.0)))?;
+        Ok((y, mean.detach().reshape(c)?, unbiased))
+    }
+
+    /// Normalised with the running statistics (no gradient reaches them).
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.running_mean.dim(0)?;
+        let mean = self.running_mean.detach().reshape((1, c, 1, 1))?.to_dtype(x.dtype())?;
+        let std = (self.running_var.detach().reshape((1, c, 1, 1))?.to_dtype(x.dtype())? + Self::EPS)?.sqrt()?;
+        self.affine(&x.broadcast_sub(&mean)?.broadcast_div(&std)?)
+    }
+}
+
 #[derive(Debug)]
 struct Stage {
     downsample: Option<PatchMerging>,
@@ -454,6 +511,13 @@ struct Stage {
 pub struct Swin {
     /// The convolutional stem ([`Config::conv_stem`]), before `patch_proj` (then 1 x 1).
     stem: Vec<Conv2d>,
+    /// BatchNorm after each stem convolution ([`Config::stem_batch_norm`]); empty without it.
+    stem_bn: Vec<StemBatchNorm>,
+    /// Batch statistics (training) or running statistics (indexing) in `stem_bn`.
+    training: std::sync::atomic::AtomicBool,
+    /// The last training forward's per-channel batch mean and unbiased variance of each `stem_bn`, for
+    /// the trainer to fold into the running statistics ([`Swin::take_batch_stats`]).
+    batch_stats: std::sync::Mutex<Vec<(Tensor, Tensor)>>,
     patch_proj: Conv2d,
     patch_norm: LayerNorm,
     stages: Vec<Stage>,
@@ -492,6 +556,19 @@ impl Swin {
                 (stem, candle_nn::conv2d(width, cfg.embed_dim, 1, Default::default(), vb.pp("patch_embed.proj"))?)
             }
         };
+        let stem_bn = if cfg.stem_batch_norm {
+            let Some(width) = cfg.conv_stem else {
+                bail!("swin config: stem_batch_norm needs a convolutional stem (conv_stem)");
+            };
+            let vb_bn = vb.pp("patch_embed.stem_bn");
+            [width / 2, width]
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| StemBatchNorm::new(c, vb_bn.pp(i)))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let patch_norm = LayerNorm::new(cfg.embed_dim, cfg.layer_norm_eps, vb.pp("patch_embed.norm"))?;
         let mut stages = Vec::new();
         let side = cfg.img_size.unwrap_or((cfg.window_size * cfg.patch_size) << (cfg.depths.len() - 1));
@@ -509,11 +586,32 @@ impl Swin {
                 .collect::<Result<Vec<_>>>()?;
             stages.push(Stage { downsample, blocks });
         }
-        Ok(Self { stem, patch_proj, patch_norm, stages, cfg: cfg.clone() })
+        Ok(Self {
+            stem,
+            stem_bn,
+            training: false.into(),
+            batch_stats: Default::default(),
+            patch_proj,
+            patch_norm,
+            stages,
+            cfg: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Batch statistics in the stem's BatchNorm (training the backbone) or running ones (indexing, and
+    /// training with the backbone frozen). Off by default.
+    pub fn set_training(&self, training: bool) {
+        self.training.store(training, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last training forward's (batch mean, unbiased batch variance) of each stem BatchNorm, in
+    /// order; empty when there is none. The trainer folds them into `running_mean` / `running_var`.
+    pub fn take_batch_stats(&self) -> Vec<(Tensor, Tensor)> {
+        std::mem::take(&mut *self.batch_stats.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Patch embedding: `[B, 3, H, W]` -> `[B, H/4, W/4, C]` (NHWC, normalised).
@@ -525,8 +623,23 @@ impl Swin {
         let p = self.cfg.patch_size;
         let x = x.pad_with_zeros(2, 0, h.div_ceil(p) * p - h)?.pad_with_zeros(3, 0, w.div_ceil(p) * p - w)?;
         let mut x = x;
-        for conv in &self.stem {
-            x = gelu_erf(&conv.forward(&x)?)?;
+        let training = self.training.load(std::sync::atomic::Ordering::Relaxed) && !self.stem_bn.is_empty();
+        let mut stats = Vec::new();
+        for (i, conv) in self.stem.iter().enumerate() {
+            x = conv.forward(&x)?;
+            if let Some(bn) = self.stem_bn.get(i) {
+                x = if training {
+                    let (y, mean, var) = bn.forward_train(&x)?;
+                    stats.push((mean, var));
+                    y
+                } else {
+                    bn.forward_eval(&x)?
+                };
+            }
+            x = gelu_erf(&x)?;
+        }
+        if training {
+            *self.batch_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
         }
         let x = self.patch_proj.forward(&x)?.permute((0, 2, 3, 1))?; // [B, h, w, C]
         self.patch_norm.forward(&x)

@@ -221,45 +221,39 @@ fn weighted_ce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     Ok((nll * &weight)?.sum_all()?.broadcast_div(&total)?)
 }
 
-/// A 3 x 3 convolution, GroupNorm and ReLU.
+/// A 3 x 3 convolution, BatchNorm on the batch's statistics, and ReLU. The decoder lives only in
+/// training (and the feature probe, which runs it on batches of photos), so it keeps no running
+/// statistics. BatchNorm here rather than GroupNorm: part of the features stage's measured design
+/// (docs/model.md, "Learning parity").
 #[derive(Debug)]
 struct NormConv {
     conv: Conv2d,
-    norm: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
 }
 
 impl NormConv {
     fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
+        use candle_nn::Init::Const;
         let cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
-        let groups = [8, 4, 2, 1].into_iter().find(|g| c_out % g == 0).unwrap_or(1);
         Ok(Self {
             conv: candle_nn::conv2d(c_in, c_out, 3, cfg, vb.pp("conv"))?,
-            norm: candle_nn::group_norm(groups, c_out, 1e-5, vb.pp("norm"))?,
+            weight: vb.pp("norm").get_with_hints(c_out, "weight", Const(1.0))?,
+            bias: vb.pp("norm").get_with_hints(c_out, "bias", Const(0.0))?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.norm.forward(&self.conv.forward(x)?)?.relu()?)
+        let y = self.conv.forward(x)?;
+        let (_, c, _, _) = y.dims4()?;
+        let over = |t: &Tensor| -> Result<Tensor> { Ok(t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?) };
+        let centred = y.broadcast_sub(&over(&y)?)?;
+        let var = over(&centred.sqr()?)?;
+        let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        let w = self.weight.reshape((1, c, 1, 1))?;
+        let b = self.bias.reshape((1, c, 1, 1))?;
+        Ok(normed.broadcast_mul(&w)?.broadcast_add(&b)?.relu()?)
     }
-}
-
-/// The first training stage's head (training-only, `aux.dense.`): a top-down path from V (1/16)
-/// through the lateral maps of stages 2 and 1 to colour, shape and size logits for every 1/4 cell.
-///
-/// Why: the referring loss and the per-cell heads above ask the backbone about shape only where V's
-/// coarse cells hold an object, a cell or two for a small one, and a from-scratch Swin trained that way
-/// read shape at 40 % on colour-shape pairs it had not seen. Dense labels at 1/4, on photos turned by
-/// the eight symmetries of the square ([`super::augment::dihedral`]), give every object dozens of
-/// supervised cells in every orientation. The head reads exactly what the cache keeps (V and the
-/// laterals), so what it teaches the backbone is in the cached features.
-#[derive(Debug)]
-pub struct DenseDecoder {
-    top: NormConv,
-    lat1: Conv2d,
-    mid: NormConv,
-    lat0: Conv2d,
-    fine: NormConv,
-    classifier: Conv2d,
 }
 
 /// Nearest upsampling of `x` to `(h, w)` (an integer factor).
@@ -269,39 +263,58 @@ fn up_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     Ok(up.narrow(2, 0, h)?.narrow(3, 0, w)?)
 }
 
+/// The features stage's training-only decoder (`aux.dense.`), U-Net style: Swin's stage 3 output (1/16)
+/// upsampled and concatenated with stage 2's (1/8), a 3 x 3 convolution + BatchNorm + ReLU (64 wide),
+/// the same again with stage 1's (1/4, 48 wide), and a 1 x 1 classifier of colour, shape and size for
+/// every 1/4 cell.
+///
+/// Why: the referring loss asks the backbone about shape only where V's coarse cells hold an object, a
+/// cell or two for a small one. Dense labels at 1/4, on photos turned by the eight symmetries of the
+/// square ([`super::augment::dihedral`]), give every object dozens of supervised cells in every
+/// orientation. Reading the stage outputs themselves (not the neck's narrow projections of them) with
+/// batch statistics is what let a from-scratch backbone learn shape about as fast per photo as the
+/// PyTorch reference (docs/model.md, "Learning parity").
+#[derive(Debug)]
+pub struct DenseDecoder {
+    d3: NormConv,
+    d2: NormConv,
+    classifier: Conv2d,
+}
+
 impl DenseDecoder {
-    pub fn new(c_v: usize, lateral: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
-        let c = Default::default();
+    /// Width of the decoder at 1/8 and at 1/4.
+    const WIDTHS: [usize; 2] = [64, 48];
+
+    /// `dims`: channels of Swin's stages 1, 2 and 3.
+    pub fn new(dims: [usize; 3], vb: VarBuilder) -> Result<Self> {
+        let [w8, w4] = Self::WIDTHS;
         Ok(Self {
-            top: NormConv::new(c_v, dim, vb.pp("top"))?,
-            lat1: candle_nn::conv2d(lateral, dim, 1, c, vb.pp("lat1"))?,
-            mid: NormConv::new(dim, dim, vb.pp("mid"))?,
-            lat0: candle_nn::conv2d(lateral, dim, 1, c, vb.pp("lat0"))?,
-            fine: NormConv::new(dim, dim, vb.pp("fine"))?,
+            d3: NormConv::new(dims[2] + dims[1], w8, vb.pp("d3"))?,
+            d2: NormConv::new(w8 + dims[0], w4, vb.pp("d2"))?,
             classifier: candle_nn::conv2d(
-                dim,
+                w4,
                 COLOR_CLASSES + SHAPE_CLASSES + SIZE_CLASSES,
                 1,
-                c,
+                Default::default(),
                 vb.pp("classifier"),
             )?,
         })
     }
 
-    /// Colour, shape and size logits per 1/4 cell, `[N, COLOR_CLASSES + SHAPE_CLASSES + SIZE_CLASSES, h4, w4]`.
-    pub fn forward(&self, feats: &VisualFeatures) -> Result<Tensor> {
-        let (_, _, h8, w8) = feats.lat1.dims4()?;
-        let (_, _, h4, w4) = feats.lat0.dims4()?;
-        let x = self.top.forward(&feats.v)?;
-        let x = self.mid.forward(&(up_to(&x, h8, w8)? + self.lat1.forward(&feats.lat1)?)?)?;
-        let x = self.fine.forward(&(up_to(&x, h4, w4)? + self.lat0.forward(&feats.lat0)?)?)?;
+    /// Colour, shape and size logits per 1/4 cell, `[N, COLOR_CLASSES + SHAPE_CLASSES + SIZE_CLASSES,
+    /// h4, w4]`, from Swin's stage outputs (NCHW, as [`crate::model::swin::Swin::forward_stages`]).
+    pub fn forward(&self, stages: &[Tensor]) -> Result<Tensor> {
+        let (_, _, h8, w8) = stages[1].dims4()?;
+        let (_, _, h4, w4) = stages[0].dims4()?;
+        let x = self.d3.forward(&Tensor::cat(&[&up_to(&stages[2], h8, w8)?, &stages[1]], 1)?)?;
+        let x = self.d2.forward(&Tensor::cat(&[&up_to(&x, h4, w4)?, &stages[0]], 1)?)?;
         Ok(self.classifier.forward(&x)?)
     }
 
     /// Colour + shape + size / 2 cross entropies per 1/4 cell (labels `[N, h4, w4]` each, on the
     /// decoder's grid), background weighted [`BACKGROUND_WEIGHT`].
-    pub fn loss(&self, feats: &VisualFeatures, color: &Tensor, shape: &Tensor, size: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(feats)?;
+    pub fn loss(&self, stages: &[Tensor], color: &Tensor, shape: &Tensor, size: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(stages)?;
         let color_loss = weighted_ce(&logits.narrow(1, 0, COLOR_CLASSES)?, color)?;
         let shape_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES, SHAPE_CLASSES)?, shape)?;
         let size_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES + SHAPE_CLASSES, SIZE_CLASSES)?, size)?;

@@ -7,6 +7,7 @@
 pub mod attributes;
 pub mod augment;
 pub mod data;
+pub mod init;
 pub mod loss;
 pub mod optim;
 pub mod recipe;
@@ -230,8 +231,6 @@ pub struct Trainer {
 }
 
 const STATE_FILE: &str = "state.json";
-/// Width of the features stage's decoder.
-const DENSE_WIDTH: usize = 32;
 /// Photos per Swin pass when the head stage fills its cache.
 const CACHE_CHUNK: usize = 32;
 const OPTIM_FILE: &str = "optimizer.safetensors";
@@ -275,11 +274,12 @@ impl Trainer {
             None
         };
         let dense = if cfg.stage == Stage::Features {
-            let h = &model_cfg.head;
-            Some(attributes::DenseDecoder::new(h.c_v, h.lateral, DENSE_WIDTH, vb.pp("aux").pp("dense"))?)
+            let e = model_cfg.swin.embed_dim;
+            Some(attributes::DenseDecoder::new([e, 2 * e, 4 * e], vb.pp("aux").pp("dense"))?)
         } else {
             None
         };
+        init::pytorch_default(&varmap, cfg.seed, device)?;
         if let Some(init) = init {
             let mut data = varmap.data().lock().expect("varmap lock");
             for (name, var) in data.iter_mut() {
@@ -291,8 +291,17 @@ impl Trainer {
                 }
             }
         }
-        let vars: Vec<(String, candle_core::Var)> =
-            varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // Batch statistics in the stem while the backbone trains; running ones when it is frozen.
+        model.swin.set_training(cfg.stage != Stage::Head);
+        // Running statistics are not trained by gradient (Self::update_running_stats folds them in).
+        let vars: Vec<(String, candle_core::Var)> = varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .filter(|(k, _)| !k.ends_with(".running_mean") && !k.ends_with(".running_var"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let opt = AdamW::new(vars, cfg.optim)?;
         Ok(Self {
             model,
@@ -408,12 +417,14 @@ impl Trainer {
                 size: augment::dihedral(&l.size, code)?,
             });
         }
-        let feats = self.model.featurize(&Tensor::stack(&images, 0)?.to_device(&dev)?)?;
+        let stages = self.model.swin.forward_stages(&Tensor::stack(&images, 0)?.to_device(&dev)?)?;
+        let feats = self.model.neck.forward(&stages)?;
         let stack = |f: fn(&attributes::AttributeLabels) -> &Tensor| -> Result<Tensor> {
             Ok(Tensor::stack(&labels.iter().map(f).collect::<Vec<_>>(), 0)?.to_device(&dev)?)
         };
+        let (color, shape, size) = (stack(|l| &l.color)?, stack(|l| &l.shape)?, stack(|l| &l.size)?);
         let dense = self.dense.as_ref().expect("the features stage has its decoder");
-        let mut loss = dense.loss(&feats, &stack(|l| &l.color)?, &stack(|l| &l.shape)?, &stack(|l| &l.size)?)?;
+        let mut loss = dense.loss(&stages, &color, &shape, &size)?;
         let mut attr_value = 0f32;
         if let Some(heads) = &self.attribute_heads {
             let a = heads.loss(&feats, &labels.iter().collect::<Vec<_>>())?;
@@ -422,6 +433,7 @@ impl Trainer {
         }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
+        self.update_running_stats()?;
         self.step += 1;
         Ok(StepStats {
             step: t,
@@ -431,6 +443,21 @@ impl Trainer {
             seconds: start.elapsed().as_secs_f64(),
             ..StepStats::default()
         })
+    }
+
+    /// Folds the last forward's batch statistics of the stem's BatchNorm into its running statistics
+    /// (momentum 0.1, as PyTorch); nothing without one.
+    fn update_running_stats(&self) -> Result<()> {
+        let stats = self.model.swin.take_batch_stats();
+        let data = self.varmap.data().lock().expect("varmap lock");
+        for (i, (mean, var)) in stats.iter().enumerate() {
+            for (name, batch) in [("running_mean", mean), ("running_var", var)] {
+                let key = format!("swin.patch_embed.stem_bn.{i}.{name}");
+                let v = data.get(&key).with_context(|| format!("no variable {key}"))?;
+                v.set(&((v.as_tensor() * 0.9)? + (batch.to_dtype(v.dtype())? * 0.1)?)?)?;
+            }
+        }
+        Ok(())
     }
 
     /// One optimizer step on `set`; returns its statistics.
@@ -561,6 +588,7 @@ impl Trainer {
         }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
+        self.update_running_stats()?;
         self.step += 1;
         let g = groups as f32;
         Ok(StepStats {

@@ -130,6 +130,7 @@ impl Recipe {
             cfg.swin.img_size = Some(px);
         }
         cfg.swin.conv_stem = m.conv_stem.filter(|&w| w > 0);
+        cfg.swin.stem_batch_norm = cfg.swin.conv_stem.is_some();
         cfg.head.center_v = m.center_v;
         if m.position {
             // Swin's grid: the patch embedding divides by 4 (rounding up), each of two merges by 2.
