@@ -418,3 +418,42 @@ fn a_busy_search_index_still_answers() {
     assert_eq!(result["albums"].as_array().unwrap().len(), 1);
     drop(writer);
 }
+
+/// A search index that cannot be written (a full disk, a read-only folder) is a cache that cannot be
+/// updated, not a reason to refuse a query: album names are matched from the cache's list, the album is
+/// answered from its features, and nothing is stored.
+#[test]
+fn an_unwritable_search_index_still_answers() {
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    w.query_json(&["a dog", "--model", &model]); // creates the search index
+    w.photo("Paris/new.png", 20, 20, 5);
+    w.ok(&["index", "--model", &model]); // the album list changed: the album documents are stale
+
+    let _frozen = common::ReadOnly::new(&w.path("cache/photoseg/search"));
+    let result = w.query_json(&["a cat", "--album", "paris", "--model", &model]);
+    check_schema(&result, &w.photos());
+    let paris = album(&result, "Paris");
+    assert_eq!((count(&paris["photos"]), paris["from_index"].as_bool()), (3, Some(false)), "{paris:#}");
+    // Asked again, it is answered again (nothing could be stored).
+    let again = w.query_json(&["a cat", "--album", "paris", "--model", &model]);
+    assert_eq!(album(&again, "Paris")["from_index"].as_bool(), Some(false));
+}
+
+/// A populated cache on a read-only medium (a backup disk, a locked-down account) answers queries
+/// from the features it holds.
+#[test]
+fn a_read_only_cache_still_answers() {
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    w.query_json(&["a dog", "--model", &model]);
+
+    let _frozen = common::ReadOnly::new(&w.path("cache/photoseg"));
+    let result = w.query_json(&["a cat", "--model", &model]);
+    check_schema(&result, &w.photos());
+    assert_eq!(count(&album(&result, "Paris")["photos"]), 2, "{result:#}");
+}

@@ -139,6 +139,46 @@ impl Cache {
         Ok(cache)
     }
 
+    /// [`Cache::open`], or, when the cache cannot be written (a read-only medium or folder), the same
+    /// file read-only: what a query needs. The read-only cache must already be at the current schema.
+    pub fn open_for_reading(path: &Path) -> Result<Cache> {
+        match Cache::open(path) {
+            Ok(cache) => Ok(cache),
+            Err(e) if path.is_file() => {
+                let cache =
+                    Cache::open_read_only(path).map_err(|ro| e.context(format!("read-only as well: {ro:#}")))?;
+                tracing::warn!("cache {} is not writable; reading it as it is", path.display());
+                Ok(cache)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens `path` without writing anything: read-only, and `immutable` when SQLite cannot make the
+    /// write-ahead log's shared-memory file beside it (nothing else can write there either).
+    fn open_read_only(path: &Path) -> Result<Cache> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let try_open = |uri: &str| -> Result<Cache> {
+            let conn = Connection::open_with_flags(uri, flags)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let cache = Cache { conn, path: Some(path.to_path_buf()) };
+            let (version, latest) = (cache.schema_version()?, MIGRATIONS.len() as i64);
+            if version != latest {
+                bail!("cache {} is at schema {version}, this photoseg needs {latest}", path.display());
+            }
+            Ok(cache)
+        };
+        let mut uri = String::from("file:");
+        for b in path.as_os_str().as_bytes() {
+            match b {
+                b'/' | b'.' | b'-' | b'_' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' => uri.push(*b as char),
+                _ => uri.push_str(&format!("%{b:02X}")),
+            }
+        }
+        try_open(&format!("{uri}?mode=ro")).or_else(|_| try_open(&format!("{uri}?immutable=1")))
+    }
+
     /// A private in-memory cache, for tests.
     pub fn open_in_memory() -> Result<Cache> {
         let cache = Cache { conn: Connection::open_in_memory()?, path: None };

@@ -164,6 +164,19 @@ impl SearchIndex {
         Ok(Self { index, reader, f, dir: dir.to_path_buf() })
     }
 
+    /// [`SearchIndex::open`], or, when the folder cannot be used (read-only, full), an empty index in
+    /// memory: the index is a cache of album names and answers, and a query is right without it.
+    pub fn open_or_in_memory(dir: &Path) -> Self {
+        Self::open(dir).unwrap_or_else(|e| {
+            tracing::warn!("search index unusable, answering without stored answers: {e:#}");
+            let (schema, f) = schema();
+            let index = Index::create_in_ram(schema);
+            let reader =
+                index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().expect("a RAM index reads");
+            Self { index, reader, f, dir: dir.to_path_buf() }
+        })
+    }
+
     /// The folder the index lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

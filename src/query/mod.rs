@@ -213,9 +213,9 @@ impl Engine {
     /// (resolved as [`model::resolve_model_dir`] does).
     pub fn open_default(model_dir: Option<&Path>) -> Result<Self> {
         let dir = model::resolve_model_dir(model_dir)?;
-        let cache = Cache::open(&paths::cache_file()?)?;
+        let cache = Cache::open_for_reading(&paths::cache_file()?)?;
         let roots = config::Config::load(&paths::config_file()?)?.roots;
-        let search = SearchIndex::open_default()?;
+        let search = SearchIndex::open_or_in_memory(&paths::search_dir()?);
         let model = LoadedModel::load(&dir)?;
         let codec = model.codec();
         Ok(Self::new(model, codec, cache, search, roots))
@@ -251,7 +251,12 @@ impl Engine {
         if albums.is_empty() {
             bail!("the library is empty: no photos are indexed; run `photoseg index PATH` with your photo folder");
         }
-        let synced = self.sync_search(&albums)?;
+        // The search index is a cache: when it cannot be written (a full disk, a read-only folder) the
+        // album names are matched from the cache's list instead, as when another process holds it.
+        let synced = self.sync_search(&albums).unwrap_or_else(|e| {
+            tracing::warn!("search index not updated, matching album names directly: {e:#}");
+            false
+        });
         if !request.albums.is_empty() {
             let mut wanted = std::collections::HashSet::new();
             // A folder: the albums in it or below it, by path (a watched root's subfolders are albums
@@ -492,7 +497,12 @@ impl Engine {
             return Ok(Prepared::Done(d));
         }
         let key = AnswerKey { model: &self.backbone, album: &d.album, expression };
-        if let Some(json) = self.search.answer(&key, &d.fingerprint)? {
+        // An unreadable index only costs the stored answer: the album is answered from its features.
+        let stored = self.search.answer(&key, &d.fingerprint).unwrap_or_else(|e| {
+            tracing::warn!("cannot read a stored answer from the search index: {e:#}");
+            None
+        });
+        if let Some(json) = stored {
             if let Some((positives, rejected)) = from_stored(&json, &entries) {
                 d.positives = positives
                     .iter()

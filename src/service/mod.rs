@@ -158,7 +158,7 @@ impl Library {
             model.clone(),
             model.codec(),
             Cache::open(&cache_file)?,
-            SearchIndex::open_default()?,
+            SearchIndex::open_or_in_memory(&paths::search_dir()?),
             roots.clone(),
         );
         let backbone = engine.backbone().to_string();

@@ -42,3 +42,30 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     eprintln!("{what}: max abs diff {d:.3e}");
     assert!(d <= PARITY_TOL, "{what}: max abs diff {d} > {PARITY_TOL}");
 }
+
+/// Makes `dir` and everything in it unwritable until dropped. Root ignores permission bits, so as root
+/// the immutable attribute (`chattr +i`) is used, which binds root too.
+pub struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    pub fn new(dir: &std::path::Path) -> Self {
+        set_read_only(dir, true);
+        ReadOnly(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        set_read_only(&self.0, false);
+    }
+}
+
+fn set_read_only(dir: &std::path::Path, on: bool) {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let status = if root {
+        std::process::Command::new("chattr").arg("-R").arg(if on { "+i" } else { "-i" }).arg(dir).status()
+    } else {
+        std::process::Command::new("chmod").arg("-R").arg(if on { "a-w" } else { "u+w" }).arg(dir).status()
+    };
+    assert!(status.is_ok_and(|s| s.success()), "cannot make {} read-only={on}", dir.display());
+}
