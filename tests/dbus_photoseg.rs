@@ -1,6 +1,7 @@
 //! `org.photoseg.Photoseg1` end to end: a private bus, the real `photoseg daemon`, and `busctl` /
 //! `gdbus` as clients (tests/dbus_support). The tiny random model proves plumbing only: the daemon's
 //! answers must equal the in-process answers for the same model and cache, never be "right".
+mod common;
 mod dbus_support;
 
 use std::collections::BTreeMap;
@@ -641,4 +642,31 @@ fn cli_query_prints_the_daemons_answer_as_it_streams() {
     );
     // Same text as in-process, line for line.
     assert_eq!(first + &rest, String::from_utf8_lossy(&in_process.stdout));
+}
+
+/// A failed indexing run (here: the cache made unwritable under the running daemon, as a full disk
+/// does) is retried with backoff: once the cache can be written again, the daemon indexes what it
+/// missed without another change in the folder.
+#[test]
+fn a_failed_indexing_run_is_retried_until_the_library_is_in_line() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", 1.0);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let mut d = w.daemon(&model, &[("RUST_LOG", "photoseg=info")]);
+    w.wait_indexed(3);
+
+    // The database and its write-ahead log, not the shared-memory index SQLite maps (writing a mapped
+    // immutable file is a SIGBUS, which no full disk causes).
+    let frozen =
+        ["library.sqlite3", "library.sqlite3-wal"].map(|f| common::ReadOnly::new(&w.path("cache/photoseg").join(f)));
+    w.photo("Paris/d.png", 30, 30, 4);
+    d.wait_for_log("failed", WITHIN);
+    drop(frozen);
+    // No further change in the folder: only the retry can index the new photo.
+    w.wait_indexed(4);
+    d.wait_for_log("indexing every watched folder again", WITHIN);
 }

@@ -21,6 +21,12 @@ use crate::query::model::LoadedModel;
 /// At most this many `IndexProgress` signals a second (the last photo of a run is always reported).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
+/// The first wait before a failed run is retried; each further failure doubles it, up to
+/// [`RETRY_MAX`]. Short enough that a freed disk is noticed soon, long enough that a broken disk is not
+/// hammered.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// What the indexer reports; the D-Bus side turns these into the `IndexProgress` and `IndexFinished`
 /// signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +78,7 @@ pub(super) fn spawn(setup: Setup) -> Result<(mpsc::Sender<Command>, JoinHandle<(
                 roots: setup.roots,
                 signals: setup.signals,
                 indexing: setup.indexing,
+                retry: None,
             };
             w.run(watcher, events, rx);
         })
@@ -85,6 +92,10 @@ struct Worker {
     roots: Vec<PathBuf>,
     signals: tokio::sync::mpsc::UnboundedSender<Signal>,
     indexing: Arc<AtomicBool>,
+    /// After a failed run (a full disk, a cache it could not write): when to index every root again,
+    /// and the wait after that one if it fails too. The watcher's events of a failed run are lost, so
+    /// only a full run brings the library back in line.
+    retry: Option<(Instant, Duration)>,
 }
 
 impl Worker {
@@ -128,6 +139,12 @@ impl Worker {
                 }
                 Err(TryRecvError::Empty) => {}
             }
+            if self.retry.is_some_and(|(at, _)| Instant::now() >= at) {
+                tracing::info!("indexing every watched folder again after the failure");
+                let roots = self.roots.clone();
+                self.index(&roots);
+                continue;
+            }
             match events.recv_timeout(Duration::from_millis(100)) {
                 Ok(event) => self.apply(&event),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -143,7 +160,11 @@ impl Worker {
         let signals = self.signals.clone();
         let mut progress = throttled(signals);
         let result = library::index(&self.cache, roots, &mut self.featurizer, BATCH, &mut progress);
+        let complete = roots.len() == self.roots.len() && result.is_ok();
         self.finish(result, "indexing");
+        if complete {
+            self.retry = None; // every root is in line again
+        }
     }
 
     /// One watcher event.
@@ -172,7 +193,9 @@ impl Worker {
                     .send(Signal::Finished { featurized: r.featurized as u32, failed: r.problems.len() as u32 });
             }
             Err(e) => {
-                tracing::error!("{what} failed: {e:#}");
+                let wait = self.retry.map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
+                tracing::error!("{what} failed: {e:#}; indexing everything again in {} s", wait.as_secs());
+                self.retry = Some((Instant::now() + wait, wait));
                 let _ = self.signals.send(Signal::Finished { featurized: 0, failed: 1 });
             }
         }

@@ -215,7 +215,7 @@ impl World {
             cmd.env(k, v);
         }
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut d = Daemon { child: Some(child), address: self.bus.address.clone() };
+        let mut d = Daemon { child: Some(child), address: self.bus.address.clone(), lines: None };
         let start = Instant::now();
         while !d.owns_name() {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
@@ -304,6 +304,8 @@ fn ok(out: Output, what: &str) -> String {
 pub struct Daemon {
     child: Option<Child>,
     address: String,
+    /// Its stderr, line by line, once [`Daemon::wait_for_log`] started reading it.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Daemon {
@@ -325,6 +327,39 @@ impl Daemon {
             ],
         );
         v["data"][0] == true
+    }
+
+    /// Reads the daemon's log until a line contains `needle` (at most `limit`); returns the lines read.
+    pub fn wait_for_log(&mut self, needle: &str, limit: Duration) -> String {
+        if self.lines.is_none() {
+            let stderr = self.child.as_mut().and_then(|c| c.stderr.take()).expect("stderr not read yet");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.lines = Some(rx);
+        }
+        let rx = self.lines.as_ref().unwrap();
+        let start = Instant::now();
+        let mut seen = String::new();
+        while let Some(left) = limit.checked_sub(start.elapsed()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return seen;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        panic!("the daemon logged no {needle:?} within {limit:?} (exit: {status:?}): {seen}");
     }
 
     /// Sends SIGTERM and waits (at most `limit`) for the exit; returns (exited cleanly, stderr).
