@@ -138,21 +138,11 @@ fn query_and_masks_equal_the_in_process_answers() {
 
     // Watched folders through D-Bus; the daemon indexes the new one in the background and says so
     // with signals (watched by gdbus monitor).
-    let mut monitor = std::process::Command::new("gdbus")
-        .args(["monitor", "--address", &w.bus.address, "--dest", NAME, "--object-path", PATH])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500)); // subscribed
+    let monitor = Monitor::start(&w);
     w.call(PATH, NAME, "AddRoot", &["s", w.path("photos").to_str().unwrap()]);
     assert_eq!(w.call(PATH, NAME, "ListRoots", &[]), [Value::from(vec![w.photos().to_str().unwrap()])]);
     w.wait_indexed(3);
-    std::thread::sleep(Duration::from_millis(300));
-    monitor.kill().unwrap();
-    let mut signals = String::new();
-    std::io::Read::read_to_string(&mut monitor.stdout.take().unwrap(), &mut signals).unwrap();
-    monitor.wait().unwrap();
+    let signals = monitor.until(|l| l.contains("IndexFinished"), WITHIN).join("\n");
     assert!(signals.contains("org.photoseg.Photoseg1.IndexFinished (uint32 3, uint32 0)"), "{signals}");
     assert!(signals.contains("org.photoseg.Photoseg1.IndexProgress (uint32 3, uint32 3, "), "{signals}");
     assert_eq!(
@@ -669,4 +659,47 @@ fn a_failed_indexing_run_is_retried_until_the_library_is_in_line() {
     // No further change in the folder: only the retry can index the new photo.
     w.wait_indexed(4);
     d.wait_for_log("indexing every watched folder again", WITHIN);
+}
+
+/// Photos pasted into a watched folder together are one change: the daemon indexes them and reports
+/// one `IndexFinished`, not one per photo.
+#[test]
+fn photos_pasted_together_are_indexed_as_one_change() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", 1.0);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let _d = w.daemon(&model, &[]);
+    w.wait_indexed(3);
+    let monitor = Monitor::start(&w);
+    let source = w.path("elsewhere");
+    std::fs::create_dir_all(&source).unwrap();
+    let pasted = 12;
+    for i in 0..pasted {
+        let photo =
+            image::RgbImage::from_fn(24, 24, |x, y| image::Rgb([(x * 9 + i * 20) as u8, (y * 5) as u8, i as u8]));
+        photo.save(source.join(format!("p{i}.png"))).unwrap();
+    }
+    for i in 0..pasted {
+        std::fs::copy(source.join(format!("p{i}.png")), w.path("photos/Paris").join(format!("p{i}.png"))).unwrap();
+    }
+    let mut featurized = 0;
+    let finished: Vec<String> = monitor
+        .until(
+            |line| {
+                if let Some(rest) = line.split("IndexFinished (uint32 ").nth(1) {
+                    featurized += rest.split(',').next().unwrap().parse::<u32>().unwrap();
+                }
+                featurized >= pasted
+            },
+            WITHIN,
+        )
+        .into_iter()
+        .filter(|l| l.contains("IndexFinished"))
+        .collect();
+    assert_eq!(finished.len(), 1, "{finished:#?}");
+    w.wait_indexed(3 + u64::from(pasted));
 }

@@ -58,6 +58,20 @@ pub struct IndexReport {
     pub problems: Vec<(PathBuf, String)>,
 }
 
+impl IndexReport {
+    /// Adds `other`'s counts and problems to this report (several watcher events applied as one change).
+    pub fn merge(&mut self, other: IndexReport) {
+        self.albums += other.albums;
+        self.photos += other.photos;
+        self.featurized += other.featurized;
+        self.unchanged += other.unchanged;
+        self.touched += other.touched;
+        self.renamed += other.renamed;
+        self.removed += other.removed;
+        self.problems.extend(other.problems);
+    }
+}
+
 /// After this many featurizer failures in a row the run stops: the model, not the photos, is
 /// broken, and reporting it once beats reporting every photo of the library.
 pub const MAX_FEATURIZER_FAILURES_IN_A_ROW: usize = 5;

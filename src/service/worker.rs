@@ -27,6 +27,11 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// How long the indexer waits for the next of a run of watcher events released together.
+const GATHER: Duration = Duration::from_millis(20);
+/// At most this many events in one change, so that an endless stream still reports.
+const GATHER_MAX: usize = 4096;
+
 /// What the indexer reports; the D-Bus side turns these into the `IndexProgress` and `IndexFinished`
 /// signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +151,17 @@ impl Worker {
                 continue;
             }
             match events.recv_timeout(Duration::from_millis(100)) {
-                Ok(event) => self.apply(&event),
+                Ok(event) => {
+                    // What the settle gate releases together (a folder copied in, photos pasted) is one
+                    // change with one IndexFinished, not one per file. The gate sends its events one
+                    // after another, so take what follows within a moment.
+                    let mut batch = vec![event];
+                    while batch.len() < GATHER_MAX {
+                        let Ok(next) = events.recv_timeout(GATHER) else { break };
+                        batch.push(next);
+                    }
+                    self.apply(&batch);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -167,15 +182,26 @@ impl Worker {
         }
     }
 
-    /// One watcher event.
-    fn apply(&mut self, event: &LibraryEvent) {
+    /// Watcher events released together, applied as one change.
+    fn apply(&mut self, events: &[LibraryEvent]) {
         self.indexing.store(true, Ordering::SeqCst);
         let mut progress = throttled(self.signals.clone());
-        let result = apply_event(&self.cache, event, &mut self.featurizer, BATCH, &mut progress);
+        let mut total = IndexReport::default();
+        let mut result = Ok(());
+        for event in events {
+            match apply_event(&self.cache, event, &mut self.featurizer, BATCH, &mut progress) {
+                Ok(r) => total.merge(r),
+                Err(e) => {
+                    result = Err(e);
+                    break; // the retry's full run covers the rest
+                }
+            }
+        }
+        let result = result.map(|()| total);
         match &result {
             Ok(r) if r.featurized == 0 && r.problems.is_empty() => {
                 self.indexing.store(false, Ordering::SeqCst);
-                tracing::debug!("{event:?}: {r:?}");
+                tracing::debug!("{} events: {r:?}", events.len());
             }
             _ => self.finish(result, "following a change"),
         }

@@ -300,6 +300,58 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `gdbus monitor` on the daemon's object, subscribed (it has printed that the name has an owner)
+/// when [`Monitor::start`] returns; killed on drop.
+pub struct Monitor {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    pub fn start(w: &World) -> Monitor {
+        let mut child = Command::new("gdbus")
+            .args(["monitor", "--address", &w.bus.address, "--dest", NAME, "--object-path", PATH])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let m = Monitor { child, lines };
+        m.until(|l| l.contains("is owned by"), WITHIN);
+        m
+    }
+
+    /// Lines until one satisfies `done` (included); panics after `limit`.
+    pub fn until(&self, mut done: impl FnMut(&str) -> bool, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while let Some(left) = limit.checked_sub(start.elapsed()) {
+            let Ok(line) = self.lines.recv_timeout(left) else { break };
+            let stop = done(&line);
+            seen.push(line);
+            if stop {
+                return seen;
+            }
+        }
+        panic!("gdbus monitor: the awaited line did not come within {limit:?}: {seen:#?}");
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The running daemon; SIGTERM and then SIGKILL on drop.
 pub struct Daemon {
     child: Option<Child>,
