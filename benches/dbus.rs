@@ -7,14 +7,15 @@
 //! repeated expression (served from the search index); medians of `ROUNDS` are printed with their
 //! difference. The daemon's RSS (VmRSS) is read from /proc at rest and sampled while a query runs;
 //! VmHWM is its peak.
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image::{Rgb, RgbImage};
+mod common;
+
+use common::{proc_mib, Reaper};
 use photoseg::query::{Engine, QueryBackend, QueryRequest};
 use photoseg::service::client::DaemonClient;
 
@@ -25,16 +26,6 @@ const ROUNDS: usize = 9;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// A field of /proc/PID/status in MiB.
-fn proc_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn timed(backend: &mut dyn QueryBackend, expression: &str) -> anyhow::Result<f64> {
@@ -49,26 +40,14 @@ fn timed(backend: &mut dyn QueryBackend, expression: &str) -> anyhow::Result<f64
 fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
-    for (var, dir) in
-        [("HOME", "home"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"), ("XDG_DATA_HOME", "data")]
-    {
-        std::fs::create_dir_all(root.join(dir))?;
-        std::env::set_var(var, root.join(dir));
-    }
-    std::env::remove_var("PHOTOSEG_MODEL");
-    std::env::remove_var("PHOTOSEG_NO_DAEMON");
+    common::pin_user_dirs(&root)?;
 
     // Photos: ALBUMS folders of PHOTOS_PER_ALBUM generated 320 x 240 JPEGs.
     let photos = root.join("photos");
     for a in 0..ALBUMS {
         for p in 0..PHOTOS_PER_ALBUM {
             let seed = (a * PHOTOS_PER_ALBUM + p) as u32;
-            let img = RgbImage::from_fn(320, 240, |x, y| {
-                Rgb([(x * 3 + seed * 17) as u8, (y * 5 + seed * 29) as u8, ((x ^ y) + seed * 7) as u8])
-            });
-            let dir = photos.join(format!("album{a}"));
-            std::fs::create_dir_all(&dir)?;
-            img.save(dir.join(format!("p{p}.jpg")))?;
+            common::photo(&photos.join(format!("album{a}")).join(format!("p{p}.jpg")), seed)?;
         }
     }
     let bin = env!("CARGO_BIN_EXE_photoseg");
@@ -76,29 +55,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(out.status.success(), "photoseg index failed: {}", String::from_utf8_lossy(&out.stderr));
     println!("library: {} photos in {ALBUMS} albums, built-in model", ALBUMS * PHOTOS_PER_ALBUM);
 
-    // A private bus.
-    let conf = root.join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<busconfig><type>session</type><listen>unix:dir={}</listen><auth>EXTERNAL</auth>\
-             <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
-             <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>",
-            root.display()
-        ),
-    )?;
-    let mut bus = Reaper(
-        Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start dbus-daemon ({e}); install the dbus package"))?,
-    );
-    let mut address = String::new();
-    BufReader::new(bus.0.stdout.take().unwrap()).read_line(&mut address)?;
-    std::env::set_var("DBUS_SESSION_BUS_ADDRESS", address.trim());
+    let bus = common::private_bus(&root)?;
 
     // 1. The built-in model: real compute, but it rejects every photo, so answers carry no masks.
     compare(bin, &root, "built-in model", None)?;
@@ -208,21 +165,6 @@ fn compare(bin: &str, root: &Path, label: &str, model: Option<&Path>) -> anyhow:
 
     drop(daemon);
     Ok(())
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL after 5 s) when dropped, also on an early `?` return.
-struct Reaper(std::process::Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let start = Instant::now();
-        while matches!(self.0.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A tiny GRSer with random weights and a hugely negative margin (tests/cli_query.rs does the same).

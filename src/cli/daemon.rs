@@ -21,6 +21,7 @@ pub struct DaemonArgs {
 }
 
 pub fn run(args: DaemonArgs) -> Result<()> {
+    limit_malloc_arenas();
     // Logs go to stderr (the journal under systemd); RUST_LOG overrides the level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("photoseg=info"));
@@ -51,4 +52,20 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     // A query still running on a blocking thread is not waited for past this.
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// Two malloc arenas for the whole process. glibc gives each thread that allocates while another holds
+/// the lock an arena of its own (up to 8 per core), and memory freed in one is not reused by the others:
+/// under a long mixed load (tokio's blocking threads, the indexer, the query worker) the daemon's
+/// resident memory rose from 70 to 133 MiB and stayed there; with two arenas it stays within a few
+/// percent of its size after warm-up (`cargo bench --bench soak`). `MALLOC_ARENA_MAX` in the
+/// environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes the allocator's tuning; it is called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
