@@ -125,6 +125,10 @@ fn gnome_search_provider_lists_describes_and_opens_photos() {
     // Activating opens the photo.
     w.call(SEARCH_PATH, SEARCH_IFACE, "ActivateResult", &["sasu", &ids[2], "1", "bike", "0"]);
     assert_eq!(w.opened(1), [ids[2].clone()]);
+    // ... with the expression of the search that found it, for the photo viewer, once.
+    let opened_expression = |id: &str| w.call(PATH, NAME, "OpenedExpression", &["s", id]);
+    assert_eq!(opened_expression(&ids[2]), [Value::from(true), Value::from("red bike")]);
+    assert_eq!(opened_expression(&ids[2]), [Value::from(false), Value::from("")]);
     // ... and only photos of the library.
     let (name, msg) = w.call_fails(SEARCH_PATH, SEARCH_IFACE, "ActivateResult", &["'/etc/passwd'", "['x']", "0"]);
     assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots", "{msg}");
@@ -176,6 +180,10 @@ fn krunner_matches_and_runs() {
     w.call(KRUNNER_PATH, KRUNNER_IFACE, "Run", &["ss", &first, "open-folder"]);
     let opened = w.opened(2);
     assert_eq!(opened, [first.clone(), Path::new(&first).parent().unwrap().to_str().unwrap().to_string()]);
+    // The photo viewer gets the expression of the match that was run (opening the folder adds none).
+    let opened_expression = |id: &str| w.call(PATH, NAME, "OpenedExpression", &["s", id]);
+    assert_eq!(opened_expression(&first), [Value::from(true), Value::from("the red bike")]);
+    assert_eq!(opened_expression(&first), [Value::from(false), Value::from("")]);
 
     let (name, msg) = w.call_fails(KRUNNER_PATH, KRUNNER_IFACE, "Run", &[&format!("'{first}'"), "'delete'"]);
     assert_eq!(name, "org.photoseg.Photoseg1.Error.InvalidArgument");
@@ -188,6 +196,29 @@ fn krunner_matches_and_runs() {
     let (name, _) = w.call_fails(KRUNNER_PATH, KRUNNER_IFACE, "Match", &["''"]);
     assert_eq!(name, "org.photoseg.Photoseg1.Error.InvalidArgument");
     assert_eq!(w.opened(2).len(), 2, "refused runs opened nothing");
+}
+
+/// `Open`: what the Nautilus results window calls: the photo opens, and the viewer gets the expression.
+#[test]
+fn open_remembers_the_expression_for_the_viewer() {
+    let Some(s) = setup(&[]) else { return };
+    let w = &s.w;
+    let photo = s.photos[1].to_str().unwrap().to_string();
+    w.call(PATH, NAME, "Open", &["ss", &photo, "the red bike"]);
+    assert_eq!(w.opened(1), [photo.clone()]);
+    assert_eq!(
+        w.call(PATH, NAME, "OpenedExpression", &["s", &photo]),
+        [Value::from(true), Value::from("the red bike")]
+    );
+    assert_eq!(w.call(PATH, NAME, "OpenedExpression", &["s", &photo]), [Value::from(false), Value::from("")]);
+    let outside = w.path("elsewhere.jpg");
+    let (name, _) = w.call_fails(PATH, NAME, "Open", &[&format!("'{}'", outside.display()), "'a bike'"]);
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots");
+    let (name, _) = w.call_fails(PATH, NAME, "Open", &[&format!("'{photo}'"), "'  '"]);
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.InvalidArgument");
+    let (name, _) = w.call_fails(PATH, NAME, "OpenedExpression", &["'/etc/passwd'"]);
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots");
+    assert_eq!(w.opened(1).len(), 1, "refused calls opened nothing");
 }
 
 #[test]

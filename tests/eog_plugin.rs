@@ -70,7 +70,7 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
             daemon,
             "daemon",
         ],
-        &[],
+        &[("PHOTOSEG_OPENER", "true")],
         600,
     );
     eprintln!("{text}");

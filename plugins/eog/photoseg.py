@@ -14,7 +14,11 @@
 # drawing area is not possible: that handler returns TRUE, which stops the signal. Swapping a tinted
 # pixbuf into the view would change the photo eog saves, prints and copies.
 #
-# Environment: PHOTOSEG_EOG_EXPRESSION sets the expression at start (tests, scripts);
+# A photo opened from a photoseg search (GNOME Shell, KRunner, the Nautilus results window) arrives with
+# its expression: the daemon remembers it, and the plugin asks (OpenedExpression) when it shows a photo
+# with an empty box, fills the box and draws that mask.
+#
+# Environment: PHOTOSEG_EOG_EXPRESSION sets the expression at start (scripts);
 # PHOTOSEG_EOG_DEBUG=1 logs each request, answer and overlay geometry on stderr ("photoseg-eog: ...").
 
 import os
@@ -256,8 +260,13 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
         self._area.queue_draw()
         expression = self._entry.get_text().strip()
         image, path = self._current_path()
-        if not expression or image is None:
+        if image is None:
             self._say(None)
+            return
+        if not expression:
+            self._say(None)
+            if path is not None:
+                self._ask_opened(path)
             return
         if path is None:
             self._say("photoseg only searches photos on this computer")
@@ -267,29 +276,59 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
         cancellable = self._cancellable
         args = GLib.Variant(GET_MASK_IN, (path, expression, "png"))
         log("GetMask %r %r" % (path, expression))
+        self._with_proxy(cancellable, lambda: self._call(args, path, expression, cancellable), self._say)
+
+    def _with_proxy(self, cancellable, then, on_error):
+        """Runs `then` once the daemon's proxy exists; `on_error(sentence)` when it cannot be made."""
+        if self._proxy is not None:
+            then()
+            return
 
         def on_proxy(source, result):
             try:
                 self._proxy = Gio.DBusProxy.new_for_bus_finish(result)
             except GLib.Error as e:
                 if not cancellable.is_cancelled():
-                    self._say(explain_error(e))
+                    on_error(explain_error(e))
                 return
-            self._call(args, path, expression, cancellable)
+            then()
 
-        if self._proxy is None:
-            Gio.DBusProxy.new_for_bus(
-                Gio.BusType.SESSION,
-                Gio.DBusProxyFlags.DO_NOT_LOAD_PROPERTIES | Gio.DBusProxyFlags.DO_NOT_CONNECT_SIGNALS,
-                None,
-                BUS_NAME,
-                OBJECT_PATH,
-                INTERFACE,
-                cancellable,
-                on_proxy,
-            )
-        else:
-            self._call(args, path, expression, cancellable)
+        Gio.DBusProxy.new_for_bus(
+            Gio.BusType.SESSION,
+            Gio.DBusProxyFlags.DO_NOT_LOAD_PROPERTIES | Gio.DBusProxyFlags.DO_NOT_CONNECT_SIGNALS,
+            None,
+            BUS_NAME,
+            OBJECT_PATH,
+            INTERFACE,
+            cancellable,
+            on_proxy,
+        )
+
+    def _ask_opened(self, path):
+        """A photo opened from a photoseg search (GNOME, KRunner, Nautilus) comes with its expression:
+        the daemon remembers it (OpenedExpression); put it in the box and draw its mask. Photos opened
+        any other way, or no daemon at all, show nothing and say nothing."""
+        self._cancellable = Gio.Cancellable()
+        cancellable = self._cancellable
+
+        def done(proxy, result):
+            if cancellable.is_cancelled():
+                return
+            try:
+                found, expression = proxy.call_finish(result).unpack()
+            except GLib.Error as e:
+                log("OpenedExpression failed: %s" % e.message)
+                return
+            log("OpenedExpression %r -> %r %r" % (path, found, expression))
+            if found and expression and not self._entry.get_text().strip() and self._current_path()[1] == path:
+                self._entry.set_text(expression)
+                self._request()
+
+        def call():
+            self._proxy.call("OpenedExpression", GLib.Variant("(s)", (path,)), Gio.DBusCallFlags.NONE, 10_000,
+                             cancellable, done)
+
+        self._with_proxy(cancellable, call, lambda sentence: log("no daemon: " + sentence))
 
     def _call(self, args, path, expression, cancellable):
         def done(proxy, result):

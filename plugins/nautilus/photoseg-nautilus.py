@@ -2,7 +2,9 @@
 # a folder's background and on a selected folder. It asks for an expression, queries photoseg's daemon
 # (org.photoseg.Photoseg1, schema/org.photoseg.Photoseg1.xml) over the albums in that folder and lists
 # the photos found (best first, with the mask's share of the photo) and how many were rejected.
-# Activating a found photo opens it in the default viewer. docs/desktop.md has the details.
+# Activating a found photo opens it through the daemon (Open, with the expression), so the eog plugin
+# draws that mask when the photo appears; without a daemon, in the default viewer. docs/desktop.md has
+# the details.
 #
 # Which albums: Query takes the folder's absolute path as its filter and answers for every album in that
 # folder or below it. ListRoots comes first, so a folder photoseg does not watch gets a sentence saying
@@ -25,6 +27,7 @@ INTERFACE = "org.photoseg.Photoseg1"
 # Signatures from schema/org.photoseg.Photoseg1.xml.
 LIST_ROOTS = ("ListRoots", None, "(as)")
 QUERY = ("Query", "(sas)", "(s)")
+OPEN = ("Open", "(ss)", "()")
 CALL_TIMEOUT_MS = 300_000
 LABEL = "Find in this folder…"
 
@@ -147,6 +150,7 @@ class ResultWindow(Gtk.Window):
         box.append(scroller)
         self.set_child(box)
         self.paths = []
+        self.expression = expression
 
     def show_result(self, result, error):
         if error is not None:
@@ -161,8 +165,23 @@ class ResultWindow(Gtk.Window):
             self.paths.append(path)
 
     def _open(self, listbox, row):
-        uri = Gio.File.new_for_path(self.paths[row.get_index()]).get_uri()
-        Gio.AppInfo.launch_default_for_uri_async(uri, None, None, None, None)
+        path = self.paths[row.get_index()]
+        name, in_sig, out_sig = OPEN
+
+        def opened(bus, result):
+            try:
+                bus.call_finish(result)
+            except GLib.Error:
+                # No daemon to remember the expression: open the photo all the same.
+                uri = Gio.File.new_for_path(path).get_uri()
+                Gio.AppInfo.launch_default_for_uri_async(uri, None, None, None, None)
+
+        def on_bus(source, result):
+            bus = Gio.bus_get_finish(result)
+            bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, name, GLib.Variant(in_sig, (path, self.expression)),
+                     GLib.VariantType(out_sig), Gio.DBusCallFlags.NONE, 30_000, None, opened)
+
+        Gio.bus_get(Gio.BusType.SESSION, None, on_bus)
 
 
 def ask_expression(folder, then):

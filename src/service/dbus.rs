@@ -86,6 +86,22 @@ impl Photoseg1 {
         Ok((m.found, m.width, m.height, m.data))
     }
 
+    /// Opens a photo of the library with the desktop's opener, remembering the expression for the photo
+    /// viewer (`OpenedExpression`).
+    async fn open(&self, path: String, expression: String) -> Result<()> {
+        let library = self.library.clone();
+        blocking(move || library.open_with_expression(&path, &expression)).await
+    }
+
+    /// The expression a photo was opened with through photoseg (a desktop search result, `Open`) in the
+    /// last 5 minutes, once; `found` false otherwise. The eog plugin asks when it shows a photo.
+    #[zbus(out_args("found", "expression"))]
+    async fn opened_expression(&self, path: String) -> Result<(bool, String)> {
+        let library = self.library.clone();
+        let e = blocking(move || library.opened_expression(&path)).await?;
+        Ok((e.is_some(), e.unwrap_or_default()))
+    }
+
     /// Photos known, photos indexed for the current model, albums, "idle" or "indexing".
     #[zbus(out_args("photos", "indexed", "albums", "state"))]
     async fn status(&self) -> Result<(u32, u32, u32, String)> {

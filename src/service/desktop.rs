@@ -115,11 +115,20 @@ impl Desktop {
         }
     }
 
-    /// Opens the photo `id` (a photo of the library, nothing else) or, with `folder`, its folder.
-    pub fn open(&self, id: &str, folder: bool) -> Result<()> {
+    /// Opens the photo `id` (a photo of the library, nothing else) or, with `folder`, its folder. A
+    /// photo found by a recent search is remembered with that search's expression, so the photo viewer
+    /// draws its mask ([`Library::opened_expression`]); `typed` stands in when the search is forgotten.
+    pub fn open(&self, id: &str, folder: bool, typed: Option<&str>) -> Result<()> {
         let photo = self.inner.library.known_photo(id)?;
-        let target = if folder { photo.parent().unwrap_or(Path::new("/")).to_path_buf() } else { photo };
-        open(&target);
+        if folder {
+            open(photo.parent().unwrap_or(Path::new("/")));
+            return Ok(());
+        }
+        let expression = self.hit(id).map(|(expression, _)| expression).or_else(|| typed.map(str::to_string));
+        if let Some(expression) = expression.filter(|e| !e.trim().is_empty()) {
+            self.inner.library.remember_opened(&photo, &expression);
+        }
+        open(&photo);
         Ok(())
     }
 

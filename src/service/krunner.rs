@@ -73,7 +73,7 @@ impl KRunner {
             }
         };
         let desktop = self.desktop.clone();
-        blocking(move || desktop.open(&match_id, folder)).await
+        blocking(move || desktop.open(&match_id, folder, None)).await
     }
 }
 

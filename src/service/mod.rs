@@ -106,7 +106,14 @@ struct Inner {
     indexing: Arc<AtomicBool>,
     query_delay: Duration,
     mask_delay: Duration,
+    /// Photos opened through photoseg with the expression that found them (a desktop search result,
+    /// `Open`), for the photo viewer to draw that mask when it shows the photo ([`Library::opened_expression`]).
+    opened: Mutex<std::collections::HashMap<PathBuf, (String, Instant)>>,
 }
+
+/// How long an opened photo's expression waits for the viewer to ask for it (eog's start on a busy
+/// machine takes seconds, not minutes).
+const OPENED_FOR: Duration = Duration::from_secs(300);
 
 /// Status counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,8 +195,34 @@ impl Library {
             indexing,
             query_delay,
             mask_delay,
+            opened: Mutex::new(Default::default()),
         };
         Ok((Library { inner: Arc::new(inner) }, signals_rx))
+    }
+
+    /// Opens the library's photo `path` with the desktop's opener, remembering `expression` for the
+    /// photo viewer (the eog plugin asks [`Library::opened_expression`] when the photo appears).
+    pub fn open_with_expression(&self, path: &str, expression: &str) -> Result<()> {
+        let photo = self.known_photo(path)?;
+        let expression = check_expression(expression, Vec::new())?.expression;
+        self.remember_opened(&photo, &expression);
+        desktop::open(&photo);
+        Ok(())
+    }
+
+    /// Remembers that `photo` is being opened to show what `expression` finds in it.
+    pub fn remember_opened(&self, photo: &Path, expression: &str) {
+        let mut opened = lock(&self.inner.opened);
+        opened.retain(|_, (_, at)| at.elapsed() < OPENED_FOR);
+        opened.insert(photo.to_path_buf(), (expression.to_string(), Instant::now()));
+    }
+
+    /// The expression `path` was opened with through photoseg in the last [`OPENED_FOR`], once: the
+    /// viewer asks when the photo appears, and a later, unrelated viewing shows no overlay.
+    pub fn opened_expression(&self, path: &str) -> Result<Option<String>> {
+        let photo = self.known_photo(path)?;
+        let mut opened = lock(&self.inner.opened);
+        Ok(opened.remove(&photo).filter(|(_, at)| at.elapsed() < OPENED_FOR).map(|(e, _)| e))
     }
 
     /// The backbone id of the model answering (the `Model` property).

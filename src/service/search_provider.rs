@@ -75,9 +75,9 @@ impl SearchProvider {
 
     /// Opens the photo in the default viewer (the call succeeds even when no viewer can be started).
     async fn activate_result(&self, identifier: String, terms: Vec<String>, timestamp: u32) -> Result<()> {
-        let _ = (terms, timestamp);
+        let _ = timestamp;
         let desktop = self.desktop.clone();
-        blocking(move || desktop.open(&identifier, false)).await
+        blocking(move || desktop.open(&identifier, false, Some(&terms.join(" ")))).await
     }
 
     /// Shows every result: overlays written to `$XDG_CACHE_HOME/photoseg/results/<terms>/`, that folder

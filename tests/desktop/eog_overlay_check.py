@@ -8,7 +8,8 @@ private session bus (dbus-run-session with a config that activates nothing).
    the first one whose mask covers between 3% and 90% of the photo: the expected mask;
 3. installs the plugin into $XDG_DATA_HOME/eog/plugins, enables it and sets a pure green view
    background in a GSettings keyfile ($XDG_CONFIG_HOME/glib-2.0/settings/keyfile, GSETTINGS_BACKEND=
-   keyfile), starts eog on the photo with PHOTOSEG_EOG_EXPRESSION set;
+   keyfile), opens the photo through the daemon (Open, with the expression; the daemon's opener is a
+   no-op) and starts eog on it: the plugin gets the expression from the daemon (OpenedExpression);
 4. takes screenshots of the root window (Gdk) at the fitted zoom, zoomed in with the mouse wheel
    (photo larger than the view) and after dragging the photo (scrolled), and checks each one.
 
@@ -307,8 +308,13 @@ def main():
                     "[org/gnome/eog/view]\nuse-background-color=true\nbackground-color='#00ff00'\n\n"
                     "[org/gnome/eog/ui]\nsidebar=false\nstatusbar=false\nimage-gallery=false\n")
 
+        # The photo is opened as a desktop search result opens it: through the daemon, which remembers the
+        # expression (its opener is a no-op here; this script starts eog itself, without the expression).
+        bus.call_sync(BUS_NAME, OBJECT_PATH, INTERFACE, "Open", GLib.Variant("(ss)", (a.photo, expression)),
+                      None, Gio.DBusCallFlags.NONE, 30_000, None)
         env = dict(os.environ, DISPLAY=display, GSETTINGS_BACKEND="keyfile", NO_AT_BRIDGE="1", GTK_THEME="Adwaita",
-                   PHOTOSEG_EOG_EXPRESSION=expression, PHOTOSEG_EOG_DEBUG="1")
+                   PHOTOSEG_EOG_DEBUG="1")
+        env.pop("PHOTOSEG_EOG_EXPRESSION", None)
         eog = Proc("eog", ["eog", a.photo], env=env, out_path=os.path.join(a.out, "eog.log"))
         procs.append(eog)
         Gdk.set_allowed_backends("x11")
@@ -365,6 +371,8 @@ def main():
         tracebacks = [l for l in eog.snapshot() if "Traceback" in l]
         if tracebacks:
             fail("the plugin raised:\n" + "\n".join(eog.snapshot()))
+        if not any(l.startswith("photoseg-eog: OpenedExpression ") for l in eog.snapshot()):
+            fail("the plugin never asked the daemon for the expression the photo was opened with")
         note("PASS: the overlay matches the daemon's mask fitted, zoomed and scrolled")
     finally:
         for p in reversed(procs):

@@ -8,7 +8,8 @@ runs the real daemon.
 
 Answers: GetMask -> a disc in the middle of a WIDTHxHEIGHT photo (FAKE_PHOTOSEG_SIZE, default 160x100),
 as PNG; ListRoots -> FAKE_PHOTOSEG_ROOTS (':'-separated); Query -> JSON version 1 with one album per
-folder in a root whose name contains a filter, each with one positive a.png and one rejected photo.
+folder in a root whose name contains a filter, each with one positive a.png and one rejected photo;
+Open -> nothing (recorded only).
 An expression "boom" gets org.photoseg.Photoseg1.Error.NotIndexed.
 """
 import json
@@ -58,6 +59,8 @@ def main():
                 invocation.return_dbus_error("org.photoseg.Photoseg1.Error.NotIndexed", "not indexed: " + photo)
                 return
             invocation.return_value(GLib.Variant("(buuay)", (True, w, h, disc_png(w, h))))
+        elif method == "Open":
+            invocation.return_value(None)
         elif method == "ListRoots":
             invocation.return_value(GLib.Variant("(as)", (roots,)))
         elif method == "Query":

@@ -13,7 +13,8 @@ tests/nautilus_plugin.rs inside a private session bus where a daemon serves org.
 - with --calls (the fake daemon's log), each call's signature is the XML's and Query got the
   expression and the album name; the fake daemon itself registers the XML's interface, so GDBus
   refuses any other signature before our code sees it;
-- with --display, the menu item's action opens the result window and lists one row per photo found.
+- with --display, the menu item's action opens the result window and lists one row per photo found,
+  and activating a row calls the daemon's Open with the photo and the expression.
 Prints PASS or FAIL: reason; exit status 0 only on PASS.
 """
 import argparse
@@ -159,6 +160,17 @@ def main():
         print("result window: %r, %d rows" % (win.status.get_text(), rows), flush=True)
         if rows != found:
             fail("the result window lists %d photos, the search found %d" % (rows, found))
+        # Activating a found photo opens it through the daemon, with the expression (for the eog plugin).
+        if rows:
+            win.list.emit("row-activated", win.list.get_row_at_index(0))
+            if a.calls:
+                def opens():
+                    return [c for c in (json.loads(line) for line in open(a.calls)) if c["method"] == "Open"]
+
+                if not wait(opens, 10):
+                    fail("activating a found photo made no Open call")
+                if opens()[0]["args"] != [win.paths[0], a.expression]:
+                    fail("Open got %s, expected %s" % (opens()[0]["args"], [win.paths[0], a.expression]))
         before = len(Gtk.Window.list_toplevels())
         items[0].activate()
         if not wait(lambda: len(Gtk.Window.list_toplevels()) > before, 10):
