@@ -205,7 +205,7 @@ fn open_remembers_the_expression_for_the_viewer() {
     let w = &s.w;
     let photo = s.photos[1].to_str().unwrap().to_string();
     w.call(PATH, NAME, "Open", &["ss", &photo, "the red bike"]);
-    assert_eq!(w.opened(1), [photo.clone()]);
+    assert_eq!(w.opened(1), std::slice::from_ref(&photo));
     assert_eq!(
         w.call(PATH, NAME, "OpenedExpression", &["s", &photo]),
         [Value::from(true), Value::from("the red bike")]
