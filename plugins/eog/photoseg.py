@@ -1,8 +1,10 @@
 # photoseg overlay for Eye of GNOME (eog 43, libpeas 1, GTK 3).
 #
 # For the photo on screen and an expression typed in the header bar, asks photoseg's daemon for the
-# mask (org.photoseg.Photoseg1.GetMask, schema/org.photoseg.Photoseg1.xml) and draws it as a translucent
-# red tint over the photo. docs/desktop.md says how it is installed, enabled and tested.
+# mask (org.photoseg.Photoseg1.GetMask, schema/org.photoseg.Photoseg1.xml) and shows it by dimming the
+# rest of the photo and ringing the object in white and black, so the object keeps its own colours (a
+# tint would turn a yellow object orange). Ctrl+F focuses the box; Esc clears the overlay wherever the
+# focus is. docs/desktop.md says how it is installed, enabled and tested.
 #
 # How the overlay follows zoom and scroll: EogScrollView is a GtkOverlay whose main child is the
 # drawing area eog paints the photo on. The plugin adds one more overlay child, a transparent
@@ -39,7 +41,10 @@ GET_MASK_IN = "(sss)"
 GET_MASK_OUT = "(buuay)"
 # The model may need a while on a large album; the call is asynchronous, so eog stays responsive.
 CALL_TIMEOUT_MS = 120_000
-TINT_RGBA = (1.0, 0.0, 0.0, 0.5)
+# Outside the object: black at this alpha. The ring around it: black, then white next to the object,
+# each RING_PX screen pixels wide.
+DIM_ALPHA = 0.5
+RING_PX = 1.5
 
 DEBUG = os.environ.get("PHOTOSEG_EOG_DEBUG") == "1"
 
@@ -147,7 +152,7 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
         self._entry.set_name("photoseg-entry")
         self._entry.set_placeholder_text("Find in photo…")
         self._entry.set_tooltip_text("photoseg: type what to find in this photo and press Enter")
-        self._entry.set_width_chars(18)
+        self._entry.set_width_chars(30)  # "the yellow circle at the bottom" fits
         self._entry.connect("activate", self._on_entry_activate)
         self._entry.connect("stop-search", self._on_entry_clear)
         self._place_entry()
@@ -155,6 +160,7 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
         # The new entry must not take the keyboard from the photo (arrows browse, +/- zoom).
         GLib.idle_add(self._focus_view)
 
+        self._connect(self.window, "key-press-event", self._on_key)
         self._connect(self._view, "zoom-changed", lambda *a: self._area.queue_draw())
         self._connect(self._view, "size-allocate", lambda *a: self._area.queue_draw())
         self._connect(self._view, "notify::image", self._on_image_changed)
@@ -232,6 +238,24 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
             self._status.hide()
 
     # --- requests ---
+
+    def _on_key(self, window, event):
+        """Ctrl+F: to the box. Esc with an overlay: clear it, wherever the focus is (eog would otherwise
+        leave fullscreen or close the window). Other keys are eog's."""
+        from gi.repository import Gdk
+
+        ctrl = event.state & Gdk.ModifierType.CONTROL_MASK
+        if ctrl and event.keyval in (Gdk.KEY_f, Gdk.KEY_F):
+            self._entry.grab_focus()
+            log("key: Ctrl+F, box focused")
+            return True
+        if event.keyval == Gdk.KEY_Escape and self._entry.get_text():
+            self._entry.set_text("")
+            self._request()
+            self._focus_view()
+            log("key: Esc, overlay cleared")
+            return True
+        return False
 
     def _on_entry_activate(self, entry):
         self._request()
@@ -399,6 +423,28 @@ class PhotosegWindowActivatable(GObject.Object, Eog.WindowActivatable):
         cr.scale(zoom, zoom)  # as eog scales the photo
         pattern = cairo.SurfacePattern(surface)
         pattern.set_filter(cairo.FILTER_NEAREST if zoom >= 1 else cairo.FILTER_GOOD)
-        cr.set_source_rgba(*TINT_RGBA)
-        cr.mask(pattern)
+
+        def mask_at(dx, dy):
+            m = cairo.Matrix(x0=-dx, y0=-dy)
+            pattern.set_matrix(m)
+            cr.mask(pattern)
+
+        cr.push_group()
+        # The ring: the mask spread by 2 RING_PX in black, by RING_PX in white, in screen pixels.
+        for width, rgb in ((2 * RING_PX, (0, 0, 0)), (RING_PX, (1, 1, 1))):
+            d = width / zoom
+            cr.set_source_rgb(*rgb)
+            for dx, dy in ((d, 0), (-d, 0), (0, d), (0, -d), (d, d), (-d, -d), (d, -d), (-d, d)):
+                mask_at(dx, dy)
+        # The dim, under the ring and outside the object.
+        cr.set_operator(cairo.OPERATOR_DEST_OVER)
+        cr.set_source_rgba(0, 0, 0, DIM_ALPHA)
+        cr.paint()
+        # Nothing over the object itself.
+        cr.set_operator(cairo.OPERATOR_DEST_OUT)
+        cr.set_source_rgba(0, 0, 0, 1)
+        mask_at(0, 0)
+        pattern.set_matrix(cairo.Matrix())
+        cr.pop_group_to_source()
+        cr.paint()
         return False

@@ -15,8 +15,9 @@ private session bus (dbus-run-session with a config that activates nothing).
 
 How a screenshot is checked without trusting the plugin's geometry: the test photo encodes its own
 coordinates, R = 20 + 215 x / (W - 1), G = 20 + 215 y / (H - 1), B = 128 (tests/eog_plugin.rs writes it).
-A screen pixel showing the photo untinted has B ~ 128; tinted red at 50% it has B ~ 64, R' = R/2 + 127.5,
-G' = G/2. So every photo pixel on screen says which photo pixel it shows and whether it is tinted,
+A screen pixel showing the photo as it is has B ~ 128; dimmed (black at 50%, outside the object) it has
+B ~ 64, R' = R/2, G' = G/2. So every photo pixel on screen says which photo pixel it shows and whether it
+is dimmed,
 whatever eog's zoom and scroll; the check compares that with the daemon's mask at that photo pixel
 (away from the mask's edges, where scaling blends). A missing, shifted or wrongly scaled overlay fails.
 
@@ -181,19 +182,22 @@ def green_box(pb):
 
 
 def decode(rgb, w, h):
-    """(u, v, tinted) of the photo pixel a screen pixel shows, or None when it does not show the photo."""
+    """(u, v, dimmed) of the photo pixel a screen pixel shows, or None when it does not show the photo
+    (eog's background, the ring around the object)."""
     r, g, b = rgb
     if abs(b - BLUE) <= 6:
-        R, G, tinted = r, g, False
-    elif abs(b - BLUE / 2) <= 6 and r >= 135:
-        R, G, tinted = 2 * r - 255, 2 * g, True
+        R, G, dimmed = r, g, False
+    elif abs(b - BLUE / 2) <= 2:
+        # The photo's blue is one value everywhere, so dimming gives exactly half of it; a looser
+        # bound would take eog's dark grey status label for photo pixels.
+        R, G, dimmed = 2 * r, 2 * g, True
     else:
         return None
     if not (LO - 8 <= R <= LO + SPAN + 8 and LO - 8 <= G <= LO + SPAN + 8):
         return None
     u = (R - LO) * (w - 1) / SPAN
     v = (G - LO) * (h - 1) / SPAN
-    return min(max(u, 0), w - 1), min(max(v, 0), h - 1), tinted
+    return min(max(u, 0), w - 1), min(max(v, 0), h - 1), dimmed
 
 
 def interior(mask, w, h, u, v, margin):
@@ -210,7 +214,7 @@ def interior(mask, w, h, u, v, margin):
 
 
 def check_shot(label, pb, box, mask, w, h):
-    """Compares the tint of every photo pixel on screen (inside `box`) with the mask; returns stats."""
+    """Compares whether every photo pixel on screen (inside `box`) is dimmed with the mask; returns stats."""
     at = pixel_reader(pb)
     x0, y0, x1, y1 = box
     stats = {"photo_px": 0, "in_ok": 0, "in_bad": 0, "out_ok": 0, "out_bad": 0, "edge": 0}
@@ -221,16 +225,17 @@ def check_shot(label, pb, box, mask, w, h):
             d = decode(at(sx, sy), w, h)
             if d is None:
                 continue
-            u, v, tinted = d
+            u, v, dimmed = d
             stats["photo_px"] += 1
             us.append(u)
             vs.append(v)
-            # Decoding is exact to ~1 photo pixel untinted, ~2 tinted; scaling blends ~1 more.
+            # Decoding is exact to ~1 photo pixel as it is, ~2 dimmed; scaling blends ~1 more.
             m = interior(mask, w, h, u, v, 3)
             if m is None:
                 stats["edge"] += 1
                 continue
-            key = ("in_" if m else "out_") + ("ok" if tinted == bool(m) else "bad")
+            # The object shows as it is; everything else is dimmed.
+            key = ("in_" if m else "out_") + ("ok" if dimmed != bool(m) else "bad")
             stats[key] += 1
             if key.endswith("bad") and len(bad_examples) < 5:
                 bad_examples.append((sx, sy, at(sx, sy), round(u, 1), round(v, 1), m))
@@ -245,11 +250,11 @@ def check_shot(label, pb, box, mask, w, h):
         fail("%s: too few photo pixels away from the mask's edges to judge (inside %d, outside %d)"
              % (label, inside, outside))
     if stats["in_ok"] < 0.99 * inside:
-        fail("%s: only %d of %d on-screen pixels inside the mask are tinted; e.g. (x, y, rgb, u, v, mask) %s"
-             % (label, stats["in_ok"], inside, bad_examples))
+        fail("%s: %d of %d on-screen pixels inside the mask are dimmed; e.g. (x, y, rgb, u, v, mask) %s"
+             % (label, stats["in_bad"], inside, bad_examples))
     if stats["out_ok"] < 0.99 * outside:
-        fail("%s: %d of %d on-screen pixels outside the mask are tinted; e.g. (x, y, rgb, u, v, mask) %s"
-             % (label, stats["out_bad"], outside, bad_examples))
+        fail("%s: only %d of %d on-screen pixels outside the mask are dimmed; e.g. (x, y, rgb, u, v, mask) %s"
+             % (label, stats["out_ok"], outside, bad_examples))
     return stats
 
 
@@ -338,12 +343,12 @@ def main():
         note("view box %s" % (box,))
         check_shot("fitted", shot, box, mask, w, h)
 
-        # Zoom in as a user does (Ctrl++, eog's zoom steps 1.33, 2, 3, 4) until the photo is larger than
-        # the view. (xdotool's wheel clicks reach GTK 3 as emulated XI2 buttons, which it ignores.)
+        # Zoom in as a user does (Ctrl++, eog's zoom steps 1.33, 2, 3, 4, 5) until the photo is larger
+        # than the view. (xdotool's wheel clicks reach GTK 3 as emulated XI2 buttons, which it ignores.)
         cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
         xdo(display, "mousemove", str(cx), str(cy))
-        xdo(display, "key", "--delay", "150", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus")
-        i, line = eog.wait_line(lambda l: drawn(l) and float(geometry(l)["zoom"]) > 3.0, 30, i + 1)
+        xdo(display, "key", "--delay", "150", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus")
+        i, line = eog.wait_line(lambda l: drawn(l) and float(geometry(l)["zoom"]) > 4.0, 30, i + 1)
         note("eog: " + line)
         xdo(display, "mousemove", "5", "5")
         time.sleep(3.5)  # eog's own overlay buttons fade out 2 s after the pointer leaves
@@ -367,6 +372,26 @@ def main():
         scrolled = check_shot("scrolled", shot, box, mask, w, h)
         if scrolled["u_span"] == zoomed["u_span"] and scrolled["v_span"] == zoomed["v_span"]:
             fail("scrolled: the view shows the same part of the photo as before the drag")
+
+        # Esc with the focus on the photo clears the overlay and leaves eog open; Ctrl+F focuses the box.
+        n = len(eog.snapshot())
+        xdo(display, "mousemove", str(cx), str(cy))
+        xdo(display, "click", "1")
+        xdo(display, "key", "Escape")
+        eog.wait_line(lambda l: l.startswith("photoseg-eog: key: Esc, overlay cleared"), 30, n)
+        time.sleep(1.0)
+        if eog.p.poll() is not None:
+            fail("Esc closed eog")
+        xdo(display, "mousemove", "5", "5")
+        time.sleep(3.5)
+        shot = screenshot(os.path.join(a.out, "4-cleared.png"))
+        at = pixel_reader(shot)
+        dimmed = sum(1 for sy in range(box[1], box[3], 4) for sx in range(box[0], box[2], 4)
+                     if (lambda d: d is not None and d[2])(decode(at(sx, sy), w, h)))
+        if dimmed:
+            fail("after Esc %d sampled photo pixels are still dimmed (4-cleared.png)" % dimmed)
+        xdo(display, "key", "ctrl+f")
+        eog.wait_line(lambda l: l.startswith("photoseg-eog: key: Ctrl+F, box focused"), 30, n)
 
         tracebacks = [l for l in eog.snapshot() if "Traceback" in l]
         if tracebacks:
