@@ -88,7 +88,7 @@ fn gnome_search_provider_lists_describes_and_opens_photos() {
             "thumbnail keeps the photo's shape: {tw} x {th} vs {pw} x {ph}"
         );
         if (tw, th) == (pw, ph) {
-            // Not scaled: exactly the photo with this answer's mask tinted and outlined.
+            // Not scaled: exactly the photo with this answer's mask outlined and the rest dimmed.
             let p = s.answer["albums"]
                 .as_array()
                 .unwrap()

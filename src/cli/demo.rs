@@ -174,7 +174,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         if tally.true_pos == 0 { 0.0 } else { tally.iou_sum / tally.true_pos as f64 },
         pct(tally.true_neg, tally.true_neg + tally.false_pos)
     );
-    println!("overlays (object tinted red, outlined): {}", overlays.display());
+    println!("overlays (object outlined, the rest dimmed): {}", overlays.display());
     println!("library: {}", library.display());
     Ok(())
 }

@@ -25,7 +25,7 @@ pub struct QueryArgs {
     /// the watched folders.
     #[arg(long, value_name = "DIR")]
     pub masks: Option<PathBuf>,
-    /// Write each photo with its mask tinted and outlined to DIR/<album>/<photo>.overlay.jpg; DIR
+    /// Write each photo with its object outlined and the rest dimmed to DIR/<album>/<photo>.overlay.jpg; DIR
     /// must be outside the watched folders.
     #[arg(long, value_name = "DIR")]
     pub overlays: Option<PathBuf>,

@@ -18,9 +18,9 @@ pub const MASK_SUFFIX: &str = ".mask.png";
 /// Suffix of overlay files.
 pub const OVERLAY_SUFFIX: &str = ".overlay.jpg";
 
-/// Tint of the object and colour of its outline in overlays.
-const TINT: [u8; 3] = [255, 0, 0];
-const OUTLINE: [u8; 3] = [255, 230, 0];
+/// Colour of the object's outline in overlays. The object itself keeps its colours (a tint would turn a
+/// yellow object orange, and the colour is often what the person asked for); the rest is dimmed.
+const OUTLINE: [u8; 3] = [255, 255, 255];
 
 /// Creates `dir` if needed and checks that it lies outside every folder in `forbidden` (the watched
 /// roots and the albums being answered). Returns it canonicalised.
@@ -71,7 +71,7 @@ pub fn write_mask_png(path: &Path, p: &Positive) -> Result<()> {
     write_atomically(path, |tmp| img.save_with_format(tmp, image::ImageFormat::Png).map_err(Into::into))
 }
 
-/// Writes the photo with the object tinted red at 50% and outlined, as a JPEG.
+/// Writes the photo with everything but the object dimmed to half and the object outlined, as a JPEG.
 pub fn write_overlay(path: &Path, p: &Positive) -> Result<()> {
     let img = photo::load(&p.path)?;
     if img.dimensions() != (p.width, p.height) {
@@ -92,7 +92,8 @@ pub fn write_overlay(path: &Path, p: &Positive) -> Result<()> {
     })
 }
 
-/// The overlay image: tint inside the mask, a solid outline (about 1/300 of the short side) on its edge.
+/// The overlay image: the photo as it is inside the mask, at half brightness outside it, and a solid
+/// white outline (about 1/300 of the short side) on the mask's edge.
 pub fn overlay(img: &RgbImage, mask: &[u8]) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let inside = |x: isize, y: isize| {
@@ -100,9 +101,9 @@ pub fn overlay(img: &RgbImage, mask: &[u8]) -> RgbImage {
     };
     let mut out = img.clone();
     for (x, y, px) in out.enumerate_pixels_mut() {
-        if mask[y as usize * w + x as usize] != 0 {
+        if mask[y as usize * w + x as usize] == 0 {
             for c in 0..3 {
-                px[c] = ((u16::from(px[c]) + u16::from(TINT[c])) / 2) as u8;
+                px[c] /= 2;
             }
         }
     }
@@ -160,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn overlay_tints_inside_and_outlines_the_edge() {
+    fn overlay_dims_outside_keeps_inside_and_outlines_the_edge() {
         let img = RgbImage::from_pixel(6, 5, Rgb([0, 0, 200]));
         let mut mask = vec![0u8; 30];
         for y in 1..4 {
@@ -169,7 +170,7 @@ mod tests {
             }
         }
         let out = overlay(&img, &mask);
-        assert_eq!(out.get_pixel(0, 0), &Rgb([0, 0, 200]), "outside untouched");
+        assert_eq!(out.get_pixel(0, 0), &Rgb([0, 0, 100]), "outside dimmed");
         assert_eq!(out.get_pixel(1, 1), &Rgb(OUTLINE), "edge outlined");
         let mut big = vec![0u8; 20 * 20];
         for y in 5..15 {
@@ -178,6 +179,6 @@ mod tests {
             }
         }
         let out = overlay(&RgbImage::from_pixel(20, 20, Rgb([0, 0, 200])), &big);
-        assert_eq!(out.get_pixel(10, 10), &Rgb([127, 0, 100]), "inside tinted");
+        assert_eq!(out.get_pixel(10, 10), &Rgb([0, 0, 200]), "inside as it is");
     }
 }

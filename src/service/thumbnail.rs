@@ -37,7 +37,7 @@ pub fn thumbnail_dir(roots: &[PathBuf]) -> Result<PathBuf> {
     render::prepare_output_dir(&dir, roots)
 }
 
-/// A PNG thumbnail (longest side [`THUMBNAIL_SIZE`]) of the photo with the object tinted and outlined,
+/// A PNG thumbnail (longest side [`THUMBNAIL_SIZE`]) of the photo with the object outlined and the rest dimmed,
 /// in `dir`, named after the photo, the expression and the mask so a changed answer gets a new file.
 /// Written once; later calls find it.
 pub fn thumbnail(dir: &Path, p: &Positive, expression: &str) -> Result<PathBuf> {
