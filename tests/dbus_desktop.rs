@@ -173,6 +173,18 @@ fn krunner_matches_and_runs() {
         assert!(props["subtext"]["data"].as_str().unwrap().starts_with(&format!("{album} \u{b7} score")), "{props}");
         let url = props["urls"]["data"][0].as_str().unwrap();
         assert_eq!(url, format!("file://{path}"));
+        // The thumbnail GNOME gets (mask drawn), as RGBA icon data at most 64 px on a side.
+        assert_eq!(props["icon-data"]["type"], "(iiibiiay)", "{props}");
+        let icon = props["icon-data"]["data"].as_array().unwrap();
+        let (iw, ih) = (icon[0].as_u64().unwrap(), icon[1].as_u64().unwrap());
+        assert!(iw.max(ih) <= 64 && iw.min(ih) >= 1, "{iw} x {ih}");
+        assert_eq!(
+            (icon[2].as_u64(), icon[3].as_bool(), icon[4].as_u64(), icon[5].as_u64()),
+            (Some(4 * iw), Some(true), Some(8), Some(4))
+        );
+        let bytes = icon[6].as_array().unwrap();
+        assert_eq!(bytes.len() as u64, 4 * iw * ih);
+        assert!(bytes.iter().any(|b| b != &bytes[0]), "a blank icon");
     }
 
     let first = matches[0][0].as_str().unwrap().to_string();
