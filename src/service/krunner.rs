@@ -85,9 +85,11 @@ impl KRunner {
 /// put 3.5 MB on the bus at every keystroke.
 pub const ICON_SIZE: u32 = 64;
 
-/// KRunner's `icon-data` (width, height, row stride, has alpha, bits per sample, channels, RGBA bytes)
-/// from a thumbnail file, scaled to [`ICON_SIZE`]; `None` (logged) when it cannot be read.
-fn icon_data(thumbnail: &std::path::Path) -> Option<(i32, i32, i32, bool, i32, i32, Vec<u8>)> {
+/// KRunner's `icon-data`: width, height, row stride, has alpha, bits per sample, channels, RGBA bytes.
+type IconData = (i32, i32, i32, bool, i32, i32, Vec<u8>);
+
+/// [`IconData`] from a thumbnail file, scaled to [`ICON_SIZE`]; `None` (logged) when it cannot be read.
+fn icon_data(thumbnail: &std::path::Path) -> Option<IconData> {
     let img = match image::open(thumbnail) {
         Ok(img) => img,
         Err(e) => {
