@@ -323,3 +323,29 @@ fn streaming_tells_the_decision_first_then_every_mask_in_the_answers_order() {
     assert!(format!("{err:#}").contains("disk full at mask 2"), "{err:#}");
     assert_eq!(rec.masks.len(), 2, "no mask is told after the error");
 }
+
+/// A folder removed while a query runs (the daemon's `RemoveRoot` between the decision and the masks):
+/// the query answers from the cache as it was when it started, rather than failing on features that
+/// vanished.
+#[test]
+fn photos_removed_between_decision_and_masks_still_get_their_masks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(-1e4); // every photo positive
+    let file = tmp.path().join("c.sqlite3");
+    let cache = Cache::open(&file).unwrap();
+    let top = tmp.path().join("photos");
+    fill(&cache, &m, FeatureCodec::F16, &top);
+    let search = SearchIndex::open(&tmp.path().join("search")).unwrap();
+    let mut engine = Engine::new(m, FeatureCodec::F16, cache, search, vec![top.clone()]);
+    let decided = engine.decide(&QueryRequest::new("a cat", Vec::new()).unwrap()).unwrap();
+    let positives: usize = decided.albums.iter().map(|a| a.positives.len()).sum();
+    assert_eq!(positives, 8);
+
+    let other = Cache::open(&file).unwrap(); // the indexer's connection
+    assert_eq!(other.write_batch(|c| c.remove_under(&top)).unwrap(), 9);
+    let result = engine.masks(decided, |_, _| {}).unwrap();
+    assert_eq!(result.albums.iter().map(|a| a.positives.len()).sum::<usize>(), 8);
+    // The next query sees the removal.
+    let err = engine.decide(&QueryRequest::new("a cat", Vec::new()).unwrap()).err().expect("empty library");
+    assert!(format!("{err:#}").contains("the library is empty"), "{err:#}");
+}

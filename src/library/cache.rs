@@ -179,6 +179,25 @@ impl Cache {
         try_open(&format!("{uri}?mode=ro")).or_else(|_| try_open(&format!("{uri}?immutable=1")))
     }
 
+    /// Starts a read snapshot on this connection: until [`Cache::end_snapshot`], every read sees the
+    /// cache as it was at the first one, whatever the indexer commits meanwhile (WAL keeps the old
+    /// pages for it). A query takes one, so an album listed at its start still has its features when its
+    /// masks are made, even if the folder was removed in between. A snapshot still open is ended first.
+    pub fn begin_snapshot(&self) -> Result<()> {
+        self.end_snapshot();
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        Ok(())
+    }
+
+    /// Ends the snapshot [`Cache::begin_snapshot`] started, if any.
+    pub fn end_snapshot(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                tracing::warn!("cannot end a read snapshot of the cache: {e}");
+            }
+        }
+    }
+
     /// A private in-memory cache, for tests.
     pub fn open_in_memory() -> Result<Cache> {
         let cache = Cache { conn: Connection::open_in_memory()?, path: None };

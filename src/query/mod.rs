@@ -238,6 +238,16 @@ impl Engine {
     /// feature blob, not the lateral maps) and the head decides. Albums whose answer is stored in the
     /// search index for the same photos come from there, masks included.
     pub fn decide(&mut self, request: &QueryRequest) -> Result<Decided> {
+        // One view of the cache from here to the last mask ([`Engine::masks`] ends it).
+        self.cache.begin_snapshot()?;
+        let decided = self.decide_in_snapshot(request);
+        if decided.is_err() {
+            self.cache.end_snapshot();
+        }
+        decided
+    }
+
+    fn decide_in_snapshot(&mut self, request: &QueryRequest) -> Result<Decided> {
         let t_start = std::time::Instant::now();
         let mut albums: Vec<(QueryAlbum, String)> = self
             .cache
@@ -375,7 +385,17 @@ impl Engine {
     /// its order, best score first within an album; `on_mask(album, positive)` sees each one as soon as
     /// it is made (`album` indexes `decided.albums`). Only the positives' lateral maps are read. New
     /// answers are stored in the search index, in one commit.
-    pub fn masks(&mut self, decided: Decided, mut on_mask: impl FnMut(usize, &Positive)) -> Result<QueryResult> {
+    pub fn masks(&mut self, decided: Decided, on_mask: impl FnMut(usize, &Positive)) -> Result<QueryResult> {
+        let result = self.masks_in_snapshot(decided, on_mask);
+        self.cache.end_snapshot();
+        result
+    }
+
+    fn masks_in_snapshot(
+        &mut self,
+        decided: Decided,
+        mut on_mask: impl FnMut(usize, &Positive),
+    ) -> Result<QueryResult> {
         let Decided { expression, model, albums } = decided;
         let mut results = Vec::with_capacity(albums.len());
         let mut to_store: Vec<(PathBuf, String, String)> = Vec::new();

@@ -284,7 +284,7 @@ impl Library {
         }
         if let Some(roots) = lock(&self.inner.pending_roots).take() {
             let cache = Cache::open(&self.inner.cache_file).map_err(Error::failed)?;
-            let search = SearchIndex::open_default().map_err(Error::failed)?;
+            let search = SearchIndex::open_or_in_memory(&paths::search_dir().map_err(Error::failed)?);
             *engine = Engine::new(self.inner.model.clone(), self.inner.model.codec(), cache, search, roots);
         }
         if !self.inner.query_delay.is_zero() {
