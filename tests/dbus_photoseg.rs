@@ -703,3 +703,27 @@ fn photos_pasted_together_are_indexed_as_one_change() {
     assert_eq!(finished.len(), 1, "{finished:#?}");
     w.wait_indexed(3 + u64::from(pasted));
 }
+
+/// A cache on a read-only medium: the daemon starts, answers queries from it, and refuses to change the
+/// watched folders with a sentence saying why (it could not index them).
+#[test]
+fn a_read_only_cache_is_served_for_queries() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", -1e4); // every photo positive
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let _frozen = common::ReadOnly::new(&w.path("cache/photoseg"));
+    let _d = w.daemon(&model, &[]);
+    let answer: Value =
+        serde_json::from_str(w.call(PATH, NAME, "Query", &["sas", "my bike", "0"])[0].as_str().unwrap()).unwrap();
+    let positives: usize =
+        answer["albums"].as_array().unwrap().iter().map(|a| a["positives"].as_array().unwrap().len()).sum();
+    assert_eq!(positives, 3, "{answer:#}");
+    let (name, message) = w.call_fails(PATH, NAME, "AddRoot", &[&format!("'{}'", w.path("elsewhere").display())]);
+    assert_eq!(name, "org.photoseg.Photoseg1.Error.Failed");
+    assert!(message.contains("cannot be written"), "{message}");
+    assert_eq!(w.call(PATH, NAME, "Status", &[])[3], "idle");
+}

@@ -109,6 +109,8 @@ struct Inner {
     /// Photos opened through photoseg with the expression that found them (a desktop search result,
     /// `Open`), for the photo viewer to draw that mask when it shows the photo ([`Library::opened_expression`]).
     opened: Mutex<std::collections::HashMap<PathBuf, (String, Instant)>>,
+    /// The cache could not be opened for writing: no indexer, and the watched folders cannot change.
+    read_only: bool,
 }
 
 /// How long an opened photo's expression waits for the viewer to ask for it (eog's start on a busy
@@ -161,25 +163,38 @@ impl Library {
         let cache_file = paths::cache_file()?;
         let config_file = paths::config_file()?;
         let roots = Config::load(&config_file)?.roots;
+        // A cache that cannot be written (a read-only medium) is still served: queries answer from it,
+        // and nothing is indexed or changed.
+        let read_only = match Cache::open(&cache_file) {
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!("{e:#}; serving the cache read-only: queries answer, nothing is indexed");
+                true
+            }
+        };
         let engine = Engine::new(
             model.clone(),
             model.codec(),
-            Cache::open(&cache_file)?,
+            Cache::open_for_reading(&cache_file)?,
             SearchIndex::open_or_in_memory(&paths::search_dir()?),
             roots.clone(),
         );
         let backbone = engine.backbone().to_string();
-        let reader = Cache::open(&cache_file)?;
+        let reader = Cache::open_for_reading(&cache_file)?;
         let indexing = Arc::new(AtomicBool::new(false));
         let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
-        let worker = worker::spawn(worker::Setup {
-            model: model.clone(),
-            cache_file: cache_file.clone(),
-            roots: roots.clone(),
-            settle: opts.settle,
-            signals: signals_tx,
-            indexing: indexing.clone(),
-        })?;
+        let worker = if read_only {
+            None
+        } else {
+            Some(worker::spawn(worker::Setup {
+                model: model.clone(),
+                cache_file: cache_file.clone(),
+                roots: roots.clone(),
+                settle: opts.settle,
+                signals: signals_tx,
+                indexing: indexing.clone(),
+            })?)
+        };
         let query_delay = delay_from_env(QUERY_DELAY_ENV);
         let mask_delay = delay_from_env(MASK_DELAY_ENV);
         let inner = Inner {
@@ -191,7 +206,8 @@ impl Library {
             pending_roots: Mutex::new(None),
             reader: Mutex::new(reader),
             roots: Mutex::new(roots),
-            worker: Mutex::new(Some(worker)),
+            worker: Mutex::new(worker),
+            read_only,
             indexing,
             query_delay,
             mask_delay,
@@ -355,6 +371,7 @@ impl Library {
 
     /// Watches `path` (absolute, an existing readable folder) and indexes it in the background.
     pub fn add_root(&self, path: &str) -> Result<()> {
+        self.check_writable()?;
         let dir = absolute(path, "folder")?;
         let mut roots = lock(&self.inner.roots);
         let mut config = Config { roots: roots.clone() };
@@ -370,6 +387,7 @@ impl Library {
 
     /// Stops watching the root `path` and forgets its photos.
     pub fn remove_root(&self, path: &str) -> Result<()> {
+        self.check_writable()?;
         let dir = absolute(path, "folder")?;
         let mut roots = lock(&self.inner.roots);
         let mut config = Config { roots: roots.clone() };
@@ -431,6 +449,18 @@ impl Library {
         } else {
             tracing::warn!("the indexer did not stop within {grace:?}; its batch in flight will be redone next time");
         }
+    }
+
+    /// Refuses a change to the watched folders when the cache is read-only (nothing could index them).
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::Failed(format!(
+                "the cache {} cannot be written (a read-only disk or folder?), so this daemon answers queries but \
+                 cannot watch or index folders",
+                self.inner.cache_file.display()
+            )));
+        }
+        Ok(())
     }
 
     fn tell_worker(&self, command: worker::Command) -> Result<()> {
