@@ -799,3 +799,15 @@ fn watcher_reports_a_copied_folder_once_it_settles_and_the_cache_follows() {
     assert_eq!(cache.stats().unwrap().photos, 0, "{events:?}");
     cache.integrity_check().unwrap();
 }
+
+/// A huge file named like a photo (here a 900 MiB sparse file) is refused from its size alone: nothing
+/// is read, so it costs no memory.
+#[test]
+fn a_file_over_the_size_limit_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.png");
+    std::fs::File::create(&path).unwrap().set_len(900 << 20).unwrap();
+    let err = photo::read_file(&path).err().expect("refused");
+    assert_eq!(err.kind, PhotoErrorKind::FileTooLarge(900 << 20));
+    assert_eq!(err.kind.to_string(), format!("file too large: {} bytes exceeds the 256 MiB limit", 900u64 << 20));
+}

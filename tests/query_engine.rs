@@ -24,37 +24,17 @@ fn model(margin: f64) -> LoadedModel {
     model_with(margin, |_| {})
 }
 
-/// A tiny model whose config `edit` changes, with the same weights in every run: candle cannot seed its
-/// CPU generator, and with fresh random weights a mask pixel now and then sits so close to the threshold
-/// that the fused CPU path and the tensor path, which round differently, draw it on opposite sides.
-/// Every randomly initialised weight is redrawn from a seeded generator: U(+-1/sqrt(fan_in)) for
-/// matrices and kernels, U(+-0.1) for vectors; constant ones (norms, zero biases) stay. The position
-/// embedding gets values of about 2 (it starts at zero, which would test nothing).
+/// A tiny model whose config `edit` changes, with the same weights in every run ([`common::seed_weights`]):
+/// with fresh random weights a mask pixel now and then sits so close to the threshold that the fused
+/// CPU path and the tensor path, which round differently, draw it on opposite sides.
 fn model_with(margin: f64, edit: impl FnOnce(&mut Config)) -> LoadedModel {
-    use rand::{rngs::StdRng, Rng, SeedableRng};
     let varmap = VarMap::new();
     let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
     let mut cfg = Config::tiny(60);
     cfg.head.margin = margin;
     edit(&mut cfg);
     let grser = Grser::new(&cfg, tok, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-    let data = varmap.data().lock().unwrap();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = StdRng::seed_from_u64(7);
-    for name in names {
-        let var = &data[name];
-        let values: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let bound = match name.as_str() {
-            "head.v_pos" => 3.5,
-            _ if values.iter().all(|v| *v == values[0]) => continue,
-            _ if var.rank() >= 2 => 1.0 / (var.dims()[1..].iter().product::<usize>() as f32).sqrt(),
-            _ => 0.1,
-        };
-        let seeded: Vec<f32> = values.iter().map(|_| rng.random_range(-bound..bound)).collect();
-        var.set(&candle_core::Tensor::from_vec(seeded, var.shape(), &Device::Cpu).unwrap()).unwrap();
-    }
-    drop(data);
+    common::seed_weights(&varmap, 7);
     LoadedModel { grser: Arc::new(grser), dir: PathBuf::from("/nonexistent"), digest: "ab".repeat(32) }
 }
 

@@ -69,3 +69,28 @@ fn set_read_only(dir: &std::path::Path, on: bool) {
     };
     assert!(status.is_ok_and(|s| s.success()), "cannot make {} read-only={on}", dir.display());
 }
+
+/// Redraws every randomly initialised weight of `varmap` from a generator seeded with `seed`, so a tiny
+/// random model is the same in every run (candle cannot seed its CPU generator, and with fresh weights a
+/// bound on a random model's behaviour fails now and then): U(+-1/sqrt(fan_in)) for matrices and kernels,
+/// U(+-0.1) for vectors; constant ones (norms, zero biases) stay, except `head.v_pos` (U(+-3.5): it starts
+/// at zero, which would test nothing).
+pub fn seed_weights(varmap: &candle_nn::VarMap, seed: u64) {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let data = varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for name in names {
+        let var = &data[name];
+        let values: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let bound = match name.as_str() {
+            "head.v_pos" => 3.5,
+            _ if values.iter().all(|v| *v == values[0]) => continue,
+            _ if var.rank() >= 2 => 1.0 / (var.dims()[1..].iter().product::<usize>() as f32).sqrt(),
+            _ => 0.1,
+        };
+        let seeded: Vec<f32> = values.iter().map(|_| rng.random_range(-bound..bound)).collect();
+        var.set(&Tensor::from_vec(seeded, var.shape(), &Device::Cpu).unwrap()).unwrap();
+    }
+}
