@@ -29,6 +29,7 @@ fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
     let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
     let mut cfg = Config::builtin(tok.get_vocab_size(true));
     cfg.swin.conv_stem = Some(32);
+    cfg.swin.stem_batch_norm = true; // as `photoseg train --conv-stem` builds it
     cfg.head.center_v = true;
     cfg.head.position_grid = Some(8);
     let tc = TrainConfig {
