@@ -6,7 +6,6 @@
 mod dbus_support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use dbus_support::*;
 use serde_json::Value;
@@ -18,7 +17,7 @@ struct Setup {
     want: Vec<(String, String, f64)>,
     /// That query's JSON.
     answer: Value,
-    _daemon: Daemon,
+    daemon: Daemon,
 }
 
 fn setup(daemon_env: &[(&str, &str)]) -> Option<Setup> {
@@ -44,7 +43,7 @@ fn setup(daemon_env: &[(&str, &str)]) -> Option<Setup> {
     env.extend_from_slice(daemon_env);
     let daemon = w.daemon(&model, &env);
     w.wait_indexed(3);
-    Some(Setup { w, photos, want, answer, _daemon: daemon })
+    Some(Setup { w, photos, want, answer, daemon })
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -261,8 +260,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_search_overtaken_by_a_newer_keystroke_answers_nothing() {
     // Each query holds the engine 3 s; two more searches arrive while the first runs (typing).
-    let Some(s) = setup(&[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "3000")]) else { return };
-    let w = &s.w;
+    let Some(mut s) = setup(&[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "3000"), ("RUST_LOG", "photoseg=debug")]) else {
+        return;
+    };
+    let (w, d) = (&s.w, &mut s.daemon);
     let search = |term: &str| {
         std::process::Command::new("busctl")
             .args([
@@ -288,10 +289,11 @@ fn a_search_overtaken_by_a_newer_keystroke_answers_nothing() {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         strings(&v["data"][0])
     };
+    // The daemon's debug log says when each search is where the test needs it.
     let first = search("bike"); // gets the engine at once
-    std::thread::sleep(Duration::from_millis(700));
+    d.wait_for_log("query \"bike\" has the engine", WITHIN);
     let overtaken = search("bikes"); // waits for the engine ...
-    std::thread::sleep(Duration::from_millis(700));
+    d.wait_for_log("search for \"bikes\" waits for the engine", WITHIN);
     let last = search("bikes!"); // ... and is overtaken by this one before it gets it
     assert_eq!(ids(first).len(), 3);
     assert_eq!(ids(overtaken), Vec::<String>::new(), "an overtaken search still ran");

@@ -298,6 +298,7 @@ impl Library {
         if !still_wanted() {
             return Ok(None);
         }
+        tracing::debug!("query {:?} has the engine", request.expression);
         if let Some(roots) = lock(&self.inner.pending_roots).take() {
             let cache = Cache::open(&self.inner.cache_file).map_err(Error::failed)?;
             let search = SearchIndex::open_or_in_memory(&paths::search_dir().map_err(Error::failed)?);
