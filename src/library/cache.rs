@@ -241,6 +241,11 @@ impl Cache {
         Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
+    /// Whether this connection can only read ([`Cache::open_for_reading`] fell back to read-only).
+    pub fn is_read_only(&self) -> Result<bool> {
+        Ok(self.conn.is_readonly(rusqlite::MAIN_DB)?)
+    }
+
     /// The journal mode in effect ("wal" for a file cache).
     pub fn journal_mode(&self) -> Result<String> {
         Ok(self.conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?)

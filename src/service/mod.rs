@@ -165,17 +165,12 @@ impl Library {
         let roots = Config::load(&config_file)?.roots;
         // A cache that cannot be written (a read-only medium) is still served: queries answer from it,
         // and nothing is indexed or changed.
-        let read_only = match Cache::open(&cache_file) {
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!("{e:#}; serving the cache read-only: queries answer, nothing is indexed");
-                true
-            }
-        };
+        let engine_cache = Cache::open_for_reading(&cache_file)?;
+        let read_only = engine_cache.is_read_only()?;
         let engine = Engine::new(
             model.clone(),
             model.codec(),
-            Cache::open_for_reading(&cache_file)?,
+            engine_cache,
             SearchIndex::open_or_in_memory(&paths::search_dir()?),
             roots.clone(),
         );
