@@ -43,16 +43,8 @@ fn main() -> anyhow::Result<()> {
     common::pin_user_dirs(&root)?;
 
     // Photos: ALBUMS folders of PHOTOS_PER_ALBUM generated 320 x 240 JPEGs.
-    let photos = root.join("photos");
-    for a in 0..ALBUMS {
-        for p in 0..PHOTOS_PER_ALBUM {
-            let seed = (a * PHOTOS_PER_ALBUM + p) as u32;
-            common::photo(&photos.join(format!("album{a}")).join(format!("p{p}.jpg")), seed)?;
-        }
-    }
+    common::indexed_library(&root, ALBUMS, PHOTOS_PER_ALBUM)?;
     let bin = env!("CARGO_BIN_EXE_photoseg");
-    let out = Command::new(bin).arg("index").arg(&photos).env("PHOTOSEG_NO_DAEMON", "1").output()?;
-    anyhow::ensure!(out.status.success(), "photoseg index failed: {}", String::from_utf8_lossy(&out.stderr));
     println!("library: {} photos in {ALBUMS} albums, built-in model", ALBUMS * PHOTOS_PER_ALBUM);
 
     let bus = common::private_bus(&root)?;

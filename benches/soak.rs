@@ -86,20 +86,10 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
     common::pin_user_dirs(&root)?;
-    let photos = root.join("photos");
-    for a in 0..ALBUMS {
-        for p in 0..PHOTOS_PER_ALBUM {
-            common::photo(
-                &photos.join(format!("album{a}")).join(format!("p{p}.jpg")),
-                (a * PHOTOS_PER_ALBUM + p) as u32,
-            )?;
-        }
-    }
+    let photos = common::indexed_library(&root, ALBUMS, PHOTOS_PER_ALBUM)?;
     let outside = root.join("outside.jpg");
     common::photo(&outside, 99)?;
     let bin = env!("CARGO_BIN_EXE_photoseg");
-    let out = Command::new(bin).arg("index").arg(&photos).env("PHOTOSEG_NO_DAEMON", "1").output()?;
-    anyhow::ensure!(out.status.success(), "photoseg index failed: {}", String::from_utf8_lossy(&out.stderr));
     let _bus = common::private_bus(&root)?;
     let log = root.join("daemon.log");
     let daemon = Reaper(

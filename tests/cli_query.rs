@@ -398,8 +398,10 @@ fn errors_are_clear_and_change_nothing() {
     assert!(result["albums"].as_array().unwrap().iter().all(|a| a["unindexed"] == 0), "{result:#}");
 }
 
-#[test]
-fn a_busy_search_index_still_answers() {
+/// The library indexed with a model that makes every photo positive, queried once (which creates the
+/// search index), then a photo added and indexed: the index's album documents are stale. Returns the
+/// world and the model.
+fn stale_search_index() -> (World, String) {
     let w = World::new();
     library(&w);
     let model = w.model("model", -1e4);
@@ -407,6 +409,12 @@ fn a_busy_search_index_still_answers() {
     w.query_json(&["a dog", "--model", &model]); // creates the search index
     w.photo("Paris/new.png", 20, 20, 5);
     w.ok(&["index", "--model", &model]); // the album list changed: the album documents are stale
+    (w, model)
+}
+
+#[test]
+fn a_busy_search_index_still_answers() {
+    let (w, model) = stale_search_index();
 
     // Another process (here: this one) holds the index writer for the whole query.
     let index = tantivy::Index::open_in_dir(w.path("cache/photoseg/search")).unwrap();
@@ -424,13 +432,7 @@ fn a_busy_search_index_still_answers() {
 /// answered from its features, and nothing is stored.
 #[test]
 fn an_unwritable_search_index_still_answers() {
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", -1e4);
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
-    w.query_json(&["a dog", "--model", &model]); // creates the search index
-    w.photo("Paris/new.png", 20, 20, 5);
-    w.ok(&["index", "--model", &model]); // the album list changed: the album documents are stale
+    let (w, model) = stale_search_index();
 
     let _frozen = common::ReadOnly::new(&w.path("cache/photoseg/search"));
     let result = w.query_json(&["a cat", "--album", "paris", "--model", &model]);

@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
@@ -119,19 +118,9 @@ impl World {
     }
 }
 
-/// The child's stderr, line by line, on a channel (read by a thread so the pipe never fills).
+/// The child's stderr, line by line, on a channel ([`common::lines_on_channel`]).
 fn stderr_lines(child: &mut Child) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+    common::lines_on_channel(child.stderr.take().unwrap())
 }
 
 /// Kills the child if the test fails before it is stopped on purpose.

@@ -17,6 +17,16 @@ fn library(w: &World) -> Vec<std::path::PathBuf> {
     vec![w.photo("Paris/a.jpg", 40, 30, 1), w.photo("Paris/b.png", 30, 50, 2), w.photo("Berlin/c.jpg", 50, 20, 3)]
 }
 
+/// A world whose three photos ([`library`]) are indexed (by `photoseg index`, which also makes their
+/// folder the watched root) with a tiny model of decision margin `margin`; returns it and the model.
+fn indexed_world(margin: f64) -> (World, String) {
+    let w = World::new();
+    library(&w);
+    let model = w.model("model", margin);
+    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    (w, model)
+}
+
 /// Methods, signals and properties of one interface in introspection XML:
 /// "method Name(in name type, ...)" lines, sorted.
 fn members(xml: &str, interface: &str) -> Vec<String> {
@@ -373,10 +383,7 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
     if !tools_present() {
         return;
     }
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", -1e4);
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let (w, model) = indexed_world(-1e4);
     // Every query the daemon runs takes 4 s more (a stand-in for a big library on a slow model).
     let mut d = w.daemon(&model, &[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "4000")]);
     w.wait_indexed(3);
@@ -452,10 +459,7 @@ fn cli_answers_in_process_without_a_daemon_or_when_told_to() {
     if !tools_present() {
         return;
     }
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", -1e4);
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let (w, model) = indexed_world(-1e4);
     // A bus without a daemon, and no bus at all: in-process, quickly.
     let t = Instant::now();
     let v: Value = serde_json::from_str(&w.ok(&["query", "my bike", "--json", "--model", &model])).unwrap();
@@ -602,10 +606,7 @@ fn cli_query_prints_the_daemons_answer_as_it_streams() {
     if !tools_present() {
         return;
     }
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", -1e4); // every photo positive
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let (w, model) = indexed_world(-1e4); // every photo positive
     let in_process =
         w.cmd(&["query", "the red bike", "--model", &model]).env("PHOTOSEG_NO_DAEMON", "1").output().unwrap();
     assert!(in_process.status.success(), "{}", String::from_utf8_lossy(&in_process.stderr));
@@ -642,10 +643,7 @@ fn a_failed_indexing_run_is_retried_until_the_library_is_in_line() {
     if !tools_present() {
         return;
     }
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", 1.0);
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let (w, model) = indexed_world(1.0);
     let mut d = w.daemon(&model, &[("RUST_LOG", "photoseg=info")]);
     w.wait_indexed(3);
 
@@ -668,10 +666,7 @@ fn photos_pasted_together_are_indexed_as_one_change() {
     if !tools_present() {
         return;
     }
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", 1.0);
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let (w, model) = indexed_world(1.0);
     let _d = w.daemon(&model, &[]);
     w.wait_indexed(3);
     let monitor = Monitor::start(&w);
@@ -711,10 +706,7 @@ fn a_read_only_cache_is_served_for_queries() {
     if !tools_present() {
         return;
     }
-    let w = World::new();
-    library(&w);
-    let model = w.model("model", -1e4); // every photo positive
-    w.ok(&["index", w.path("photos").to_str().unwrap(), "--model", &model]);
+    let (w, model) = indexed_world(-1e4); // every photo positive
     let _frozen = common::ReadOnly::new(&w.path("cache/photoseg"));
     let _d = w.daemon(&model, &[]);
     let answer: Value =

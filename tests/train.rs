@@ -10,6 +10,16 @@ use photoseg::train::data::{SourceGroup, TrainSet};
 use photoseg::train::optim::AdamWConfig;
 use photoseg::train::{vocab, Stage, TrainConfig, Trainer};
 
+/// [`tiny_set`] with every photo's attribute labels attached (what the features stage and the
+/// attribute losses need).
+fn labelled_tiny_set(dir: &std::path::Path) -> TrainSet {
+    let mut set = tiny_set(dir);
+    let ds = SynthDataset::open(dir).unwrap();
+    let grid = photoseg::train::data::mask_grid(64);
+    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    set
+}
+
 fn tiny_set(dir: &std::path::Path) -> TrainSet {
     let cfg = SynthConfig {
         seed: 7,
@@ -230,10 +240,7 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
 #[test]
 fn the_grayscale_shape_loss_needs_the_attribute_heads_and_trains_gray_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let mut set = tiny_set(dir.path());
-    let ds = SynthDataset::open(dir.path()).unwrap();
-    let grid = photoseg::train::data::mask_grid(64);
-    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    let set = labelled_tiny_set(dir.path());
     let (cfg, tok) = model_config();
     let steps = 20;
     let alone = TrainConfig { gray_shape: 1.0, ..without_optional_terms(steps) };
@@ -322,10 +329,7 @@ fn max_change(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn the_features_stage_trains_the_backbone_on_every_object() {
     let dir = tempfile::tempdir().unwrap();
-    let mut set = tiny_set(dir.path());
-    let ds = SynthDataset::open(dir.path()).unwrap();
-    let grid = photoseg::train::data::mask_grid(64);
-    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    let set = labelled_tiny_set(dir.path());
     let (cfg, tok) = model_config();
     let steps = 30;
     let tc = TrainConfig { stage: Stage::Features, ..without_optional_terms(steps) };
@@ -354,10 +358,7 @@ fn the_features_stage_trains_the_backbone_on_every_object() {
 #[test]
 fn the_stem_batch_norm_trains_and_keeps_running_statistics() {
     let dir = tempfile::tempdir().unwrap();
-    let mut set = tiny_set(dir.path());
-    let ds = SynthDataset::open(dir.path()).unwrap();
-    let grid = photoseg::train::data::mask_grid(64);
-    set.attach_attributes(photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap());
+    let set = labelled_tiny_set(dir.path());
     let (mut cfg, tok) = model_config();
     cfg.swin.conv_stem = Some(8);
     cfg.swin.stem_batch_norm = true;

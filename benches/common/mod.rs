@@ -2,7 +2,7 @@
 //! child processes reaped on drop, and /proc memory figures.
 #![allow(dead_code)]
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,25 @@ pub fn photo(path: &Path, seed: u32) -> anyhow::Result<()> {
     std::fs::create_dir_all(path.parent().unwrap())?;
     img.save(path)?;
     Ok(())
+}
+
+/// Writes `albums` folders of `per_album` generated photos under `root/photos` (album`a`/p`p`.jpg) and
+/// indexes them with the built-in model in-process (`photoseg index`, which also watches the folder).
+/// Returns the photo folder.
+pub fn indexed_library(root: &Path, albums: usize, per_album: usize) -> anyhow::Result<PathBuf> {
+    let photos = root.join("photos");
+    for a in 0..albums {
+        for p in 0..per_album {
+            photo(&photos.join(format!("album{a}")).join(format!("p{p}.jpg")), (a * per_album + p) as u32)?;
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_photoseg"))
+        .arg("index")
+        .arg(&photos)
+        .env("PHOTOSEG_NO_DAEMON", "1")
+        .output()?;
+    anyhow::ensure!(out.status.success(), "photoseg index failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(photos)
 }
 
 /// Starts a private `dbus-daemon` listening in `root` and points DBUS_SESSION_BUS_ADDRESS at it.

@@ -94,3 +94,18 @@ pub fn seed_weights(varmap: &candle_nn::VarMap, seed: u64) {
         var.set(&Tensor::from_vec(seeded, var.shape(), &Device::Cpu).unwrap()).unwrap();
     }
 }
+
+/// The lines `reader` (a child's stdout or stderr) yields, on a channel, read by a thread so the pipe
+/// never fills; the channel closes at end of input.
+pub fn lines_on_channel(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -315,15 +315,7 @@ impl Monitor {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::common::lines_on_channel(child.stdout.take().unwrap());
         let m = Monitor { child, lines };
         m.until(|l| l.contains("is owned by"), WITHIN);
         m
@@ -385,15 +377,7 @@ impl Daemon {
     pub fn wait_for_log(&mut self, needle: &str, limit: Duration) -> String {
         if self.lines.is_none() {
             let stderr = self.child.as_mut().and_then(|c| c.stderr.take()).expect("stderr not read yet");
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            self.lines = Some(rx);
+            self.lines = Some(crate::common::lines_on_channel(stderr));
         }
         let rx = self.lines.as_ref().unwrap();
         let start = Instant::now();
