@@ -55,13 +55,15 @@ fn main() -> Result<()> {
     let cfg = model.cfg.clone();
     let tensors = candle_core::safetensors::load(ckpt.join(checkpoint::WEIGHTS_FILE), &dev)?;
     anyhow::ensure!(
-        tensors.keys().any(|k| k.starts_with("aux.dense.d3.")),
+        tensors.keys().any(|k| k.starts_with("aux.dense.classifier.")),
         "{} has no features-stage decoder (aux.dense.): train it with --stage features",
         ckpt.display()
     );
+    // The model's own trunk when it has one (a referent model), else the decoder's.
+    let own = model.dense.is_none();
     let vb = checkpoint::var_builder(tensors, DType::F32, &dev);
     let e = cfg.swin.embed_dim;
-    let dense = DenseDecoder::new([e, 2 * e, 4 * e], vb.pp("aux").pp("dense"))?;
+    let dense = DenseDecoder::new([e, 2 * e, 4 * e], own, vb.pp("aux").pp("dense"))?;
     let ds = SynthDataset::open(&data)?;
     let heldout: Vec<Combo> = ds.manifest().heldout_combinations.clone();
     let n = ds.manifest().image_size;
@@ -83,7 +85,7 @@ fn main() -> Result<()> {
         let imgs: Vec<Tensor> =
             chunk.iter().map(|(p, _, _)| load_image(p, cfg.image_size, &dev)).collect::<Result<_>>()?;
         // The decoder normalises with the batch's statistics, as in training.
-        let logits = dense.forward(&model.swin.forward_stages(&Tensor::stack(&imgs, 0)?)?)?;
+        let logits = dense.forward(model.dense.as_ref(), &model.swin.forward_stages(&Tensor::stack(&imgs, 0)?)?)?;
         let probs = |start: usize, classes: usize| -> Result<Vec<Vec<f32>>> {
             let p = candle_nn::ops::softmax(&logits.narrow(1, start, classes)?, 1)?;
             // [N, classes, g*g] -> per photo, class-major

@@ -151,7 +151,7 @@ fn every_gradient_of_the_features_stage_matches_finite_differences() {
     model.swin.set_training(true);
     let dev = Device::Cpu;
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
-    let dense = attributes::DenseDecoder::new([8, 16, 32], vb.pp("aux").pp("dense")).unwrap();
+    let dense = attributes::DenseDecoder::new([8, 16, 32], true, vb.pp("aux").pp("dense")).unwrap();
     let images = Tensor::randn(0f64, 1.0, (2, 3, 64, 64), &dev).unwrap();
     let labels = |classes: u32| {
         let v: Vec<u32> =
@@ -161,7 +161,7 @@ fn every_gradient_of_the_features_stage_matches_finite_differences() {
     let (color, shape, size) = (labels(8), labels(7), labels(3));
     let loss_fn = || -> Result<Tensor> {
         let stages = model.swin.forward_stages(&images)?;
-        dense.loss(&stages, &color, &shape, &size).map_err(candle_core::Error::wrap)
+        dense.loss(None, &stages, &color, &shape, &size).map_err(candle_core::Error::wrap)
     };
     // Only the backbone up to stage 3 and the decoder are in this loss: check those.
     let inside = VarMap::new();

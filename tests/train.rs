@@ -425,3 +425,92 @@ fn the_head_stage_keeps_swin_frozen_and_trains_the_rest() {
     let err = Trainer::new(&cfg, tok, &gray, None, &Device::Cpu).err().expect("refused").to_string();
     assert!(err.contains("frozen"), "{err}");
 }
+
+/// A referent model (`referent` in its config): the features stage trains Swin and the model's own dense
+/// trunk; the head stage keeps both frozen, sets the trunk's BatchNorm to the pool's statistics, and
+/// trains the text encoder and the referent head until the referring loss falls; the trained model
+/// then answers through the same calls as the query engine, with masks on the trunk's 1/4 grid.
+#[test]
+fn a_referent_model_trains_in_two_stages_and_answers() {
+    use photoseg::model::grser::ReferentConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let set = labelled_tiny_set(dir.path());
+    let (mut cfg, tok) = model_config();
+    cfg.referent = Some(ReferentConfig::default());
+    // Not jointly: the head reads what the features stage taught the trunk.
+    let err = Trainer::new(&cfg, tok.clone(), &train_config(2), None, &Device::Cpu).err().expect("refused").to_string();
+    assert!(err.contains("stages"), "{err}");
+
+    let features = TrainConfig { stage: Stage::Features, ..without_optional_terms(4) };
+    let mut trainer = Trainer::new(&cfg, tok.clone(), &features, None, &Device::Cpu).unwrap();
+    let before = weights(&trainer);
+    for _ in 0..4 {
+        trainer.train_step(&set).unwrap();
+    }
+    let after = weights(&trainer);
+    assert!(!after.keys().any(|k| k.starts_with("aux.dense.d3")), "the decoder reads the model's trunk");
+    for name in [
+        "dense.d3.conv.weight",
+        "dense.d2.norm.weight",
+        "aux.dense.classifier.weight",
+        "swin.layers.0.blocks.0.mlp.fc1.weight",
+    ] {
+        assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved in the features stage");
+    }
+    for name in ["referent.phi1.weight", "referent.words.weight"] {
+        assert_eq!(max_change(&before[name], &after[name]), 0.0, "{name} moved in the features stage");
+    }
+
+    let steps = 40;
+    let head = TrainConfig { stage: Stage::Head, ..train_config(steps) };
+    let mut trainer = Trainer::new(&cfg, tok, &head, Some(&after), &Device::Cpu).unwrap();
+    let losses: Vec<f32> = (0..steps).map(|_| trainer.train_step(&set).unwrap().loss).collect();
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+    assert!(mean(&losses[steps - 5..]) < 0.7 * mean(&losses[..5]), "referent loss did not fall: {losses:?}");
+    let trained = weights(&trainer);
+    for (name, w) in &after {
+        if name.starts_with("swin.") || (name.starts_with("dense.") && !name.contains("running_")) {
+            assert_eq!(max_change(w, &trained[name]), 0.0, "{name} moved in the head stage");
+        }
+    }
+    for name in ["referent.phi1.weight", "referent.words.weight", "text.embeddings.word_embeddings.weight"] {
+        assert!(max_change(&after[name], &trained[name]) > 0.0, "{name} never moved in the head stage");
+    }
+    let var: Vec<f32> = trained["dense.d2.norm.running_var"].to_vec1().unwrap();
+    assert!(var.iter().any(|v| (v - 1.0).abs() > 1e-3), "the trunk's statistics were never measured: {var:?}");
+
+    // Answering: E through the feature codec (no lateral but the first), the decision, the masks.
+    let model = &trainer.model;
+    let photos = Tensor::stack(&set.images[..3], 0).unwrap();
+    let feats = model.featurize(&photos).unwrap();
+    assert_eq!(feats.lat0.dims4().unwrap(), (3, 32, 16, 16), "E at 1/4 of 64 px");
+    assert_eq!(feats.v.dims4().unwrap(), (3, 32, 8, 8), "E averaged to 1/8 for the decision");
+    let bytes = photoseg::model::codec::encode(&feats, photoseg::model::codec::FeatureCodec::F16).unwrap();
+    let back = photoseg::model::codec::decode(&bytes, &Device::Cpu).unwrap();
+    assert!(max_change(&back.lat0, &feats.lat0) < 1e-2);
+    let text = model.encode_expression(&set.groups[0].expression).unwrap();
+    let (v, dims) = (back.v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [3, 32, 8, 8]);
+    let mut decision = model.decide_values(v, dims, &text).unwrap();
+    // Every photo positive at a threshold below every score: masks for all three.
+    let low = decision.d_pos.iter().map(|d| -d).fold(f32::INFINITY, f32::min) - 1.0;
+    let mut model_low = Trainer::new(
+        &cfg,
+        vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap(),
+        &head,
+        Some(&trained),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .model;
+    model_low.set_threshold(low as f64);
+    decision = model_low.decide(&back.v, &text, photoseg::model::grser::Pairs::TopK).unwrap();
+    assert_eq!(decision.positives, vec![0, 1, 2]);
+    let logits = model_low.mask_logits(decision.z_positives.as_ref().unwrap(), &back.laterals()).unwrap();
+    assert_eq!(logits.dims3().unwrap(), (3, 16, 16));
+    // The decision's score is the peak of the mask's map averaged over 2 x 2 cells.
+    let peak: Vec<f32> =
+        logits.unsqueeze(1).unwrap().avg_pool2d(2).unwrap().flatten_from(1).unwrap().max(1).unwrap().to_vec1().unwrap();
+    for (p, d) in peak.iter().zip(&decision.d_pos) {
+        assert!((p + d).abs() < 1e-3, "peak {p} vs score {}", -d);
+    }
+}

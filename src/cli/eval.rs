@@ -1,7 +1,7 @@
 //! `photoseg eval`: score a model on a data set's groups (mIoU, positive / negative accuracy, Co-SOD metrics).
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,6 +42,14 @@ pub struct EvalArgs {
     /// threshold on a validation split (its `config.json` holds the one it ships with).
     #[arg(long, value_name = "M")]
     pub margin: Option<f64>,
+    /// Decide with this threshold on the peak score instead of the model's own (models with a referent
+    /// head).
+    #[arg(long, value_name = "T", conflicts_with = "margin")]
+    pub threshold: Option<f64>,
+    /// Write the balanced setting found on these groups (the referent head's threshold, or the margin)
+    /// into the model's config.json: calibrate on a validation split, never on the one you report.
+    #[arg(long)]
+    pub calibrate: bool,
     /// Answer albums of N photos instead of the data set's groups: the photos of every group with the
     /// same expression are pooled and cut into albums of N (the last may be smaller). N = 1 answers each
     /// photo alone, which switches the cross-image maps off (a photo sees only its own prototype): the
@@ -92,6 +100,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(m) = args.margin {
         model.set_margin(m);
     }
+    if let Some(t) = args.threshold {
+        if model.referent.is_none() {
+            bail!("--threshold is for models with a referent head; this one decides by a margin (--margin)");
+        }
+        model.set_threshold(t);
+    }
     let mut groups = load_groups(&args)?;
     if let Some(n) = args.limit {
         groups.truncate(n);
@@ -103,6 +117,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("groups {pos}/{len} {wide_bar} {elapsed}<{eta}")?);
     let report = evaluate(&model, &groups, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
+    if args.calibrate {
+        let setting = report
+            .balanced_setting
+            .context("calibrating needs groups with both photos that hold the referent and photos that do not")?;
+        let mut cfg = model.cfg.clone();
+        match cfg.referent.as_mut() {
+            Some(r) => r.threshold = setting,
+            None => cfg.head.margin = setting,
+        }
+        checkpoint::write_config(&args.model, &cfg)?;
+        eprintln!(
+            "wrote the balanced setting {setting:.4} into {}",
+            args.model.join(checkpoint::CONFIG_FILE).display()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -117,6 +146,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     println!("overall IoU           {:.1}%", 100.0 * report.oiou);
     println!("positives accepted    {}", pct(report.accuracy_positives));
     println!("negatives rejected    {}", pct(report.accuracy_negatives));
+    if let (Some(auc), Some(setting)) = (report.decision_auc, report.balanced_setting) {
+        println!("decision AUC          {auc:.3} (balanced setting on these groups: {setting:.4})");
+    }
     println!(
         "MAE {:.4}  max F {:.4}  S-measure {:.4}  mean E {:.4}",
         report.mae, report.max_f, report.s_measure, report.mean_e

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::checkpoint;
-use crate::model::grser::Config as ModelConfig;
+use crate::model::grser::{Config as ModelConfig, ReferentConfig};
 use crate::synth::SynthDataset;
 use crate::train::data::{SourceGroup, TrainSet};
 use crate::train::optim::AdamWConfig;
@@ -105,6 +105,10 @@ pub struct TrainArgs {
     /// f16, int8, int4, v8l4, v4l8 or lr8; docs/library.md); absent: f16.
     #[arg(long, group = "knobs", value_name = "CODEC", value_parser = parse_codec)]
     pub cache_codec: Option<String>,
+    /// Give the model the referent head over a dense trunk (`referent` in config.json, docs/model.md):
+    /// it trains in stages, `--stage features` then `--stage head`.
+    #[arg(long, group = "knobs")]
+    pub referent: bool,
     /// Standardise V's channels over each photo's positions before TQM (`head.center_v`, docs/model.md).
     #[arg(long, group = "knobs")]
     pub center_v: bool,
@@ -199,6 +203,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model_cfg.head.lateral = lateral.into();
     }
     model_cfg.cache_codec = args.cache_codec.clone();
+    if args.referent {
+        model_cfg.referent = Some(ReferentConfig::default());
+    }
     let cfg = TrainConfig {
         steps: args.steps,
         groups_per_step: args.groups_per_step,
@@ -345,7 +352,8 @@ fn train_stage(
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
-            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3} gray {:.3}) {:.1} img/s",
+            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3} gray {:.3} dice {:.3} \
+             decision {:.3}) {:.1} img/s",
             s.ce,
             s.neg_ce,
             s.mirror,
@@ -353,6 +361,8 @@ fn train_stage(
             s.language,
             s.attributes,
             s.gray_shape,
+            s.dice,
+            s.decision,
             s.images as f64 / s.seconds
         );
         if log_every > 0 && (s.step + 1) % log_every == 0 {

@@ -31,11 +31,26 @@ pub struct EvalReport {
     pub max_f: f64,
     pub s_measure: f64,
     pub mean_e: f64,
+    /// Area under the ROC curve of the decision's score (d_neg - d_pos) between the photos that hold
+    /// the referent and those that do not: how well the decision can separate them at any setting.
+    pub decision_auc: Option<f64>,
+    /// The decision setting (the referent head's threshold, or the TQM head's margin m) that maximises
+    /// the mean of the accuracies on positives and on negatives over these groups: what
+    /// `photoseg eval --calibrate` writes into the model's config.json.
+    pub balanced_setting: Option<f64>,
     pub seconds: f64,
 }
 
 impl EvalReport {
-    fn new(seg: SegScores, sod: SodScores, forced: (f64, usize), groups: usize, largest: usize, seconds: f64) -> Self {
+    fn new(
+        seg: SegScores,
+        sod: SodScores,
+        forced: (f64, usize),
+        calibration: (Option<f64>, Option<f64>),
+        groups: usize,
+        largest: usize,
+        seconds: f64,
+    ) -> Self {
         Self {
             groups,
             photos: seg.images,
@@ -50,6 +65,8 @@ impl EvalReport {
             max_f: sod.max_f,
             s_measure: sod.s_measure,
             mean_e: sod.mean_e,
+            decision_auc: calibration.0,
+            balanced_setting: calibration.1,
             seconds,
         }
     }
@@ -63,6 +80,8 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
     let mut sod = SodMetrics::new();
     let mut largest = 0;
     let mut forced = (0f64, 0usize);
+    // (d_neg - d_pos, holds the referent) of every photo.
+    let mut decisions: Vec<(f32, bool)> = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         largest = largest.max(g.photos.len());
         let mut tensors = Vec::with_capacity(g.photos.len());
@@ -120,11 +139,74 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
             };
             let pred = Mask::from_data(w as u32, h as u32, pred)?;
             seg.add(&pred, gt.as_ref(), a.positive)?;
+            decisions.push((a.d_neg - a.d_pos, gt.is_some()));
             if let Some(gt) = &gt {
                 sod.add(prob.as_slice(), gt)?;
             }
         }
         progress(gi + 1, groups.len());
     }
-    Ok(EvalReport::new(seg.finish(), sod.finish(), forced, groups.len(), largest, start.elapsed().as_secs_f64()))
+    // The setting that gives the best cut: the margin itself, or the threshold moved by the cut.
+    let (auc, cut) = balanced_cut(&decisions);
+    let setting = cut.map(|c| match &model.cfg.referent {
+        Some(r) => r.threshold + c,
+        None => c,
+    });
+    Ok(EvalReport::new(
+        seg.finish(),
+        sod.finish(),
+        forced,
+        (auc, setting),
+        groups.len(),
+        largest,
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// ROC AUC of `scores` (higher = more likely to hold the referent) and the cut between two
+/// consecutive scores that maximises the mean of the true positive and true negative rates (a photo is
+/// positive above the cut). None where one class is missing.
+pub fn balanced_cut(scores: &[(f32, bool)]) -> (Option<f64>, Option<f64>) {
+    let pos = scores.iter().filter(|s| s.1).count();
+    let neg = scores.len() - pos;
+    if pos == 0 || neg == 0 {
+        return (None, None);
+    }
+    let mut sorted: Vec<(f32, bool)> = scores.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // AUC from ranks (ties share their mean rank).
+    let mut rank_sum = 0f64;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
+            j += 1;
+        }
+        let mean_rank = (i + 1 + j) as f64 / 2.0;
+        rank_sum += mean_rank * sorted[i..j].iter().filter(|s| s.1).count() as f64;
+        i = j;
+    }
+    let auc = (rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64;
+    // Cut below everything, then after each run of equal scores.
+    let (mut below_pos, mut below_neg) = (0usize, 0usize);
+    let mut best = (0.5, sorted[0].0 as f64 - 1.0);
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
+            below_pos += usize::from(sorted[j].1);
+            below_neg += usize::from(!sorted[j].1);
+            j += 1;
+        }
+        let balanced = ((pos - below_pos) as f64 / pos as f64 + below_neg as f64 / neg as f64) / 2.0;
+        let cut = match sorted.get(j) {
+            Some(next) => (sorted[i].0 as f64 + next.0 as f64) / 2.0,
+            None => sorted[i].0 as f64 + 1.0,
+        };
+        if balanced > best.0 {
+            best = (balanced, cut);
+        }
+        i = j;
+    }
+    (Some(auc), Some(best.1))
 }

@@ -95,6 +95,15 @@ pub fn read_config(dir: &Path) -> Result<crate::model::grser::Config> {
     serde_json::from_str(&text).with_context(|| format!("parsing model config {}", path.display()))
 }
 
+/// Replaces `config.json` of a model directory (a temporary file renamed over it: never half written).
+pub fn write_config(dir: &Path, cfg: &crate::model::grser::Config) -> Result<()> {
+    let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(cfg)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(CONFIG_FILE))
+        .with_context(|| format!("replacing the config in {}", dir.display()))?;
+    Ok(())
+}
+
 /// Loads a GRSer model directory (`config.json`, `model.safetensors`, `tokenizer.json`).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<crate::model::grser::Grser> {
     if !dir.is_dir() {

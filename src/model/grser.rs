@@ -8,8 +8,11 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::codec::FeatureCodec;
+use super::dense::DenseTrunk;
 pub use super::head::{is_positive, DecisionInput, Head, HeadConfig, Pairs, Triphasic};
 use super::neck::{Laterals, Neck, VisualFeatures};
+pub use super::referent::ReferentConfig;
+use super::referent::{self, Referent};
 use super::swin::{self, Swin};
 use super::text::{self, TextEncoder};
 
@@ -30,6 +33,11 @@ pub struct Config {
     /// 4 lateral channels, f16 the built-in one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_codec: Option<String>,
+    /// The referent head ([`super::referent`]): when set, photos are cached as its embedding E (over the
+    /// dense trunk) and the referent head decides and makes masks; the neck and the TQM head are not
+    /// used. None: the paper's path (neck, TQM, hierarchizer, decoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referent: Option<ReferentConfig>,
 }
 
 impl Config {
@@ -66,6 +74,7 @@ impl Config {
             image_size: 416,
             description: "GRSer (Swin-B, BERT-base) as in the paper".into(),
             cache_codec: None,
+            referent: None,
         }
     }
 
@@ -110,6 +119,7 @@ impl Config {
                           (photoseg synth); it knows nothing about real photos"
                 .into(),
             cache_codec: None,
+            referent: None,
         }
     }
 
@@ -131,6 +141,7 @@ impl Config {
             image_size: 64,
             description: "tiny test model".into(),
             cache_codec: None,
+            referent: None,
         }
     }
 }
@@ -152,6 +163,9 @@ pub struct Grser {
     pub neck: Neck,
     pub text: TextEncoder,
     pub head: Head,
+    /// The dense trunk, in models with a referent head (and trained by the features stage).
+    pub dense: Option<DenseTrunk>,
+    pub referent: Option<Referent>,
     pub cfg: Config,
     pub device: Device,
 }
@@ -164,7 +178,33 @@ impl Grser {
         let neck = Neck::new(&cfg.swin.stage_channels(), cfg.head.c_v, cfg.head.lateral, vb.pp("neck"))?;
         let bert = text::Bert::new(&cfg.bert, vb.pp("text"))?;
         let head = Head::new(&cfg.head, cfg.bert.hidden_size, vb.pp("head"))?;
-        Ok(Self { swin, neck, text: TextEncoder::new(bert, tokenizer, &device), head, cfg: cfg.clone(), device })
+        let (dense, referent) = match &cfg.referent {
+            Some(r) => {
+                let ch = cfg.swin.stage_channels();
+                let trunk = DenseTrunk::new([ch[0], ch[1], ch[2]], vb.pp("dense"))?;
+                let head = Referent::new(r, trunk.channels(), cfg.bert.hidden_size, vb.pp("referent"))?;
+                (Some(trunk), Some(head))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            swin,
+            neck,
+            text: TextEncoder::new(bert, tokenizer, &device),
+            head,
+            dense,
+            referent,
+            cfg: cfg.clone(),
+            device,
+        })
+    }
+
+    /// The referent head's decision threshold, when the model has one.
+    pub fn set_threshold(&mut self, threshold: f64) {
+        if let (Some(r), Some(c)) = (self.referent.as_mut(), self.cfg.referent.as_mut()) {
+            r.set_threshold(threshold);
+            c.threshold = threshold;
+        }
     }
 
     /// Replaces the decision's margin m in the head and the configuration ([`Head::set_margin`]).
@@ -175,7 +215,15 @@ impl Grser {
 
     /// Photos `[N, 3, S, S]` (normalised, see [`super::preprocess`]) -> their cacheable features.
     pub fn featurize(&self, images: &Tensor) -> Result<VisualFeatures> {
-        self.neck.forward(&self.swin.forward_stages(images)?)
+        self.features_of_stages(&self.swin.forward_stages(images)?)
+    }
+
+    /// [`Grser::featurize`] from Swin's stage outputs.
+    pub fn features_of_stages(&self, stages: &[Tensor]) -> Result<VisualFeatures> {
+        match (&self.dense, &self.referent) {
+            (Some(trunk), Some(r)) => referent_features(&r.embed(&trunk.forward(stages, false)?)?),
+            _ => self.neck.forward(stages),
+        }
     }
 
     /// One expression over one group: a decision for every photo, mask logits for the positives.
@@ -185,6 +233,12 @@ impl Grser {
 
     /// L and L_anti of `expression` (BERT, once per query): every album of a query reuses them.
     pub fn encode_expression(&self, expression: &str) -> anyhow::Result<EncodedExpression> {
+        if let Some(r) = &self.referent {
+            let batch = self.text.tokenize(&[expression])?;
+            let hidden = self.text.bert.forward(&batch.ids, &batch.types, &batch.mask)?;
+            let q = r.query(&hidden, &batch.mask)?.squeeze(0)?;
+            return Ok(EncodedExpression { l: q.clone(), anti: q });
+        }
         let (l, anti) = self.text.encode_with_anti(&[expression])?;
         Ok(EncodedExpression { l: l.squeeze(0)?, anti: anti.squeeze(0)? })
     }
@@ -218,6 +272,9 @@ impl Grser {
     /// The decision for every photo of a group from V alone (`[N, C_v, h, w]`); the triphasic features of
     /// the positives are kept for [`Grser::mask_logits`].
     pub fn decide(&self, v: &Tensor, text: &EncodedExpression, pairs: Pairs) -> Result<Decision> {
+        if let Some(r) = &self.referent {
+            return referent_decision(r, v, &text.l);
+        }
         let tri = self.head.triphasic_v(v, &text.l, &text.anti, pairs)?;
         let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
         let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
@@ -235,7 +292,7 @@ impl Grser {
     /// [`Grser::decide`] from V's values (`[N, C_v, h, w]` as dims), as decoded from the cache: on the CPU
     /// through the fused kernel (several times faster on large albums), elsewhere through tensors.
     pub fn decide_values(&self, mut v: Vec<f32>, dims: [usize; 4], text: &EncodedExpression) -> Result<Decision> {
-        if !self.device.is_cpu() {
+        if !self.device.is_cpu() || self.referent.is_some() {
             let v = Tensor::from_vec(v, (dims[0], dims[1], dims[2], dims[3]), &self.device)?;
             return self.decide(&v, text, Pairs::TopK);
         }
@@ -251,12 +308,45 @@ impl Grser {
     /// Object-minus-background mask logits `[M, h4, w4]` for M photos from their triphasic features
     /// (`z`, `[M, C_z, h, w]`, rows of [`Decision::z_positives`]) and their lateral maps.
     pub fn mask_logits(&self, z: &Tensor, lat: &Laterals) -> Result<Tensor> {
+        if let Some(r) = &self.referent {
+            return r.logits(&lat.lat0, z);
+        }
         let logits = self.head.decode_z(z, lat)?; // [M, 2, h4, w4]
         (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)
     }
 }
 
-/// An expression's sentence features, `[C_l]` each: computed once per query.
+/// What a referent model caches of E `[N, dim, h4, w4]`: E averaged to 1/8 as V (the decision reads
+/// it), E itself as the first lateral (the masks read it), and no other lateral.
+fn referent_features(e: &Tensor) -> Result<VisualFeatures> {
+    let v = referent::pool(e)?;
+    let (n, _, h8, w8) = v.dims4()?;
+    let none = Tensor::zeros((n, 0, h8, w8), e.dtype(), e.device())?;
+    Ok(VisualFeatures { v, lat0: e.clone(), lat1: none.clone(), lat3: none })
+}
+
+/// The referent head's decision over a group: each photo's peak score ([`Referent::scores`]) against
+/// the threshold. `d_pos` is minus the score and `d_neg` minus the threshold, so
+/// [`is_positive`] with a margin of 0 gives the same answer; z of a positive is the query itself.
+fn referent_decision(r: &Referent, pooled: &Tensor, q: &Tensor) -> Result<Decision> {
+    let scores: Vec<f32> = r.scores(pooled, q)?.to_vec1()?;
+    let threshold = r.config().threshold as f32;
+    let positives: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > threshold).collect();
+    let z_positives = if positives.is_empty() {
+        None
+    } else {
+        Some(q.unsqueeze(0)?.broadcast_as((positives.len(), q.dim(0)?))?.contiguous()?)
+    };
+    Ok(Decision {
+        d_pos: scores.iter().map(|s| -s).collect(),
+        d_neg: vec![-threshold; scores.len()],
+        positives,
+        z_positives,
+    })
+}
+
+/// An expression's sentence features, `[C_l]` each: computed once per query. For a referent model,
+/// `l` (and `anti`, the same) is the query `[dim + 1]` ([`Referent::query`]).
 #[derive(Debug, Clone)]
 pub struct EncodedExpression {
     pub l: Tensor,
@@ -271,7 +361,8 @@ pub struct Decision {
     pub d_neg: Vec<f32>,
     /// Indices of the positives, in group order.
     pub positives: Vec<usize>,
-    /// Triphasic features of the positives `[M, C_v + 1 + K, h, w]` (row j is `positives[j]`); `None`
+    /// Triphasic features of the positives `[M, C_v + 1 + K, h, w]` (row j is `positives[j]`; for a
+    /// referent model the query, `[M, dim + 1]`); `None`
     /// when there is none.
     pub z_positives: Option<Tensor>,
 }

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod decoder;
+pub mod dense;
 pub mod grser;
 pub mod head;
 pub mod hierarchizer;
@@ -11,6 +12,7 @@ pub mod kernels;
 pub mod neck;
 pub mod ops;
 pub mod preprocess;
+pub mod referent;
 pub mod relpos;
 pub mod swin;
 pub mod text;

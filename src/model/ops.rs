@@ -178,3 +178,53 @@ mod tests {
         Ok(())
     }
 }
+
+/// BatchNorm2d over NCHW maps (PyTorch's: eps 1e-5, biased variance to normalise, unbiased
+/// variance kept for the running statistics).
+#[derive(Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+impl BatchNorm2d {
+    const EPS: f64 = 1e-5;
+
+    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        use candle_nn::Init::Const;
+        Ok(Self {
+            weight: vb.get_with_hints(c, "weight", Const(1.0))?,
+            bias: vb.get_with_hints(c, "bias", Const(0.0))?,
+            running_mean: vb.get_with_hints(c, "running_mean", Const(0.0))?,
+            running_var: vb.get_with_hints(c, "running_var", Const(1.0))?,
+        })
+    }
+
+    fn affine(&self, normed: &Tensor) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        normed.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+
+    /// Normalised with this batch's statistics; also returns them (detached: mean, unbiased variance).
+    pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, h, w) = x.dims4()?;
+        let over = |t: &Tensor| -> Result<Tensor> { t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3) };
+        let mean = over(x)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = over(&centred.sqr()?)?;
+        let y = self.affine(&centred.broadcast_div(&(&var + Self::EPS)?.sqrt()?)?)?;
+        let count = (n * h * w) as f64;
+        let unbiased = (var.detach().reshape(c)? * (count / (count - 1.0).max(1.0)))?;
+        Ok((y, mean.detach().reshape(c)?, unbiased))
+    }
+
+    /// Normalised with the running statistics (no gradient reaches them).
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.running_mean.dim(0)?;
+        let mean = self.running_mean.detach().reshape((1, c, 1, 1))?.to_dtype(x.dtype())?;
+        let std = (self.running_var.detach().reshape((1, c, 1, 1))?.to_dtype(x.dtype())? + Self::EPS)?.sqrt()?;
+        self.affine(&x.broadcast_sub(&mean)?.broadcast_div(&std)?)
+    }
+}

@@ -20,7 +20,7 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::kernels;
-use super::ops::{gelu_erf, linear, linear_no_bias, softmax_last_dim, LayerNorm, Linear};
+use super::ops::{gelu_erf, linear, linear_no_bias, softmax_last_dim, BatchNorm2d, LayerNorm, Linear};
 use super::relpos;
 
 fn default_eps() -> f64 {
@@ -450,56 +450,6 @@ impl Module for PatchMerging {
     }
 }
 
-/// BatchNorm2d over the stem's NCHW maps (PyTorch's: eps 1e-5, biased variance to normalise, unbiased
-/// variance kept for the running statistics).
-#[derive(Debug)]
-struct StemBatchNorm {
-    weight: Tensor,
-    bias: Tensor,
-    running_mean: Tensor,
-    running_var: Tensor,
-}
-
-impl StemBatchNorm {
-    const EPS: f64 = 1e-5;
-
-    fn new(c: usize, vb: VarBuilder) -> Result<Self> {
-        use candle_nn::Init::Const;
-        Ok(Self {
-            weight: vb.get_with_hints(c, "weight", Const(1.0))?,
-            bias: vb.get_with_hints(c, "bias", Const(0.0))?,
-            running_mean: vb.get_with_hints(c, "running_mean", Const(0.0))?,
-            running_var: vb.get_with_hints(c, "running_var", Const(1.0))?,
-        })
-    }
-
-    fn affine(&self, normed: &Tensor) -> Result<Tensor> {
-        let c = self.weight.dim(0)?;
-        normed.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
-    }
-
-    /// Normalised with this batch's statistics; also returns them (detached: mean, unbiased variance).
-    fn forward_train(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (n, c, h, w) = x.dims4()?;
-        let over = |t: &Tensor| -> Result<Tensor> { t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3) };
-        let mean = over(x)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = over(&centred.sqr()?)?;
-        let y = self.affine(&centred.broadcast_div(&(&var + Self::EPS)?.sqrt()?)?)?;
-        let count = (n * h * w) as f64;
-        let unbiased = (var.detach().reshape(c)? * (count / (count - 1.0).max(1.0)))?;
-        Ok((y, mean.detach().reshape(c)?, unbiased))
-    }
-
-    /// Normalised with the running statistics (no gradient reaches them).
-    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let c = self.running_mean.dim(0)?;
-        let mean = self.running_mean.detach().reshape((1, c, 1, 1))?.to_dtype(x.dtype())?;
-        let std = (self.running_var.detach().reshape((1, c, 1, 1))?.to_dtype(x.dtype())? + Self::EPS)?.sqrt()?;
-        self.affine(&x.broadcast_sub(&mean)?.broadcast_div(&std)?)
-    }
-}
-
 #[derive(Debug)]
 struct Stage {
     downsample: Option<PatchMerging>,
@@ -512,7 +462,7 @@ pub struct Swin {
     /// The convolutional stem ([`Config::conv_stem`]), before `patch_proj` (then 1 x 1).
     stem: Vec<Conv2d>,
     /// BatchNorm after each stem convolution ([`Config::stem_batch_norm`]); empty without it.
-    stem_bn: Vec<StemBatchNorm>,
+    stem_bn: Vec<BatchNorm2d>,
     /// Batch statistics (training) or running statistics (indexing) in `stem_bn`.
     training: std::sync::atomic::AtomicBool,
     /// The last training forward's per-channel batch mean and unbiased variance of each `stem_bn`, for
@@ -564,7 +514,7 @@ impl Swin {
             [width / 2, width]
                 .iter()
                 .enumerate()
-                .map(|(i, &c)| StemBatchNorm::new(c, vb_bn.pp(i)))
+                .map(|(i, &c)| BatchNorm2d::new(c, vb_bn.pp(i)))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()

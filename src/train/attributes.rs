@@ -19,6 +19,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, VarBuilder};
 
+use crate::model::dense::DenseTrunk;
 use crate::model::neck::VisualFeatures;
 use crate::synth::scene::{self, NONE};
 use crate::synth::{Color, Shape, Size, SynthDataset};
@@ -221,52 +222,10 @@ fn weighted_ce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     Ok((nll * &weight)?.sum_all()?.broadcast_div(&total)?)
 }
 
-/// A 3 x 3 convolution, BatchNorm on the batch's statistics, and ReLU. The decoder lives only in
-/// training (and the feature probe, which runs it on batches of photos), so it keeps no running
-/// statistics. BatchNorm here rather than GroupNorm: part of the features stage's measured design
-/// (docs/model.md, "Learning parity").
-#[derive(Debug)]
-struct NormConv {
-    conv: Conv2d,
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl NormConv {
-    fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
-        use candle_nn::Init::Const;
-        let cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
-        Ok(Self {
-            conv: candle_nn::conv2d(c_in, c_out, 3, cfg, vb.pp("conv"))?,
-            weight: vb.pp("norm").get_with_hints(c_out, "weight", Const(1.0))?,
-            bias: vb.pp("norm").get_with_hints(c_out, "bias", Const(0.0))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        let (_, c, _, _) = y.dims4()?;
-        let over = |t: &Tensor| -> Result<Tensor> { Ok(t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?) };
-        let centred = y.broadcast_sub(&over(&y)?)?;
-        let var = over(&centred.sqr()?)?;
-        let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-        let w = self.weight.reshape((1, c, 1, 1))?;
-        let b = self.bias.reshape((1, c, 1, 1))?;
-        Ok(normed.broadcast_mul(&w)?.broadcast_add(&b)?.relu()?)
-    }
-}
-
-/// Nearest upsampling of `x` to `(h, w)` (an integer factor).
-fn up_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let (_, _, xh, xw) = x.dims4()?;
-    let up = x.upsample_nearest2d(xh * h.div_ceil(xh), xw * w.div_ceil(xw))?;
-    Ok(up.narrow(2, 0, h)?.narrow(3, 0, w)?)
-}
-
-/// The features stage's training-only decoder (`aux.dense.`), U-Net style: Swin's stage 3 output (1/16)
-/// upsampled and concatenated with stage 2's (1/8), a 3 x 3 convolution + BatchNorm + ReLU (64 wide),
-/// the same again with stage 1's (1/4, 48 wide), and a 1 x 1 classifier of colour, shape and size for
-/// every 1/4 cell.
+/// The features stage's training-only read-out (`aux.dense.`): a 1 x 1 classifier of colour, shape and
+/// size for every 1/4 cell over the dense trunk ([`DenseTrunk`]), on the batch's statistics. The trunk
+/// is the model's own when it has a referent head (the head then reads what this stage taught it);
+/// otherwise the decoder keeps a training-only one under `aux.dense.`.
 ///
 /// Why: the referring loss asks the backbone about shape only where V's coarse cells hold an object, a
 /// cell or two for a small one. Dense labels at 1/4, on photos turned by the eight symmetries of the
@@ -276,23 +235,19 @@ fn up_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
 /// PyTorch reference (docs/model.md, "Learning parity").
 #[derive(Debug)]
 pub struct DenseDecoder {
-    d3: NormConv,
-    d2: NormConv,
+    own: Option<DenseTrunk>,
     classifier: Conv2d,
 }
 
 impl DenseDecoder {
-    /// Width of the decoder at 1/8 and at 1/4.
-    const WIDTHS: [usize; 2] = [64, 48];
-
-    /// `dims`: channels of Swin's stages 1, 2 and 3.
-    pub fn new(dims: [usize; 3], vb: VarBuilder) -> Result<Self> {
-        let [w8, w4] = Self::WIDTHS;
+    /// `dims`: channels of Swin's stages 1, 2 and 3; `own_trunk`: keep a training-only trunk (for a
+    /// model without one).
+    pub fn new(dims: [usize; 3], own_trunk: bool, vb: VarBuilder) -> Result<Self> {
+        let own = if own_trunk { Some(DenseTrunk::new(dims, vb.clone())?) } else { None };
         Ok(Self {
-            d3: NormConv::new(dims[2] + dims[1], w8, vb.pp("d3"))?,
-            d2: NormConv::new(w8 + dims[0], w4, vb.pp("d2"))?,
+            own,
             classifier: candle_nn::conv2d(
-                w4,
+                DenseTrunk::WIDTHS[1],
                 COLOR_CLASSES + SHAPE_CLASSES + SIZE_CLASSES,
                 1,
                 Default::default(),
@@ -301,20 +256,28 @@ impl DenseDecoder {
         })
     }
 
+    fn trunk<'a>(&'a self, model: Option<&'a DenseTrunk>) -> Result<&'a DenseTrunk> {
+        model.or(self.own.as_ref()).ok_or_else(|| anyhow::anyhow!("the dense decoder has no trunk to read"))
+    }
+
     /// Colour, shape and size logits per 1/4 cell, `[N, COLOR_CLASSES + SHAPE_CLASSES + SIZE_CLASSES,
-    /// h4, w4]`, from Swin's stage outputs (NCHW, as [`crate::model::swin::Swin::forward_stages`]).
-    pub fn forward(&self, stages: &[Tensor]) -> Result<Tensor> {
-        let (_, _, h8, w8) = stages[1].dims4()?;
-        let (_, _, h4, w4) = stages[0].dims4()?;
-        let x = self.d3.forward(&Tensor::cat(&[&up_to(&stages[2], h8, w8)?, &stages[1]], 1)?)?;
-        let x = self.d2.forward(&Tensor::cat(&[&up_to(&x, h4, w4)?, &stages[0]], 1)?)?;
-        Ok(self.classifier.forward(&x)?)
+    /// h4, w4]`, from Swin's stage outputs (NCHW, as [`crate::model::swin::Swin::forward_stages`])
+    /// through `model`'s trunk (or the decoder's own), on the batch's statistics.
+    pub fn forward(&self, model: Option<&DenseTrunk>, stages: &[Tensor]) -> Result<Tensor> {
+        Ok(self.classifier.forward(&self.trunk(model)?.forward(stages, true)?)?)
     }
 
     /// Colour + shape + size / 2 cross entropies per 1/4 cell (labels `[N, h4, w4]` each, on the
     /// decoder's grid), background weighted [`BACKGROUND_WEIGHT`].
-    pub fn loss(&self, stages: &[Tensor], color: &Tensor, shape: &Tensor, size: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(stages)?;
+    pub fn loss(
+        &self,
+        model: Option<&DenseTrunk>,
+        stages: &[Tensor],
+        color: &Tensor,
+        shape: &Tensor,
+        size: &Tensor,
+    ) -> Result<Tensor> {
+        let logits = self.forward(model, stages)?;
         let color_loss = weighted_ce(&logits.narrow(1, 0, COLOR_CLASSES)?, color)?;
         let shape_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES, SHAPE_CLASSES)?, shape)?;
         let size_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES + SHAPE_CLASSES, SIZE_CLASSES)?, size)?;

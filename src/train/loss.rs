@@ -163,3 +163,44 @@ mod tests {
         Ok(())
     }
 }
+
+/// Weight of an object cell against a background cell in [`referent`]'s per-cell term: the referent
+/// covers a few percent of a photo.
+const REFERENT_POS_WEIGHT: f64 = 3.0;
+/// Weight of [`referent`]'s decision term.
+const REFERENT_DECISION_WEIGHT: f64 = 0.5;
+
+/// `log(1 + exp(x))`, stable for any x.
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?)
+}
+
+/// The referent head's objective, terms of one step (the total and its parts, for the log).
+#[derive(Debug)]
+pub struct ReferentLoss {
+    pub total: Tensor,
+    pub cells: f32,
+    pub dice: f32,
+    pub decision: f32,
+}
+
+/// The referent head's objective over N photos (docs/model.md, "The referent head"): per-cell binary
+/// cross entropy (object cells weighted [`REFERENT_POS_WEIGHT`]; a negative's target is all
+/// background), soft Dice on the positives, and binary cross entropy of each photo's score, the peak of
+/// its map averaged over 2 x 2 cells (what the decision reads), against whether it holds the referent.
+/// `logits`, `target` (0 / 1): `[N, h, w]`; `positive`: `[N]` of 1.0 / 0.0.
+pub fn referent(logits: &Tensor, target: &Tensor, positive: &Tensor) -> Result<ReferentLoss> {
+    let y = target.to_dtype(logits.dtype())?;
+    let cell = ((&y * REFERENT_POS_WEIGHT)?.mul(&softplus(&logits.neg()?)?)? + (1.0 - &y)?.mul(&softplus(logits)?)?)?;
+    let cells = cell.mean_all()?;
+    let p = (logits.neg()?.exp()? + 1.0)?.recip()?;
+    let inter = (&p * &y)?.sum((1, 2))?;
+    let denom = (p.sum((1, 2))? + y.sum((1, 2))?)?;
+    let per_photo = (1.0 - ((inter * 2.0)? + 1.0)?.div(&(denom + 1.0)?)?)?;
+    let n_pos = positive.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    let dice = ((per_photo * positive)?.sum_all()? / n_pos)?;
+    let score = logits.unsqueeze(1)?.avg_pool2d(2)?.flatten_from(1)?.max(1)?;
+    let decision = ((positive * softplus(&score.neg()?)?)? + (1.0 - positive)?.mul(&softplus(&score)?)?)?.mean_all()?;
+    let total = ((&cells + &dice)? + (&decision * REFERENT_DECISION_WEIGHT)?)?;
+    Ok(ReferentLoss { cells: cells.to_scalar()?, dice: dice.to_scalar()?, decision: decision.to_scalar()?, total })
+}

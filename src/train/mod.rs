@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::model::checkpoint;
+use crate::model::dense::DenseTrunk;
 use crate::model::grser::{Config as ModelConfig, Grser, Pairs};
 use crate::model::neck::VisualFeatures;
 pub use data::{TrainGroup, TrainSet};
@@ -169,6 +170,11 @@ pub struct StepStats {
     /// Shape loss on grayscale copies (`gray_shape`).
     #[serde(default)]
     pub gray_shape: f32,
+    /// The referent head's Dice and decision terms ([`loss::referent`]; its per-cell term is `ce`).
+    #[serde(default)]
+    pub dice: f32,
+    #[serde(default)]
+    pub decision: f32,
     pub images: usize,
     pub seconds: f64,
 }
@@ -226,6 +232,9 @@ pub struct Trainer {
     /// Swin's four stage outputs for every photo of the pool (`[P, C, h, w]` each), computed once when
     /// the head stage first needs them.
     stage_cache: Option<Vec<Tensor>>,
+    /// The dense trunk's map of every photo of the pool (`[P, C, h4, w4]`), computed once when a
+    /// referent model's head stage first needs it.
+    dense_cache: Option<Tensor>,
     /// Next step to run (0-based).
     pub step: usize,
 }
@@ -258,6 +267,9 @@ impl Trainer {
         if cfg.group_size < 2 {
             bail!("a group needs at least 2 photos (one positive, one negative), got {}", cfg.group_size);
         }
+        if model_cfg.referent.is_some() && cfg.stage == Stage::Joint {
+            bail!("a model with a referent head trains in stages: --stage features, then --stage head");
+        }
         if cfg.gray_shape > 0.0 && cfg.stage == Stage::Head {
             bail!("the grayscale shape loss trains the backbone, which the head stage keeps frozen");
         }
@@ -275,7 +287,8 @@ impl Trainer {
         };
         let dense = if cfg.stage == Stage::Features {
             let e = model_cfg.swin.embed_dim;
-            Some(attributes::DenseDecoder::new([e, 2 * e, 4 * e], vb.pp("aux").pp("dense"))?)
+            let own = model.dense.is_none();
+            Some(attributes::DenseDecoder::new([e, 2 * e, 4 * e], own, vb.pp("aux").pp("dense"))?)
         } else {
             None
         };
@@ -313,6 +326,7 @@ impl Trainer {
             attribute_heads,
             dense,
             stage_cache: None,
+            dense_cache: None,
             step: 0,
         })
     }
@@ -424,7 +438,7 @@ impl Trainer {
         };
         let (color, shape, size) = (stack(|l| &l.color)?, stack(|l| &l.shape)?, stack(|l| &l.size)?);
         let dense = self.dense.as_ref().expect("the features stage has its decoder");
-        let mut loss = dense.loss(&stages, &color, &shape, &size)?;
+        let mut loss = dense.loss(self.model.dense.as_ref(), &stages, &color, &shape, &size)?;
         let mut attr_value = 0f32;
         if let Some(heads) = &self.attribute_heads {
             let a = heads.loss(&feats, &labels.iter().collect::<Vec<_>>())?;
@@ -440,6 +454,105 @@ impl Trainer {
             loss: loss.to_scalar::<f32>()?,
             attributes: attr_value,
             images: n,
+            seconds: start.elapsed().as_secs_f64(),
+            ..StepStats::default()
+        })
+    }
+
+    /// The dense trunk's map of every photo of `set`, on fixed BatchNorm statistics: those of the pool
+    /// itself, measured here layer by layer (the trunk is frozen from now on, so they stay exact).
+    fn dense_maps(&self, set: &TrainSet) -> Result<Tensor> {
+        let trunk = self.model.dense.as_ref().context("the model has no dense trunk")?;
+        let stages = self.swin_stages(set)?;
+        let chunks = |f: &dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>| -> Result<Vec<Tensor>> {
+            let n = stages[0].dim(0)?;
+            let mut out = Vec::new();
+            for start in (0..n).step_by(CACHE_CHUNK) {
+                let len = CACHE_CHUNK.min(n - start);
+                let part: Vec<Tensor> =
+                    stages.iter().map(|s| s.narrow(0, start, len)).collect::<candle_core::Result<_>>()?;
+                out.push(f(&part)?);
+            }
+            Ok(out)
+        };
+        for layer in 0..2 {
+            // Per channel: sum and sum of squares over photos and cells.
+            let (mut sum, mut sq, mut count) = (None::<Tensor>, None::<Tensor>, 0usize);
+            for y in chunks(&|part| trunk.pre_norm(part, layer))? {
+                let (n, _, h, w) = y.dims4()?;
+                count += n * h * w;
+                let s = y.sum((0, 2, 3))?;
+                let q = y.sqr()?.sum((0, 2, 3))?;
+                sum = Some(match sum {
+                    Some(a) => (a + s)?,
+                    None => s,
+                });
+                sq = Some(match sq {
+                    Some(a) => (a + q)?,
+                    None => q,
+                });
+            }
+            let c = count as f64;
+            let mean = (sum.context("an empty pool")? / c)?;
+            let var = ((sq.context("an empty pool")? / c)? - mean.sqr()?)?;
+            let unbiased = (var * (c / (c - 1.0).max(1.0)))?;
+            let data = self.varmap.data().lock().expect("varmap lock");
+            for (name, value) in DenseTrunk::stat_names(layer).iter().zip([&mean, &unbiased]) {
+                let key = format!("dense.{name}");
+                data.get(&key).with_context(|| format!("no variable {key}"))?.set(value)?;
+            }
+        }
+        Ok(Tensor::cat(&chunks(&|part| Ok(trunk.forward(part, false)?.detach()))?, 0)?)
+    }
+
+    /// One step of a referent model's head stage: the step's groups as for the TQM head, every photo's
+    /// map from its kept dense map, and [`loss::referent`].
+    fn referent_step(&mut self, set: &TrainSet) -> Result<StepStats> {
+        let start = Instant::now();
+        let t = self.step;
+        if self.dense_cache.is_none() {
+            self.dense_cache = Some(self.dense_maps(set)?);
+        }
+        let cache = self.dense_cache.as_ref().expect("filled above");
+        let dev = self.model.device.clone();
+        let draws = draw_step(set, &self.cfg, t);
+        let r = self.model.referent.as_ref().expect("a referent model");
+        let (mut ids, mut group_of, mut targets, mut positive) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let grid = cache.dim(2)?;
+        let background = Tensor::zeros((grid, grid), DType::U32, &dev)?;
+        for (gi, d) in draws.iter().enumerate() {
+            for &(i, slot) in &d.photos {
+                ids.push(i as u32);
+                group_of.push(gi as u32);
+                match slot {
+                    Some(s) => {
+                        targets.push(set.groups[d.group].positives[s].1.to_device(&dev)?);
+                        positive.push(1f32);
+                    }
+                    None => {
+                        targets.push(background.clone());
+                        positive.push(0f32);
+                    }
+                }
+            }
+        }
+        let e = r.embed(&cache.index_select(&Tensor::new(ids.as_slice(), &dev)?, 0)?)?;
+        let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
+        let batch = self.model.text.tokenize(&exprs)?;
+        let hidden = self.model.text.bert.forward(&batch.ids, &batch.types, &batch.mask)?;
+        let q = r.query(&hidden, &batch.mask)?.index_select(&Tensor::new(group_of.as_slice(), &dev)?, 0)?;
+        let logits = r.logits(&e, &q)?;
+        let parts = loss::referent(&logits, &Tensor::stack(&targets, 0)?, &Tensor::new(positive.as_slice(), &dev)?)?;
+        let grads = parts.total.backward()?;
+        self.opt.step(&grads, self.cfg.lr_at(t))?;
+        self.step += 1;
+        Ok(StepStats {
+            step: t,
+            loss: parts.total.to_scalar::<f32>()?,
+            ce: parts.cells,
+            dice: parts.dice,
+            decision: parts.decision,
+            images: ids.len(),
             seconds: start.elapsed().as_secs_f64(),
             ..StepStats::default()
         })
@@ -464,6 +577,9 @@ impl Trainer {
     pub fn train_step(&mut self, set: &TrainSet) -> Result<StepStats> {
         if self.cfg.stage == Stage::Features {
             return self.features_step(set);
+        }
+        if self.model.referent.is_some() {
+            return self.referent_step(set);
         }
         let start = Instant::now();
         let t = self.step;
@@ -603,6 +719,7 @@ impl Trainer {
             gray_shape: gray_value,
             images: pool.len(),
             seconds: start.elapsed().as_secs_f64(),
+            ..StepStats::default()
         })
     }
 }

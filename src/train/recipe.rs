@@ -73,6 +73,9 @@ pub struct ModelRecipe {
     /// What the decision pools (`head.decision`; the preset's when absent).
     #[serde(default)]
     pub decision: Option<DecisionInput>,
+    /// The referent head over a dense trunk in place of the neck and TQM head (docs/model.md).
+    #[serde(default)]
+    pub referent: bool,
 }
 
 /// One stage: a name (its folder) and its training settings.
@@ -141,6 +144,9 @@ impl Recipe {
         }
         if let Some(d) = m.decision {
             cfg.head.decision = d;
+        }
+        if m.referent {
+            cfg.referent = Some(crate::model::referent::ReferentConfig::default());
         }
         if let Some(codec) = &m.cache_codec {
             if crate::model::codec::FeatureCodec::from_name(codec).is_none() {
