@@ -112,10 +112,7 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
         // Every true positive's mask, whatever the decision: the segmentation on its own.
         let truth: Vec<usize> = (0..g.photos.len()).filter(|&i| g.photos[i].mask.is_some()).collect();
         if !truth.is_empty() {
-            let text = model.encode_expression(&g.expression)?;
-            let tri = model.head.triphasic(&feats, &text.l, &text.anti, Pairs::TopK)?;
-            let logits = model.head.decode(&tri, &feats, &truth)?;
-            let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+            let fg = model.masks_of(&feats, &model.encode_expression(&g.expression)?, &truth)?;
             for (j, &i) in truth.iter().enumerate() {
                 let (w, h) = sizes[i];
                 let prob = probability(&fg.get(j)?, i)?;

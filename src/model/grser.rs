@@ -305,6 +305,19 @@ impl Grser {
         Ok(Decision { d_pos, d_neg, positives, z_positives })
     }
 
+    /// Mask logits `[M, h4, w4]` of the group's photos `idx`, whatever the decision says of them (to score
+    /// the segmentation apart from the decision).
+    pub fn masks_of(&self, feats: &VisualFeatures, text: &EncodedExpression, idx: &[usize]) -> Result<Tensor> {
+        if self.referent.is_some() {
+            let q = &text.l;
+            let z = q.unsqueeze(0)?.broadcast_as((idx.len(), q.dim(0)?))?.contiguous()?;
+            return self.mask_logits(&z, &feats.select(idx)?.laterals());
+        }
+        let tri = self.head.triphasic(feats, &text.l, &text.anti, Pairs::TopK)?;
+        let logits = self.head.decode(&tri, feats, idx)?;
+        (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)
+    }
+
     /// Object-minus-background mask logits `[M, h4, w4]` for M photos from their triphasic features
     /// (`z`, `[M, C_z, h, w]`, rows of [`Decision::z_positives`]) and their lateral maps.
     pub fn mask_logits(&self, z: &Tensor, lat: &Laterals) -> Result<Tensor> {
