@@ -514,3 +514,25 @@ fn a_referent_model_trains_in_two_stages_and_answers() {
         assert!((p + d).abs() < 1e-3, "peak {p} vs score {}", -d);
     }
 }
+
+/// A features stage trained without the referent head keeps its trunk under `aux.dense.`; a referent
+/// model started from it takes that trunk as its own.
+#[test]
+fn a_referent_model_takes_its_trunk_from_a_features_stage_trained_without_one() {
+    use photoseg::model::grser::ReferentConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let set = labelled_tiny_set(dir.path());
+    let (plain, tok) = model_config();
+    let features = TrainConfig { stage: Stage::Features, ..without_optional_terms(1) };
+    let mut trainer = Trainer::new(&plain, tok.clone(), &features, None, &Device::Cpu).unwrap();
+    trainer.train_step(&set).unwrap();
+    let trained = weights(&trainer);
+    let mut cfg = plain.clone();
+    cfg.referent = Some(ReferentConfig::default());
+    let head = TrainConfig { stage: Stage::Head, ..train_config(1) };
+    let referent = weights(&Trainer::new(&cfg, tok, &head, Some(&trained), &Device::Cpu).unwrap());
+    for part in ["d3.conv.weight", "d2.conv.bias", "d2.norm.weight"] {
+        let (from, to) = (&trained[&format!("aux.dense.{part}")], &referent[&format!("dense.{part}")]);
+        assert_eq!(max_change(from, to), 0.0, "dense.{part} is not the features stage's");
+    }
+}

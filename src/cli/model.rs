@@ -64,10 +64,16 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
                 "bert:        hidden {} layers {} vocab {}",
                 cfg.bert.hidden_size, cfg.bert.num_hidden_layers, cfg.bert.vocab_size
             );
-            println!(
-                "head:        C_v {} K {} lateral {} decoder {} margin {}",
-                cfg.head.c_v, cfg.head.k, cfg.head.lateral, cfg.head.decoder_dim, cfg.head.margin
-            );
+            match &cfg.referent {
+                Some(r) => println!(
+                    "head:        referent over the dense trunk: E {} channels at 1/4, threshold {}",
+                    r.dim, r.threshold
+                ),
+                None => println!(
+                    "head:        C_v {} K {} lateral {} decoder {} margin {}",
+                    cfg.head.c_v, cfg.head.k, cfg.head.lateral, cfg.head.decoder_dim, cfg.head.margin
+                ),
+            }
             println!("input:       {} x {} px", cfg.image_size, cfg.image_size);
             println!("cache codec: {} (features cached per photo, docs/library.md)", cfg.cache_codec()?.name());
             Ok(())

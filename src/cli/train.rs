@@ -120,7 +120,9 @@ pub struct TrainArgs {
     /// Swin frozen). docs/model.md, "Training in stages".
     #[arg(long, group = "knobs", value_enum, default_value_t = Stage::Joint)]
     pub stage: Stage,
-    /// Start from this model directory's weights (same shape) instead of a random initialisation.
+    /// Start from this model directory's weights (same shape) instead of a random initialisation. A
+    /// referent model's trunk may come from a features stage trained without `--referent` (its
+    /// training-only trunk, `aux.dense.`).
     #[arg(long, group = "knobs", value_name = "DIR")]
     pub init: Option<PathBuf>,
     /// Paper preset: Hugging Face tokenizer.json of the BERT checkpoint (bert-base-uncased).

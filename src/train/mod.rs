@@ -296,7 +296,7 @@ impl Trainer {
         if let Some(init) = init {
             let mut data = varmap.data().lock().expect("varmap lock");
             for (name, var) in data.iter_mut() {
-                if let Some(t) = init.get(name) {
+                if let Some(t) = init.get(name).or_else(|| trunk_from_features_decoder(init, name)) {
                     if t.dims() != var.dims() {
                         bail!("initial weight {name} has shape {:?}, the model needs {:?}", t.dims(), var.dims());
                     }
@@ -722,6 +722,20 @@ impl Trainer {
             ..StepStats::default()
         })
     }
+}
+
+/// For a referent model's trunk (`dense.d3.`, `dense.d2.`) started from a model trained without one:
+/// the features stage's own training-only trunk (`aux.dense.d3.`, ...), which learnt the same thing.
+/// So a features stage run once can serve a referent head.
+fn trunk_from_features_decoder<'a>(
+    init: &'a std::collections::HashMap<String, Tensor>,
+    name: &str,
+) -> Option<&'a Tensor> {
+    let rest = name.strip_prefix("dense.")?;
+    if init.contains_key("dense.d3.conv.weight") {
+        return None;
+    }
+    init.get(&format!("aux.dense.{rest}"))
 }
 
 /// The checkpoint `out/latest` points at, if any.
