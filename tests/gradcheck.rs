@@ -181,3 +181,46 @@ fn every_gradient_of_the_features_stage_matches_finite_differences() {
         assert!(names.iter().any(|n| n.starts_with(prefix)), "no parameter under {prefix} was checked");
     }
 }
+
+/// The referent head's objective ([`loss::referent`]: per-cell BCE, Dice, the decision on the peak of
+/// the 2 x 2-averaged map) through φ, the word projection and BERT, on a kept dense map as in the
+/// head stage.
+#[test]
+fn every_gradient_of_the_referent_objective_matches_finite_differences() {
+    let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
+    let mut cfg = Config::tiny(tok.get_vocab_size(true));
+    cfg.bert.hidden_size = 8;
+    cfg.bert.intermediate_size = 16;
+    cfg.bert.num_attention_heads = 2;
+    cfg.referent = Some(photoseg::model::grser::ReferentConfig { dim: 4, threshold: 0.0 });
+    let all = VarMap::new();
+    let model = Grser::new(&cfg, tok, VarBuilder::from_varmap(&all, DType::F64, &Device::Cpu)).unwrap();
+    let r = model.referent.as_ref().unwrap();
+    let dev = Device::Cpu;
+    let dense = Tensor::randn(0f64, 1.0, (3, model.dense.as_ref().unwrap().channels(), 8, 8), &dev).unwrap();
+    let target: Vec<u32> = (0..3 * 64).map(|i| u32::from(i < 64 && (i % 8) < 3 && i / 8 < 4)).collect();
+    let target = Tensor::from_vec(target, (3, 8, 8), &dev).unwrap();
+    let positive = Tensor::new(&[1f64, 0.0, 0.0], &dev).unwrap();
+    let loss_fn = || -> Result<Tensor> {
+        let batch = model.text.tokenize(&["the red circle", "a blue star"]).map_err(candle_core::Error::wrap)?;
+        let hidden = model.text.bert.forward(&batch.ids, &batch.types, &batch.mask)?;
+        let q = r.query(&hidden, &batch.mask)?.index_select(&Tensor::new(&[0u32, 0, 1], &dev)?, 0)?;
+        let logits = r.logits(&r.embed(&dense)?, &q)?;
+        Ok(loss::referent(&logits, &target, &positive)?.total)
+    };
+    let inside = VarMap::new();
+    {
+        let all = all.data().lock().unwrap();
+        let mut mine = inside.data().lock().unwrap();
+        for (k, v) in all.iter() {
+            // The pooler and the token-type embeddings of the second segment are not in this loss.
+            if k.starts_with("referent.") || (k.starts_with("text.encoder.") && !k.contains("pooler")) {
+                mine.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let names = check(&inside, &loss_fn);
+    for prefix in ["referent.phi1.", "referent.phi2.", "referent.words.", "referent.bias", "text.encoder.layer.1."] {
+        assert!(names.iter().any(|n| n.starts_with(prefix)), "no parameter under {prefix} was checked");
+    }
+}

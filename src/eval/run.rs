@@ -207,3 +207,25 @@ pub fn balanced_cut(scores: &[(f32, bool)]) -> (Option<f64>, Option<f64>) {
     }
     (Some(auc), Some(best.1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_cut;
+
+    #[test]
+    fn the_balanced_cut_separates_what_can_be_separated_and_the_auc_counts_ties_half() {
+        // Perfectly separable: AUC 1, the cut between the highest negative and the lowest positive.
+        let (auc, cut) = balanced_cut(&[(0.1, false), (0.3, false), (0.7, true), (0.9, true)]);
+        assert_eq!(auc, Some(1.0));
+        assert_eq!(cut, Some(0.5));
+        // One tie across the classes: counted half in the AUC (3.5 of 4 pairs).
+        let (auc, _) = balanced_cut(&[(0.1, false), (0.5, false), (0.5, true), (0.9, true)]);
+        assert_eq!(auc, Some(0.875));
+        // Reversed scores: AUC 0, and the best cut accepts everything rather than invert the decision.
+        let (auc, cut) = balanced_cut(&[(0.9, false), (0.1, true)]);
+        assert_eq!(auc, Some(0.0));
+        assert!(cut.unwrap() < 0.1, "{cut:?}");
+        // One class only: nothing to calibrate.
+        assert_eq!(balanced_cut(&[(0.2, true), (0.4, true)]), (None, None));
+    }
+}

@@ -197,10 +197,11 @@ pub fn referent(logits: &Tensor, target: &Tensor, positive: &Tensor) -> Result<R
     let inter = (&p * &y)?.sum((1, 2))?;
     let denom = (p.sum((1, 2))? + y.sum((1, 2))?)?;
     let per_photo = (1.0 - ((inter * 2.0)? + 1.0)?.div(&(denom + 1.0)?)?)?;
-    let n_pos = positive.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    let n_pos = positive.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1.0);
     let dice = ((per_photo * positive)?.sum_all()? / n_pos)?;
     let score = logits.unsqueeze(1)?.avg_pool2d(2)?.flatten_from(1)?.max(1)?;
     let decision = ((positive * softplus(&score.neg()?)?)? + (1.0 - positive)?.mul(&softplus(&score)?)?)?.mean_all()?;
     let total = ((&cells + &dice)? + (&decision * REFERENT_DECISION_WEIGHT)?)?;
-    Ok(ReferentLoss { cells: cells.to_scalar()?, dice: dice.to_scalar()?, decision: decision.to_scalar()?, total })
+    let value = |t: &Tensor| -> Result<f32> { t.to_dtype(DType::F32)?.to_scalar() };
+    Ok(ReferentLoss { cells: value(&cells)?, dice: value(&dice)?, decision: value(&decision)?, total })
 }
