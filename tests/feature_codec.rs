@@ -81,3 +81,21 @@ fn codec_sizes_and_effect_on_answers() {
         eprintln!("{:>4}: {} bytes per photo for Config::paper()", codec.name(), codec.encoded_len(&paper));
     }
 }
+
+/// A referent model caches no lateral but the first (zero-channel maps): every codec stores and
+/// restores such features, the empty maps included.
+#[test]
+fn every_codec_keeps_a_referent_models_features() {
+    let dev = Device::Cpu;
+    let e = candle_core::Tensor::randn(0f32, 1.0, (2, 32, 16, 16), &dev).unwrap();
+    let none = candle_core::Tensor::zeros((2, 0, 8, 8), DType::F32, &dev).unwrap();
+    let feats = VisualFeatures { v: e.avg_pool2d(2).unwrap(), lat0: e.clone(), lat1: none.clone(), lat3: none };
+    for c in FeatureCodec::ALL {
+        let bytes = codec::encode(&feats, c).unwrap_or_else(|err| panic!("{}: {err}", c.name()));
+        let back = codec::decode(&bytes, &dev).unwrap_or_else(|err| panic!("{}: {err}", c.name()));
+        assert_eq!(back.lat1.dims4().unwrap(), (2, 0, 8, 8), "{}", c.name());
+        assert_eq!(back.lat0.dims4().unwrap(), (2, 32, 16, 16), "{}", c.name());
+        let err = (back.lat0 - &e).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err < 1.5, "{}: lat0 off by {err}", c.name());
+    }
+}
