@@ -29,7 +29,7 @@ pub enum Preset {
 #[command(group(clap::ArgGroup::new("knobs").multiple(true)))]
 pub struct TrainArgs {
     /// Train by a recipe file (TOML: the model's shape and every stage's settings; the built-in
-    /// recipes/staged.toml is one). The file holds every knob, so the flags that set one
+    /// recipes/builtin.toml is one). The file holds every knob, so the flags that set one
     /// are refused beside it.
     #[arg(long, value_name = "FILE", conflicts_with = "knobs")]
     pub recipe: Option<PathBuf>,

@@ -1,6 +1,6 @@
 //! Training recipes: one TOML file holds every knob of a model's training, the model's shape and each
 //! stage in order, so `photoseg train --recipe FILE --data DIR --out DIR` reproduces a model with one
-//! command (`recipes/staged.toml` is one).
+//! command (`recipes/builtin.toml` is one).
 //!
 //! ```toml
 //! [model]
@@ -210,5 +210,15 @@ mod tests {
         let twice = text.replace("name = \"head\"", "name = \"features\"");
         let err = toml::from_str::<Recipe>(&twice).unwrap().check().unwrap_err().to_string();
         assert!(err.contains("two stages"), "{err}");
+    }
+
+    #[test]
+    fn the_built_in_models_recipe_reads_and_makes_a_referent_model() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/builtin.toml");
+        let recipe = Recipe::load(&path).unwrap();
+        let stages: Vec<Stage> = recipe.stages.iter().map(|s| s.train.stage).collect();
+        assert_eq!(stages, vec![Stage::Features, Stage::Head]);
+        let cfg = recipe.model_config(40).unwrap();
+        assert!(cfg.referent.is_some() && cfg.swin.conv_stem == Some(32) && cfg.swin.stem_batch_norm);
     }
 }
