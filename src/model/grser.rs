@@ -199,6 +199,16 @@ impl Grser {
         })
     }
 
+    /// m of the decision d_pos + m < d_neg: the TQM head's margin, 0 for a referent model (its d_pos and
+    /// d_neg already hold the score and the threshold).
+    pub fn decision_margin(&self) -> f64 {
+        if self.referent.is_some() {
+            0.0
+        } else {
+            self.head.config().margin
+        }
+    }
+
     /// The referent head's decision threshold, when the model has one.
     pub fn set_threshold(&mut self, threshold: f64) {
         if let (Some(r), Some(c)) = (self.referent.as_mut(), self.cfg.referent.as_mut()) {

@@ -540,7 +540,7 @@ fn decide_job(
     *decoding += t.elapsed();
     drop(bytes);
     let decision = grser.decide_values(v, dims, text)?;
-    let margin = grser.head.config().margin as f32;
+    let margin = grser.decision_margin() as f32;
     d.rejected = indexed.len() - decision.positives.len();
     for (j, &i) in decision.positives.iter().enumerate() {
         let e = &indexed[i].0;
