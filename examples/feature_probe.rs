@@ -61,6 +61,13 @@ fn main() -> Result<()> {
     );
     // The model's own trunk when it has one (a referent model), else the decoder's.
     let own = model.dense.is_none();
+    let mut tensors = tensors;
+    // The decoder runs on the batch's statistics; a checkpoint may predate the running ones.
+    for layer in ["d3", "d2"] {
+        let Some(w) = tensors.get(&format!("aux.dense.{layer}.norm.weight")).cloned() else { continue };
+        tensors.entry(format!("aux.dense.{layer}.norm.running_mean")).or_insert(w.zeros_like()?);
+        tensors.entry(format!("aux.dense.{layer}.norm.running_var")).or_insert(w.ones_like()?);
+    }
     let vb = checkpoint::var_builder(tensors, DType::F32, &dev);
     let e = cfg.swin.embed_dim;
     let dense = DenseDecoder::new([e, 2 * e, 4 * e], own, vb.pp("aux").pp("dense"))?;
