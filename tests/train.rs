@@ -507,11 +507,12 @@ fn a_referent_model_trains_in_two_stages_and_answers() {
     assert_eq!(decision.positives, vec![0, 1, 2]);
     let logits = model_low.mask_logits(decision.z_positives.as_ref().unwrap(), &back.laterals()).unwrap();
     assert_eq!(logits.dims3().unwrap(), (3, 16, 16));
-    // The decision's score is the peak of the mask's map averaged over 2 x 2 cells.
+    // The decision's score is the peak of the mask's map averaged over 2 x 2 cells (up to the cache's
+    // f16 rounding: the decision reads the stored average, the mask the stored cells).
     let peak: Vec<f32> =
         logits.unsqueeze(1).unwrap().avg_pool2d(2).unwrap().flatten_from(1).unwrap().max(1).unwrap().to_vec1().unwrap();
     for (p, d) in peak.iter().zip(&decision.d_pos) {
-        assert!((p + d).abs() < 1e-3, "peak {p} vs score {}", -d);
+        assert!((p + d).abs() < 1e-2 * p.abs().max(1.0), "peak {p} vs score {}", -d);
     }
 }
 
