@@ -1,9 +1,9 @@
 //! The built-in model (models/builtin, docs/builtin-model.md) on synthetic photos it never saw: a data set
 //! generated here with another seed than its training set's. It checks what the model card claims the
-//! model can do today, with room for the smaller sample: the segmentation of true positives (decoded
-//! whatever the decision) is far above what random or untrained weights give (the model it replaced scored
-//! 1.9 % here), and the decision rejects most negatives. It does not claim what the model cannot do yet
-//! (accept most positives): see the card.
+//! model can do today, with room for the smaller sample (184 photos): it segments the true positives,
+//! accepts most photos that hold the object (the model it replaced accepted about a quarter) and rejects
+//! most that do not. It does not claim the
+//! targets it misses (95 % of each): see the card.
 use std::path::Path;
 
 use candle_core::Device;
@@ -12,7 +12,7 @@ use photoseg::model::checkpoint;
 use photoseg::synth::{self, SynthConfig, SynthDataset};
 
 #[test]
-fn builtin_model_segments_unseen_synthetic_photos_and_rejects_most_negatives() {
+fn builtin_model_finds_and_segments_unseen_synthetic_photos_and_rejects_most_negatives() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = SynthConfig { seed: 11, albums_train: 1, albums_val: 8, albums_heldout: 1, ..SynthConfig::default() };
     synth::generate(&cfg, tmp.path(), |_, _| {}).unwrap();
@@ -41,6 +41,8 @@ fn builtin_model_segments_unseen_synthetic_photos_and_rejects_most_negatives() {
         r.photos,
         r.accuracy_positives.unwrap()
     );
-    assert!(seg >= 0.25, "segmentation alone {seg:.3}");
-    assert!(rejected >= 0.8, "negatives rejected {rejected:.3}");
+    let accepted = r.accuracy_positives.unwrap();
+    assert!(seg >= 0.6, "segmentation alone {seg:.3}");
+    assert!(accepted >= 0.8, "positives accepted {accepted:.3}");
+    assert!(rejected >= 0.75, "negatives rejected {rejected:.3}");
 }
