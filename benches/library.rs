@@ -167,38 +167,62 @@ impl Effect {
 /// group's photos.
 type Answers = (Vec<bool>, Vec<f32>, Vec<Vec<f32>>);
 
+/// A model's decisions, (d_pos then d_neg) distances and object-minus-background mask logits
+/// `[N, h, w]` of every photo (positive or not) of one group.
+type Decided = anyhow::Result<(Vec<bool>, Vec<f32>, candle_core::Tensor)>;
+type Decide<'a> = dyn Fn(&VisualFeatures, &grser::EncodedExpression) -> Decided + 'a;
+
+/// [`Decide`] through a TQM head alone (the paper-shaped variants).
+fn tqm_answers(head: &Head) -> impl Fn(&VisualFeatures, &grser::EncodedExpression) -> Decided + '_ {
+    move |feats, text| {
+        let tri = head.triphasic_v(&feats.v, &text.l, &text.anti, Pairs::TopK)?;
+        let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
+        let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
+        let margin = head.config().margin;
+        let decisions = d_pos.iter().zip(&d_neg).map(|(&p, &n)| grser::is_positive(p, n, margin)).collect();
+        let logits = head.decode_z(&tri.z, &feats.laterals())?;
+        let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+        Ok((decisions, d_pos.into_iter().chain(d_neg).collect(), fg))
+    }
+}
+
+/// [`Decide`] through the whole model, whichever head it has (the built-in model).
+fn model_answers(model: &Grser) -> impl Fn(&VisualFeatures, &grser::EncodedExpression) -> Decided + '_ {
+    move |feats, text| {
+        let d = model.decide(&feats.v, text, Pairs::TopK)?;
+        let decisions = (0..feats.len()).map(|i| d.positives.contains(&i)).collect();
+        let all: Vec<usize> = (0..feats.len()).collect();
+        let fg = model.masks_of(feats, text, &all)?;
+        Ok((decisions, d.d_pos.into_iter().chain(d.d_neg).collect(), fg))
+    }
+}
+
 /// Decisions, distances and the mask of every photo (positive or not) of one group, at `size` x `size`.
 fn every_answer(
-    head: &Head,
+    decide: &Decide<'_>,
     feats: &VisualFeatures,
     text: &grser::EncodedExpression,
     size: usize,
 ) -> anyhow::Result<Answers> {
-    let tri = head.triphasic_v(&feats.v, &text.l, &text.anti, Pairs::TopK)?;
-    let d_pos: Vec<f32> = tri.d_pos.to_vec1()?;
-    let d_neg: Vec<f32> = tri.d_neg.to_vec1()?;
-    let margin = head.config().margin;
-    let decisions = d_pos.iter().zip(&d_neg).map(|(&p, &n)| grser::is_positive(p, n, margin)).collect();
-    let logits = head.decode_z(&tri.z, &feats.laterals())?;
-    let fg = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+    let (decisions, distances, fg) = decide(feats, text)?;
     let mut logits = Vec::new();
     for i in 0..feats.len() {
         let up = fg.get(i)?.unsqueeze(0)?.unsqueeze(0)?.upsample_bilinear2d(size, size, false)?;
         logits.push(up.flatten_all()?.to_vec1()?);
     }
-    Ok((decisions, d_pos.into_iter().chain(d_neg).collect(), logits))
+    Ok((decisions, distances, logits))
 }
 
 /// How each of `codecs` moves the answers over `groups` (each a list of f32 features).
 fn codec_effects(
-    head: &Head,
+    decide: &Decide<'_>,
     groups: &[(Vec<VisualFeatures>, grser::EncodedExpression)],
     codecs: &[FeatureCodec],
     size: usize,
 ) -> anyhow::Result<Vec<Effect>> {
     let mut effects: Vec<Effect> = codecs.iter().map(|_| Effect::default()).collect();
     for (feats, text) in groups {
-        let (da, dist_a, ma) = every_answer(head, &VisualFeatures::cat(feats)?, text, size)?;
+        let (da, dist_a, ma) = every_answer(decide, &VisualFeatures::cat(feats)?, text, size)?;
         for (e, &codec) in effects.iter_mut().zip(codecs) {
             let t = Instant::now();
             let blobs: Vec<Vec<u8>> =
@@ -214,7 +238,7 @@ fn codec_effects(
             e.photos += blobs.len();
             let coded: Vec<VisualFeatures> =
                 blobs.iter().map(|b| codec::decode(b, &Device::Cpu)).collect::<candle_core::Result<_>>()?;
-            let (db, dist_b, mb) = every_answer(head, &VisualFeatures::cat(&coded)?, text, size)?;
+            let (db, dist_b, mb) = every_answer(decide, &VisualFeatures::cat(&coded)?, text, size)?;
             e.answers += da.len();
             e.same_decision += da.iter().zip(&db).filter(|(a, b)| a == b).count();
             for (a, b) in dist_a.iter().zip(&dist_b) {
@@ -382,7 +406,7 @@ fn main() -> anyhow::Result<()> {
             let feats: Vec<VisualFeatures> = g.photos.iter().map(|p| feats_of(&p.path)).collect();
             sets.push((feats, model.grser.encode_expression(&g.expression)?));
         }
-        let effects = codec_effects(&model.grser.head, &sets, &FeatureCodec::ALL, 128)?;
+        let effects = codec_effects(&model_answers(&model.grser), &sets, &FeatureCodec::ALL, 128)?;
         for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
             let bytes = codec::encode(&per_photo[0].1, codec)?.len();
             println!(
@@ -613,7 +637,7 @@ fn paper(root: &Path) -> anyhow::Result<()> {
     }
     println!("  {photos} photos in {} groups through Swin-B in {:.0} s", groups.len(), t.elapsed().as_secs_f64());
     for (k, (l, _, head)) in variants.iter().enumerate() {
-        let effects = codec_effects(head, &sets[k], &FeatureCodec::ALL, s)?;
+        let effects = codec_effects(&tqm_answers(head), &sets[k], &FeatureCodec::ALL, s)?;
         for (codec, effect) in FeatureCodec::ALL.into_iter().zip(effects) {
             let bytes = codec::encode(&sets[k][0].0[0], codec)?.len();
             println!("  lateral {l:>2} {:>4}: {bytes:>7} bytes/photo; vs f32: {}", codec.name(), effect.line());
