@@ -4,6 +4,7 @@
 //! screenshots compared pixel by pixel with the daemon's own mask at the fitted zoom, zoomed in and
 //! scrolled. tests/desktop/eog_overlay_check.py does the screen work and says how a screenshot is
 //! judged without trusting the plugin's geometry.
+mod common;
 #[path = "common/desktop.rs"]
 mod desktop;
 

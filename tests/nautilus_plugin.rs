@@ -4,6 +4,7 @@
 //! Two daemons: a stand-in that serves the interface parsed from schema/org.photoseg.Photoseg1.xml
 //! and logs every call (GDBus refuses any signature the XML does not declare, and the log shows the
 //! exact arguments), and the real `photoseg daemon` over an indexed library.
+mod common;
 #[path = "common/desktop.rs"]
 mod desktop;
 

@@ -155,7 +155,7 @@ impl World {
         panic!("100 random tiny models gave no expression a mask with an edge in every view of {}", photo.display());
     }
 
-    /// A tiny model whose weights are drawn from `seed` ([`seed_weights`]): the same draw, hence
+    /// A tiny model whose weights are drawn from `seed` ([`crate::common::seed_weights`]): the same draw, hence
     /// the same masks, on every run.
     fn random_model(&self, seed: u64) -> (VarMap, Config, tokenizers::Tokenizer, Grser) {
         let varmap = VarMap::new();
@@ -163,7 +163,7 @@ impl World {
         let mut cfg = Config::tiny(60);
         cfg.head.margin = -1e6;
         let grser = Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-        seed_weights(&varmap, seed);
+        crate::common::seed_weights(&varmap, seed);
         (varmap, cfg, tok, grser)
     }
 
@@ -201,23 +201,3 @@ const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
   </policy>
 </busconfig>
 "#;
-
-/// Redraws every randomly initialised weight of `varmap` (those not all one constant) uniformly from a
-/// generator seeded with `seed`, in name order: U(±1/sqrt(fan_in)) for matrices, U(±0.1) otherwise.
-fn seed_weights(varmap: &VarMap, seed: u64) {
-    use rand::{rngs::StdRng, Rng, SeedableRng};
-    let data = varmap.data().lock().unwrap();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = StdRng::seed_from_u64(seed);
-    for name in names {
-        let var = &data[name];
-        let values: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        if values.iter().all(|v| *v == values[0]) {
-            continue;
-        }
-        let bound = if var.rank() >= 2 { 1.0 / (var.dims()[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
-        let seeded: Vec<f32> = values.iter().map(|_| rng.random_range(-bound..bound)).collect();
-        var.set(&candle_core::Tensor::from_vec(seeded, var.shape(), &Device::Cpu).unwrap()).unwrap();
-    }
-}
