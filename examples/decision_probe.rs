@@ -30,6 +30,12 @@ fn main() -> Result<()> {
     let max_groups: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(usize::MAX);
     let dev = Device::Cpu;
     let model = checkpoint::load_model_dir(&dir, &dev)?;
+    anyhow::ensure!(
+        model.referent.is_none(),
+        "{} has a referent head: this probe reads the TQM head's maps (photoseg eval reports a referent \
+         model's decision AUC)",
+        dir.display()
+    );
     let cfg = model.cfg.clone();
     let margin = cfg.head.margin as f32;
     let ds = SynthDataset::open(&data)?;
@@ -112,48 +118,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// AUC (ties count half) and the threshold maximising (accepted + rejected) / 2, with both rates.
+/// AUC (ties count half) and the threshold maximising (accepted + rejected) / 2
+/// ([`photoseg::eval::run::balanced_cut`]), with both rates at it; AUC 0 where one class is missing.
 fn roc(scored: &[(f32, bool)]) -> (f64, f32, f64, f64) {
-    let mut s = scored.to_vec();
-    s.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let pos = s.iter().filter(|x| x.1).count() as f64;
-    let neg = s.len() as f64 - pos;
-    // AUC by ranks: the share of (positive, negative) pairs the score orders right.
-    let mut auc = 0.0;
-    let mut negs_below = 0.0;
-    let mut i = 0;
-    while i < s.len() {
-        let mut j = i;
-        while j < s.len() && s[j].0 == s[i].0 {
-            j += 1;
-        }
-        let (p, n) = s[i..j].iter().fold((0.0, 0.0), |(p, n), x| if x.1 { (p + 1.0, n) } else { (p, n + 1.0) });
-        auc += p * (negs_below + 0.5 * n);
-        negs_below += n;
-        i = j;
-    }
-    auc /= (pos * neg).max(1.0);
-    // Threshold sweep: accept scores above s[i].0.
-    let (mut best, mut best_thr, mut best_rates) = (-1.0, f32::MIN, (0.0, 0.0));
-    let mut neg_at_or_below = 0.0;
-    let mut pos_at_or_below = 0.0;
-    let mut i = 0;
-    while i < s.len() {
-        let mut j = i;
-        while j < s.len() && s[j].0 == s[i].0 {
-            if s[j].1 {
-                pos_at_or_below += 1.0;
-            } else {
-                neg_at_or_below += 1.0;
-            }
-            j += 1;
-        }
-        let accepted = (pos - pos_at_or_below) / pos.max(1.0);
-        let rejected = neg_at_or_below / neg.max(1.0);
-        if (accepted + rejected) / 2.0 > best {
-            (best, best_thr, best_rates) = ((accepted + rejected) / 2.0, s[i].0, (accepted, rejected));
-        }
-        i = j;
-    }
-    (auc, best_thr, best_rates.0, best_rates.1)
+    let (auc, cut) = photoseg::eval::run::balanced_cut(scored);
+    let thr = cut.unwrap_or(f64::MIN) as f32;
+    let rate = |positive: bool| {
+        let class: Vec<f32> = scored.iter().filter(|s| s.1 == positive).map(|s| s.0).collect();
+        let right = class.iter().filter(|&&x| (x > thr) == positive).count();
+        right as f64 / class.len().max(1) as f64
+    };
+    (auc.unwrap_or(0.0), thr, rate(true), rate(false))
 }
