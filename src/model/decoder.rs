@@ -32,7 +32,7 @@ impl Module for ConvBlock {
 }
 
 /// Nearest 2x upsampling cropped to `(h, w)` (Swin's sizes round up, so 2x can overshoot by one).
-fn up_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+pub fn up_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let (_, _, xh, xw) = x.dims4()?;
     let fh = h.div_ceil(xh);
     let fw = w.div_ceil(xw);

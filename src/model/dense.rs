@@ -12,6 +12,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, VarBuilder};
 
+use super::decoder::up_to;
 use super::ops::BatchNorm2d;
 
 /// A 3 x 3 convolution, BatchNorm and ReLU.
@@ -35,13 +36,6 @@ impl NormConv {
         let y = if training { self.norm.forward_train(&y)?.0 } else { self.norm.forward_eval(&y)? };
         y.relu()
     }
-}
-
-/// Nearest upsampling of `x` to `(h, w)` (an integer factor, cropped: Swin's sizes round up).
-pub fn up_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let (_, _, xh, xw) = x.dims4()?;
-    let up = x.upsample_nearest2d(xh * h.div_ceil(xh), xw * w.div_ceil(xw))?;
-    up.narrow(2, 0, h)?.narrow(3, 0, w)
 }
 
 /// Stage 3 (1/16) upsampled and concatenated with stage 2 (1/8) through `d3`, then the same with stage 1

@@ -225,14 +225,10 @@ impl Grser {
 
     /// Photos `[N, 3, S, S]` (normalised, see [`super::preprocess`]) -> their cacheable features.
     pub fn featurize(&self, images: &Tensor) -> Result<VisualFeatures> {
-        self.features_of_stages(&self.swin.forward_stages(images)?)
-    }
-
-    /// [`Grser::featurize`] from Swin's stage outputs.
-    pub fn features_of_stages(&self, stages: &[Tensor]) -> Result<VisualFeatures> {
+        let stages = self.swin.forward_stages(images)?;
         match (&self.dense, &self.referent) {
-            (Some(trunk), Some(r)) => referent_features(&r.embed(&trunk.forward(stages, false)?)?),
-            _ => self.neck.forward(stages),
+            (Some(trunk), Some(r)) => referent_features(&r.embed(&trunk.forward(&stages, false)?)?),
+            _ => self.neck.forward(&stages),
         }
     }
 
@@ -319,9 +315,7 @@ impl Grser {
     /// the segmentation apart from the decision).
     pub fn masks_of(&self, feats: &VisualFeatures, text: &EncodedExpression, idx: &[usize]) -> Result<Tensor> {
         if self.referent.is_some() {
-            let q = &text.l;
-            let z = q.unsqueeze(0)?.broadcast_as((idx.len(), q.dim(0)?))?.contiguous()?;
-            return self.mask_logits(&z, &feats.select(idx)?.laterals());
+            return self.mask_logits(&referent::repeat(&text.l, idx.len())?, &feats.select(idx)?.laterals());
         }
         let tri = self.head.triphasic(feats, &text.l, &text.anti, Pairs::TopK)?;
         let logits = self.head.decode(&tri, feats, idx)?;
@@ -355,11 +349,7 @@ fn referent_decision(r: &Referent, pooled: &Tensor, q: &Tensor) -> Result<Decisi
     let scores: Vec<f32> = r.scores(pooled, q)?.to_vec1()?;
     let threshold = r.config().threshold as f32;
     let positives: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > threshold).collect();
-    let z_positives = if positives.is_empty() {
-        None
-    } else {
-        Some(q.unsqueeze(0)?.broadcast_as((positives.len(), q.dim(0)?))?.contiguous()?)
-    };
+    let z_positives = if positives.is_empty() { None } else { Some(referent::repeat(q, positives.len())?) };
     Ok(Decision {
         d_pos: scores.iter().map(|s| -s).collect(),
         d_neg: vec![-threshold; scores.len()],

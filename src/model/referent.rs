@@ -111,10 +111,13 @@ impl Referent {
     /// Each photo's score: the peak of its logit map averaged over 2 x 2 cells. `pooled`: E averaged
     /// over 2 x 2 cells ([`pool`]), `[N, dim, h8, w8]`; `q`: one query `[dim + 1]` for all.
     pub fn scores(&self, pooled: &Tensor, q: &Tensor) -> Result<Tensor> {
-        let n = pooled.dim(0)?;
-        let q = q.unsqueeze(0)?.broadcast_as((n, q.dim(0)?))?.contiguous()?;
-        self.logits(pooled, &q)?.flatten_from(1)?.max(1)
+        self.logits(pooled, &repeat(q, pooled.dim(0)?)?)?.flatten_from(1)?.max(1)
     }
+}
+
+/// One query `[dim + 1]` as the rows of `n` photos, `[n, dim + 1]` ([`Referent::logits`] reads a row a photo).
+pub fn repeat(q: &Tensor, n: usize) -> Result<Tensor> {
+    q.unsqueeze(0)?.broadcast_as((n, q.dim(0)?))?.contiguous()
 }
 
 /// E averaged over 2 x 2 cells: what the decision reads.
