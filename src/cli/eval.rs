@@ -98,6 +98,9 @@ fn load_groups(args: &EvalArgs) -> Result<Vec<Group>> {
 pub fn run(args: EvalArgs) -> Result<()> {
     let mut model = checkpoint::load_model_dir(&args.model, &Device::Cpu)?;
     if let Some(m) = args.margin {
+        if model.referent.is_some() {
+            bail!("--margin is for models with the TQM head; this one decides by a threshold (--threshold)");
+        }
         model.set_margin(m);
     }
     if let Some(t) = args.threshold {

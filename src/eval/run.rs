@@ -108,11 +108,12 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
             parts.push(model.featurize(&Tensor::stack(chunk, 0)?)?);
         }
         let feats = crate::model::neck::VisualFeatures::cat(&parts)?;
-        let answers = model.answer(&feats, &g.expression, Pairs::TopK)?;
+        let text = model.encode_expression(&g.expression)?;
+        let answers = model.answer_with_text(&feats, &text, Pairs::TopK)?;
         // Every true positive's mask, whatever the decision: the segmentation on its own.
         let truth: Vec<usize> = (0..g.photos.len()).filter(|&i| g.photos[i].mask.is_some()).collect();
         if !truth.is_empty() {
-            let fg = model.masks_of(&feats, &model.encode_expression(&g.expression)?, &truth)?;
+            let fg = model.masks_of(&feats, &text, &truth)?;
             for (j, &i) in truth.iter().enumerate() {
                 let (w, h) = sizes[i];
                 let prob = probability(&fg.get(j)?, i)?;
