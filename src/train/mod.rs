@@ -477,7 +477,9 @@ impl Trainer {
             // Per channel: sum and sum of squares over photos and cells (f64, added chunk by chunk).
             let (mut sum, mut sq, mut count) = (None::<Tensor>, None::<Tensor>, 0usize);
             for part in &stages {
-                let y = trunk.pre_norm(part, layer)?;
+                // Detached: the sums below would otherwise hold every chunk's graph (the trunk's
+                // weights are variables) until the last one, several GB on a large pool.
+                let y = trunk.pre_norm(part, layer)?.detach();
                 let (n, _, h, w) = y.dims4()?;
                 count += n * h * w;
                 let s = y.sum((0, 2, 3))?.to_dtype(DType::F64)?;
