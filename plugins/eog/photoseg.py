@@ -63,12 +63,21 @@ def image_rect(zoom, img_w, img_h, alloc_w, alloc_h, hscroll, vscroll):
     return x, y, sw, sh
 
 
+def remote_message(err):
+    """The daemon's own sentence of a D-Bus error: GDBus's "GDBus.Error:NAME: " prefix removed from the
+    message (PyGObject hands over a copy of the GError, so Gio.DBusError.strip_remote_error cannot)."""
+    msg = err.message
+    if msg.startswith("GDBus.Error:"):
+        _, sep, rest = msg.partition(": ")
+        if sep:
+            return rest
+    return msg
+
+
 def explain_error(err):
     """A sentence for the user from a GLib.Error of a D-Bus call (never a traceback)."""
     remote = Gio.DBusError.get_remote_error(err) if Gio.DBusError.is_remote_error(err) else None
-    if remote is not None:
-        Gio.DBusError.strip_remote_error(err)
-    msg = err.message
+    msg = remote_message(err)
     if remote in (
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "org.freedesktop.DBus.Error.NameHasNoOwner",

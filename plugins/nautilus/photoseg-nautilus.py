@@ -32,18 +32,27 @@ CALL_TIMEOUT_MS = 300_000
 LABEL = "Find in this folder…"
 
 
+def remote_message(err):
+    """The daemon's own sentence of a D-Bus error: GDBus's "GDBus.Error:NAME: " prefix removed from the
+    message (PyGObject hands over a copy of the GError, so Gio.DBusError.strip_remote_error cannot)."""
+    msg = err.message
+    if msg.startswith("GDBus.Error:"):
+        _, sep, rest = msg.partition(": ")
+        if sep:
+            return rest
+    return msg
+
+
 def explain_error(err):
     """A sentence for the user from a GLib.Error of a D-Bus call."""
     remote = Gio.DBusError.get_remote_error(err) if Gio.DBusError.is_remote_error(err) else None
-    if remote is not None:
-        Gio.DBusError.strip_remote_error(err)
     if remote in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner") or (
         remote or ""
     ).startswith("org.freedesktop.DBus.Error.Spawn"):
         return "photoseg daemon is not running (start it: systemctl --user start photoseg.service)"
     if remote == "org.freedesktop.DBus.Error.NoReply" or err.matches(Gio.io_error_quark(), Gio.IOErrorEnum.TIMED_OUT):
         return "photoseg daemon did not answer in time"
-    return "photoseg: " + err.message
+    return "photoseg: " + remote_message(err)
 
 
 def album_filter(folder, roots):

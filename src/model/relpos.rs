@@ -2,8 +2,8 @@
 //! checkpoint whose window differs (`timm.layers.resize_rel_pos_bias_table`, the default path without
 //! SciPy): the source table's rows and columns are placed at geometric-progression offsets (denser near
 //! the centre, BEiT's scheme) and the target's integer offsets are read off by piecewise-linear
-//! interpolation. The issue text called this "bicubic"; timm only uses cubic interpolation when
-//! `TIMM_USE_SCIPY_INTERP=1`, and parity with timm's default is what we test.
+//! interpolation. Not bicubic: timm uses cubic interpolation only when `TIMM_USE_SCIPY_INTERP=1`, and parity
+//! with timm's default is what we test.
 use candle_core::{bail, Result, Tensor};
 
 /// Source positions of a table side of `src` entries spread to cover `dst` entries (timm's `_calc`).

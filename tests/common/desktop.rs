@@ -117,8 +117,8 @@ impl World {
     /// shows in every view the check looks at: at least 3 % object and 3 % background within the
     /// centre that eog shows zoomed in (the middle 3/4 of the width, 5/8 of the height) and within the
     /// lower right that the drag brings into view. Random weights can give every expression an empty or
-    /// a full mask, or one that lies wholly outside the zoomed view (each failed the eog check in CI
-    /// once); weights are drawn from seeds 1, 2, ... until one does. Returns how many draws it took.
+    /// a full mask, or one that lies wholly outside the zoomed view, and each of those fails the eog
+    /// check; weights are drawn from seeds 1, 2, ... until one does. Returns how many draws it took.
     pub fn model_with_partial_mask(&self, photo: &Path, expressions: &[&str]) -> usize {
         use photoseg::model::grser::Pairs;
         let img = photoseg::library::photo::load(photo).unwrap();

@@ -140,6 +140,18 @@ def main():
             if call["args"] != [a.expression, [folder]]:
                 fail("Query got %s, expected %s" % (call["args"], [a.expression, [folder]]))
 
+    if not a.calls:
+        # A refused call (the real daemon limits an expression to 500 bytes) reads as the daemon's own
+        # sentence, without GDBus's "GDBus.Error:NAME:" prefix.
+        result.clear()
+        ext.Search(a.folder, "x" * 600, done).start()
+        if not wait(lambda: result, 60):
+            fail("the refused search did not finish within 60 s")
+        err = result["err"] or ""
+        print("refused search: %r" % err, flush=True)
+        if not err.startswith("photoseg: ") or "GDBus" in err or "org.photoseg" in err:
+            fail("a refused search reads %r" % err)
+
     if a.display:
         os.environ["PHOTOSEG_NAUTILUS_EXPRESSION"] = a.expression
         gi.require_version("Gtk", "4.0")
