@@ -223,8 +223,10 @@ fn main() -> anyhow::Result<()> {
     let growth = (rss_end / reference - 1.0) * 100.0;
     println!(
         "  daemon VmRSS: {rss_start:.1} MiB at rest before the run, {reference:.1} MiB a tenth into it (reference), \
-         {rss_end:.1} MiB at the end: {growth:+.1} % (ratio {:.3}); peak VmHWM {hwm:.1} MiB",
-        rss_end / reference
+         {rss_end:.1} MiB at the end: {growth:+.1} % from the reference (ratio {:.3}), {:+.1} % from rest; \
+         peak VmHWM {hwm:.1} MiB",
+        rss_end / reference,
+        (rss_end / rss_start - 1.0) * 100.0
     );
     let quarters: Vec<String> =
         (1..=4).map(|q| format!("{:.1}", samples[(samples.len() * q / 4).saturating_sub(1)])).collect();
