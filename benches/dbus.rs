@@ -159,7 +159,7 @@ fn compare(bin: &str, root: &Path, label: &str, model: Option<&Path>) -> anyhow:
     Ok(())
 }
 
-/// A tiny GRSer with random weights and a hugely negative margin (tests/cli_query.rs does the same).
+/// A tiny GRSer with random weights and a hugely negative margin (tests/it/cli_query.rs does the same).
 fn tiny_model(dir: &Path) -> anyhow::Result<()> {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};

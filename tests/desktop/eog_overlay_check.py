@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""End-to-end check of the eog overlay plugin (plugins/eog), run by tests/eog_plugin.rs inside a
+"""End-to-end check of the eog overlay plugin (plugins/eog), run by tests/it/eog_plugin.rs inside a
 private session bus (dbus-run-session with a config that activates nothing).
 
 1. starts Xvfb and the daemon command given after `--` (the real `photoseg daemon`), waits for
@@ -14,7 +14,7 @@ private session bus (dbus-run-session with a config that activates nothing).
    (photo larger than the view) and after dragging the photo (scrolled), and checks each one.
 
 How a screenshot is checked without trusting the plugin's geometry: the test photo encodes its own
-coordinates, R = 20 + 215 x / (W - 1), G = 20 + 215 y / (H - 1), B = 128 (tests/eog_plugin.rs writes it).
+coordinates, R = 20 + 215 x / (W - 1), G = 20 + 215 y / (H - 1), B = 128 (tests/it/eog_plugin.rs writes it).
 A screen pixel showing the photo as it is has B ~ 128; dimmed (black at 50%, outside the object) it has
 B ~ 64, R' = R/2, G' = G/2. So every photo pixel on screen says which photo pixel it shows and whether it
 is dimmed,
@@ -41,7 +41,7 @@ BUS_NAME = "org.photoseg.Photoseg1"
 OBJECT_PATH = "/org/photoseg/Photoseg1"
 INTERFACE = "org.photoseg.Photoseg1"
 GREEN = (0, 255, 0)
-# The photo's coordinate code (keep in step with tests/eog_plugin.rs).
+# The photo's coordinate code (keep in step with tests/it/eog_plugin.rs).
 LO, SPAN, BLUE = 20, 215, 128
 
 

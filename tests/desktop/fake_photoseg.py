@@ -3,7 +3,7 @@
 from schema/org.photoseg.Photoseg1.xml, so GDBus itself refuses a call whose signature differs from
 the XML. It records every call it gets as one JSON line in $FAKE_PHOTOSEG_LOG.
 
-Used only by the client tests that check call formats (tests/nautilus_plugin.rs); the eog overlay test
+Used only by the client tests that check call formats (tests/it/nautilus_plugin.rs); the eog overlay test
 runs the real daemon.
 
 Answers: GetMask -> a disc in the middle of a WIDTHxHEIGHT photo (FAKE_PHOTOSEG_SIZE, default 160x100),

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Checks plugins/nautilus/photoseg-nautilus.py with the real nautilus-python 4 bindings (the Nautilus
 4.0 typelib from gir1.2-nautilus-4.0, the one python3-nautilus loads extensions with), run by
-tests/nautilus_plugin.rs inside a private session bus where a daemon serves org.photoseg.Photoseg1.
+tests/it/nautilus_plugin.rs inside a private session bus where a daemon serves org.photoseg.Photoseg1.
 
     nautilus_check.py --folder DIR --sibling DIR --expression EXPR [--calls LOG] [--display :N]
 

@@ -1,7 +1,6 @@
 //! What caching features as f16 or int8 costs: bytes per photo, and how far the head's distances and
 //! masks move compared with f32 features. Measured on the tiny random model (so the numbers speak of
-//! the codec, not of answers); `cargo test --test feature_codec -- --nocapture` prints them.
-mod common;
+//! the codec, not of answers); `cargo test --test it feature_codec -- --nocapture` prints them.
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
@@ -10,6 +9,8 @@ use photoseg::model::codec::{self, FeatureCodec};
 use photoseg::model::grser::{self, Config, Grser, Pairs};
 use photoseg::model::neck::VisualFeatures;
 use photoseg::query::featurizer::featurize_image;
+
+use crate::common;
 
 /// The tiny model with seeded weights: with fresh random ones the int8 bound failed now and then (one
 /// draw moved the distances by 7 %).

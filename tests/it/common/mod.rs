@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: fixture loading and tensor comparison.
-#![allow(dead_code)]
+pub mod desktop;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

@@ -1,11 +1,11 @@
 //! Swin parity against timm 1.0.31 (fixtures from tests/fixtures/make_parity.py, random weights).
-mod common;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use common::*;
 use photoseg::model::checkpoint::load_swin_tensors;
 use photoseg::model::swin::{Config, Swin};
+
+use crate::common::*;
 
 fn config_from(meta: &serde_json::Value) -> Config {
     // timm's img_size is a pair; ours only sizes tables created from scratch, and these are loaded.

@@ -6,7 +6,6 @@
 //! search index serving repeats), never that an answer is right. To reach the positive and negative
 //! paths on purpose the tests set the decision margin in config.json: a hugely negative margin makes
 //! every photo positive, a hugely positive one rejects every photo.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,6 +18,8 @@ use photoseg::model::grser::{Config, Grser};
 use photoseg::query::rle::{self, CocoRle};
 use serde_json::Value;
 use tempfile::TempDir;
+
+use crate::common;
 
 /// A user's world in a temp dir.
 struct World {

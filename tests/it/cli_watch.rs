@@ -5,7 +5,6 @@
 //!
 //! The tiny random model has a hugely negative decision margin, so every indexed photo is a positive
 //! and the query's positives are exactly the photos the cache holds features for.
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +20,8 @@ use photoseg::model::checkpoint::save_model_dir;
 use photoseg::model::grser::{Config, Grser};
 use serde_json::Value;
 use tempfile::TempDir;
+
+use crate::common;
 
 /// How long one change may take to show in a query (settle 0.3 s + featurizing, on a busy machine).
 const WITHIN: Duration = Duration::from_secs(30);

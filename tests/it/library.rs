@@ -574,7 +574,8 @@ fn kill_9_mid_index_loses_at_most_one_batch() {
     }
     let db = dir.path().join("cache.sqlite3");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_child_helper", "--ignored", "--test-threads=1"])
+        // The test's full name in the one test binary (tests/it/main.rs): its module, then the function.
+        .args(["--exact", "library::kill_child_helper", "--ignored", "--test-threads=1"])
         .env(KILL_CHILD_ENV, dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,11 +1,11 @@
 //! BERT parity against Hugging Face transformers 5.24 (eager attention, random weights, padded batch),
 //! and the WordPiece tokenizer against transformers' own tokenizer on the same `tokenizer.json`.
-mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::*;
 use photoseg::model::text::{masked_mean, Bert, Config, TextEncoder};
+
+use crate::common::*;
 
 fn bert_fixture() -> (Bert, std::collections::HashMap<String, Tensor>) {
     let (t, meta) = load_fixture("bert_tiny.safetensors");

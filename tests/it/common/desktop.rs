@@ -1,7 +1,6 @@
-//! Helpers of the desktop-integration tests (tests/eog_plugin.rs, tests/nautilus_plugin.rs): a user's
+//! Helpers of the desktop-integration tests (tests/it/eog_plugin.rs, tests/it/nautilus_plugin.rs): a user's
 //! world in a temp dir (HOME and XDG folders pinned), a random tiny model, `photoseg index`, a private
 //! session bus config that activates nothing, and the rule for missing desktop tools.
-#![allow(dead_code)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

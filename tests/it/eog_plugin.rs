@@ -4,12 +4,10 @@
 //! screenshots compared pixel by pixel with the daemon's own mask at the fitted zoom, zoomed in and
 //! scrolled. tests/desktop/eog_overlay_check.py does the screen work and says how a screenshot is
 //! judged without trusting the plugin's geometry.
-mod common;
-#[path = "common/desktop.rs"]
-mod desktop;
 
-use desktop::{have_tools, repo, World, PYTHON};
 use image::{Rgb, RgbImage};
+
+use crate::common::desktop::{have_tools, repo, World, PYTHON};
 
 /// The photo's coordinate code, read back by eog_overlay_check.py (keep in step).
 const LO: f64 = 20.0;

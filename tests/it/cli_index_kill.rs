@@ -2,9 +2,8 @@
 //! 480 photos): the cache must stay sound, hold no photo twice and no photo without features, and the next
 //! `photoseg index` must featurize exactly the photos the killed run had not committed.
 //!
-//! The library-level version of this test (tests/library.rs, `kill_9_mid_index_loses_at_most_one_batch`)
+//! The library-level version of this test (tests/it/library.rs, `kill_9_mid_index_loses_at_most_one_batch`)
 //! uses a fake featurizer; this one runs the whole command as a user would.
-mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,6 +15,8 @@ use image::{Rgb, RgbImage};
 use photoseg::library::Cache;
 use photoseg::model::checkpoint::save_model_dir;
 use photoseg::model::grser::{Config, Grser};
+
+use crate::common;
 
 const PHOTOS: usize = 480;
 const ALBUMS: usize = 12;

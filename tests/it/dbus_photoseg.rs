@@ -1,16 +1,16 @@
 //! `org.photoseg.Photoseg1` end to end: a private bus, the real `photoseg daemon`, and `busctl` /
-//! `gdbus` as clients (tests/dbus_support). The tiny random model proves plumbing only: the daemon's
+//! `gdbus` as clients (tests/it/dbus_support). The tiny random model proves plumbing only: the daemon's
 //! answers must equal the in-process answers for the same model and cache, never be "right".
-mod common;
-mod dbus_support;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dbus_support::*;
 use photoseg::query::rle::{self, CocoRle};
 use serde_json::Value;
+
+use crate::common;
+use crate::dbus_support::*;
 
 /// The three photos most tests use; returns their paths (canonical).
 fn library(w: &World) -> Vec<std::path::PathBuf> {

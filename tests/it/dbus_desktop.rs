@@ -3,13 +3,12 @@
 //! them, served by the real `photoseg daemon`. Opening is checked with a recording `$PHOTOSEG_OPENER`.
 //! The tiny random model makes every photo positive: the lists must be the in-process answer's
 //! positives, best score first, never a judgement of the model.
-mod common;
-mod dbus_support;
 
 use std::path::{Path, PathBuf};
 
-use dbus_support::*;
 use serde_json::Value;
+
+use crate::dbus_support::*;
 
 struct Setup {
     w: World,

@@ -5,9 +5,8 @@
 //!
 //! Without `dbus-daemon` the tests say so loudly and pass, unless `CI` is set: CI installs it
 //! (`.ci/run`), so there it fails. Without `busctl` or `gdbus` (but with a bus) they fail.
-#![allow(dead_code)]
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -353,10 +352,6 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     pub fn owns_name(&self) -> bool {
         let v = busctl(
             &self.address,
@@ -465,8 +460,4 @@ pub fn ranked(answer: &Value) -> Vec<(String, String, f64)> {
         .collect();
     all.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     all
-}
-
-pub fn is_under(path: &Path, dir: &Path) -> bool {
-    path.starts_with(dir)
 }

@@ -1,11 +1,11 @@
 //! A GRSer model directory round-trips, and broken ones fail with an error naming what is wrong.
-mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use common::{fixture, max_abs_diff};
 use photoseg::model::checkpoint::{load_model_dir, save_model_dir, WEIGHTS_FILE};
 use photoseg::model::grser::{Config, Grser, Pairs};
+
+use crate::common::{fixture, max_abs_diff};
 
 fn saved_random_model(dir: &std::path::Path) -> Grser {
     let varmap = VarMap::new();

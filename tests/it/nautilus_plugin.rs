@@ -4,12 +4,10 @@
 //! Two daemons: a stand-in that serves the interface parsed from schema/org.photoseg.Photoseg1.xml
 //! and logs every call (GDBus refuses any signature the XML does not declare, and the log shows the
 //! exact arguments), and the real `photoseg daemon` over an indexed library.
-mod common;
-#[path = "common/desktop.rs"]
-mod desktop;
 
-use desktop::{have_tools, repo, World, PYTHON};
 use image::{Rgb, RgbImage};
+
+use crate::common::desktop::{have_tools, repo, World, PYTHON};
 
 const TOOLS: &[&str] = &["dbus-run-session", "gdbus", "timeout", "Xvfb", PYTHON];
 const MODULES: &[&str] = &["Nautilus:4.0", "Gtk:4.0"];

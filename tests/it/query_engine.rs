@@ -2,7 +2,6 @@
 //! (`Grser::answer` on whole decoded features): the engine reads only V for the decision and the lateral
 //! maps of positives only, encodes the expression once for all albums and stores every album's answer in
 //! one commit; none of that may change an answer. Tiny random model: plumbing, not answer quality.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +18,8 @@ use photoseg::model::neck::VisualFeatures;
 use photoseg::query::featurizer::featurize_image;
 use photoseg::query::model::LoadedModel;
 use photoseg::query::{Engine, Positive, QueryBackend, QueryProgress, QueryRequest, QuerySummary};
+
+use crate::common;
 
 fn model(margin: f64) -> LoadedModel {
     model_with(margin, |_| {})

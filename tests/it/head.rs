@@ -1,13 +1,13 @@
 //! The GRSer head on hand-made groups where the right answer is known, the top-K path against
 //! all-pairs, and gradients reaching every parameter.
-mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use common::fixture;
 use photoseg::model::grser::{is_positive, mask_at, Config, Grser, Pairs};
 use photoseg::model::neck::VisualFeatures;
 use photoseg::model::tqm;
+
+use crate::common::{self, fixture};
 
 fn tokenizer() -> tokenizers::Tokenizer {
     tokenizers::Tokenizer::from_file(fixture("tokenizer/tokenizer.json")).unwrap()
