@@ -26,9 +26,15 @@ impl Photoseg1 {
     /// Answers an expression over every album (or those whose name contains one of `albums`) as
     /// `photoseg query EXPR --json` does.
     #[zbus(out_args("answer_json"))]
-    async fn query(&self, expression: String, albums: Vec<String>) -> Result<String> {
+    async fn query(
+        &self,
+        expression: String,
+        albums: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String> {
         let library = self.library.clone();
-        blocking(move || library.query(&expression, albums)?.to_json().map_err(super::Error::failed)).await
+        let caller = caller_of(&header);
+        blocking(move || library.query(&caller, &expression, albums)?.to_json().map_err(super::Error::failed)).await
     }
 
     /// [`Photoseg1::query`], streamed: while it runs, the caller alone (the signals are unicast) gets
@@ -54,13 +60,14 @@ impl Photoseg1 {
                 "QueryStreamed needs a caller with a bus name to send its signals to".into(),
             ));
         };
+        let caller_name = caller.to_string();
         let emitter = emitter.set_destination(caller.to_owned().into());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let library = self.library.clone();
         let delay = library.mask_delay();
         let job = tokio::spawn(blocking(move || {
             let mut forward = Forward { tx, delay };
-            library.query_streaming(&expression, albums, &mut forward)?.to_json().map_err(Error::failed)
+            library.query_streaming(&caller_name, &expression, albums, &mut forward)?.to_json().map_err(Error::failed)
         }));
         // The events end when the query does (the sender is dropped with it); every signal goes out
         // before the reply, so a client has the stream in hand before the whole answer.
@@ -80,9 +87,16 @@ impl Photoseg1 {
 
     /// The mask of the object `expression` refers to in one photo: PNG bytes or a COCO RLE string.
     #[zbus(out_args("found", "width", "height", "data"))]
-    async fn get_mask(&self, path: String, expression: String, format: String) -> Result<(bool, u32, u32, Vec<u8>)> {
+    async fn get_mask(
+        &self,
+        path: String,
+        expression: String,
+        format: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(bool, u32, u32, Vec<u8>)> {
         let library = self.library.clone();
-        let m = blocking(move || library.mask(&path, &expression, &format)).await?;
+        let caller = caller_of(&header);
+        let m = blocking(move || library.mask(&caller, &path, &expression, &format)).await?;
         Ok((m.found, m.width, m.height, m.data))
     }
 
@@ -243,4 +257,10 @@ pub async fn serve(
         e => anyhow::anyhow!("cannot take the name {BUS_NAME}: {e}"),
     })?;
     Ok(())
+}
+
+/// Who sent a call, for the engines' one-query-per-caller rule (a connection without a bus name, as
+/// in peer-to-peer use, counts as one caller).
+fn caller_of(header: &Header<'_>) -> String {
+    header.sender().map(|s| s.to_string()).unwrap_or_default()
 }

@@ -75,7 +75,7 @@ impl Desktop {
         let ticket = self.inner.ticket.fetch_add(1, Ordering::SeqCst) + 1;
         tracing::debug!("desktop search for {:?} waits for the engine (ticket {ticket})", request.expression);
         let still_wanted = || self.inner.ticket.load(Ordering::SeqCst) == ticket;
-        let Some(result) = self.inner.library.run_query(&request, still_wanted)? else {
+        let Some(result) = self.inner.library.run_query(super::DESKTOP_CALLER, &request, still_wanted)? else {
             return Ok(Vec::new());
         };
         let mut hits: Vec<Hit> = result

@@ -7,9 +7,9 @@
 //! [`krunner`]) are thin: they convert arguments, run a `Library` method on a blocking thread and
 //! convert the answer. No tensor maths here: answers come from [`crate::query::Engine`].
 //!
-//! Concurrency: queries take turns on the one engine (the model is the bottleneck anyway); `Status`,
-//! `ListRoots` and the root changes never wait for a query, and the D-Bus connection keeps serving
-//! while any of them runs.
+//! Concurrency: [`ENGINES`] query engines; each caller runs one query at a time, so one caller's long
+//! query never holds another caller back ([`Engines`]). `Status`, `ListRoots` and the root changes never
+//! wait for a query, and the D-Bus connection keeps serving while any of them runs.
 pub mod client;
 pub mod dbus;
 pub mod desktop;
@@ -19,10 +19,11 @@ pub mod search_provider;
 pub mod thumbnail;
 mod worker;
 
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -92,11 +93,11 @@ struct Inner {
     model: LoadedModel,
     cache_file: PathBuf,
     config_file: PathBuf,
-    /// Queries take turns on the engine.
-    engine: Mutex<Engine>,
-    /// Roots changed since the engine was built (album names are relative to the roots): the next
-    /// query rebuilds the engine with these, so a root change never waits for a running query.
-    pending_roots: Mutex<Option<Vec<PathBuf>>>,
+    engines: Engines,
+    /// The watched folders as the engines should see them (album names are relative to the roots),
+    /// with a version number: an engine built for an older version is rebuilt by the next query that
+    /// takes it, so a root change never waits for a running query.
+    query_roots: Mutex<(u64, Vec<PathBuf>)>,
     /// For `Status` and argument checks: never blocked by a query (WAL lets readers run alongside the
     /// indexer's writes).
     reader: Mutex<Cache>,
@@ -112,6 +113,72 @@ struct Inner {
     /// The cache could not be opened for writing: no indexer, and the watched folders cannot change.
     read_only: bool,
 }
+
+/// Query engines at once. Each is a cache connection and a search-index reader over the one shared
+/// model; two let a second caller be answered beside a long query on a 2-core laptop, and more would
+/// only split the same cores.
+pub const ENGINES: usize = 2;
+
+/// The query engines and the callers using them. A caller (a D-Bus sender; the desktop searches count
+/// as one) runs one query at a time, and any free engine serves the next caller that has none running:
+/// a caller who floods the daemon with queries, or sends one that takes minutes, occupies one engine
+/// and leaves the other to everyone else. Waiting callers are woken together; the first to run takes
+/// the engine (no strict order between them).
+struct Engines {
+    pool: Mutex<EnginePool>,
+    freed: Condvar,
+}
+
+struct EnginePool {
+    /// Free engines with the roots version each was built for.
+    free: Vec<(Engine, u64)>,
+    /// Callers with a query running.
+    busy: HashSet<String>,
+}
+
+/// An engine taken from the pool: given back (and its caller freed) when dropped, whatever happened.
+struct EngineLease<'a> {
+    engines: &'a Engines,
+    caller: String,
+    engine: Option<(Engine, u64)>,
+}
+
+impl Engines {
+    fn new(engines: Vec<Engine>) -> Self {
+        let free = engines.into_iter().map(|e| (e, 0)).collect();
+        Engines { pool: Mutex::new(EnginePool { free, busy: HashSet::new() }), freed: Condvar::new() }
+    }
+
+    /// Waits until `caller` has no query running and an engine is free, and takes it.
+    fn take(&self, caller: &str) -> EngineLease<'_> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if !pool.busy.contains(caller) {
+                if let Some(engine) = pool.free.pop() {
+                    pool.busy.insert(caller.to_string());
+                    return EngineLease { engines: self, caller: caller.to_string(), engine: Some(engine) };
+                }
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+impl Drop for EngineLease<'_> {
+    fn drop(&mut self) {
+        let mut pool = lock(&self.engines.pool);
+        if let Some(engine) = self.engine.take() {
+            pool.free.push(engine);
+        }
+        pool.busy.remove(&self.caller);
+        drop(pool);
+        self.engines.freed.notify_all();
+    }
+}
+
+/// The caller that desktop searches (GNOME Shell, KRunner) and their thumbnails count as: each
+/// keystroke's search supersedes the last, so they queue behind each other, not beside.
+pub const DESKTOP_CALLER: &str = "desktop search";
 
 /// How long an opened photo's expression waits for the viewer to ask for it (eog's start on a busy
 /// machine takes seconds, not minutes).
@@ -165,16 +232,10 @@ impl Library {
         let roots = Config::load(&config_file)?.roots;
         // A cache that cannot be written (a read-only medium) is still served: queries answer from it,
         // and nothing is indexed or changed.
-        let engine_cache = Cache::open_for_reading(&cache_file)?;
-        let read_only = engine_cache.is_read_only()?;
-        let engine = Engine::new(
-            model.clone(),
-            model.codec(),
-            engine_cache,
-            SearchIndex::open_or_in_memory(&paths::search_dir()?),
-            roots.clone(),
-        );
-        let backbone = engine.backbone().to_string();
+        let engines =
+            (0..ENGINES).map(|_| build_engine(&model, &cache_file, &roots)).collect::<anyhow::Result<Vec<_>>>()?;
+        let read_only = Cache::open_for_reading(&cache_file)?.is_read_only()?;
+        let backbone = engines[0].backbone().to_string();
         let reader = Cache::open_for_reading(&cache_file)?;
         let indexing = Arc::new(AtomicBool::new(false));
         let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -197,8 +258,8 @@ impl Library {
             model,
             cache_file,
             config_file,
-            engine: Mutex::new(engine),
-            pending_roots: Mutex::new(None),
+            engines: Engines::new(engines),
+            query_roots: Mutex::new((0, roots.clone())),
             reader: Mutex::new(reader),
             roots: Mutex::new(roots),
             worker: Mutex::new(worker),
@@ -256,60 +317,69 @@ impl Library {
         &self.inner.model.dir
     }
 
-    /// Answers `expression` over every album or those named by `albums` (`photoseg query`).
-    pub fn query(&self, expression: &str, albums: Vec<String>) -> Result<QueryResult> {
+    /// Answers `expression` over every album or those named by `albums` (`photoseg query`) for
+    /// `caller` (its D-Bus sender: [`Engines`]).
+    pub fn query(&self, caller: &str, expression: &str, albums: Vec<String>) -> Result<QueryResult> {
         let request = check_expression(expression, albums)?;
-        self.run_query(&request, || true)?.ok_or_else(|| Error::Failed("the query was cancelled".into()))
+        self.run_query(caller, &request, || true)?.ok_or_else(|| Error::Failed("the query was cancelled".into()))
     }
 
-    /// Runs `request` on the engine once it is free; `None` when `still_wanted` says no by then (a
-    /// desktop search superseded by the next keystroke).
-    pub fn run_query(&self, request: &QueryRequest, still_wanted: impl Fn() -> bool) -> Result<Option<QueryResult>> {
-        self.with_engine(request, still_wanted, |engine| engine.run(request))
+    /// Runs `request` for `caller` once an engine is free for it; `None` when `still_wanted` says no
+    /// by then (a desktop search superseded by the next keystroke).
+    pub fn run_query(
+        &self,
+        caller: &str,
+        request: &QueryRequest,
+        still_wanted: impl Fn() -> bool,
+    ) -> Result<Option<QueryResult>> {
+        self.with_engine(caller, request, still_wanted, |engine| engine.run(request))
     }
 
     /// [`Library::query`], telling `progress` the decision as soon as it is made and then each mask
     /// (the D-Bus `QueryStreamed`).
     pub fn query_streaming(
         &self,
+        caller: &str,
         expression: &str,
         albums: Vec<String>,
         progress: &mut dyn QueryProgress,
     ) -> Result<QueryResult> {
         let request = check_expression(expression, albums)?;
-        self.with_engine(&request, || true, |engine| engine.query_streaming(&request, progress))?
+        self.with_engine(caller, &request, || true, |engine| engine.query_streaming(&request, progress))?
             .ok_or_else(|| Error::Failed("the query was cancelled".into()))
     }
 
-    /// Runs `work` on the engine once it is free (rebuilt first when the roots changed); `None` when
-    /// `still_wanted` says no by then.
+    /// Runs `work` for `caller` on an engine once one is free for it ([`Engines`]; rebuilt first when
+    /// the roots changed); `None` when `still_wanted` says no by then.
     fn with_engine(
         &self,
+        caller: &str,
         request: &QueryRequest,
         still_wanted: impl Fn() -> bool,
         work: impl FnOnce(&mut Engine) -> anyhow::Result<QueryResult>,
     ) -> Result<Option<QueryResult>> {
-        let mut engine = lock(&self.inner.engine);
+        let mut lease = self.inner.engines.take(caller);
         if !still_wanted() {
             return Ok(None);
         }
         tracing::debug!("query {:?} has the engine", request.expression);
-        if let Some(roots) = lock(&self.inner.pending_roots).take() {
-            let cache = Cache::open(&self.inner.cache_file).map_err(Error::failed)?;
-            let search = SearchIndex::open_or_in_memory(&paths::search_dir().map_err(Error::failed)?);
-            *engine = Engine::new(self.inner.model.clone(), self.inner.model.codec(), cache, search, roots);
+        let (version, roots) = lock(&self.inner.query_roots).clone();
+        let (engine, built_for) = lease.engine.as_mut().expect("a lease holds its engine until dropped");
+        if *built_for != version {
+            *engine = build_engine(&self.inner.model, &self.inner.cache_file, &roots).map_err(Error::failed)?;
+            *built_for = version;
         }
         if !self.inner.query_delay.is_zero() {
             std::thread::sleep(self.inner.query_delay);
         }
         let started = Instant::now();
-        let result = work(&mut engine).map_err(Error::failed)?;
+        let result = work(engine).map_err(Error::failed)?;
         tracing::debug!("query {:?} answered in {:.3} s", request.expression, started.elapsed().as_secs_f64());
         Ok(Some(result))
     }
 
     /// The mask of the object `expression` refers to in the photo at `path`, decided within its album.
-    pub fn mask(&self, path: &str, expression: &str, format: &str) -> Result<MaskAnswer> {
+    pub fn mask(&self, caller: &str, path: &str, expression: &str, format: &str) -> Result<MaskAnswer> {
         let mut request = check_expression(expression, Vec::new())?;
         let format = MaskFormat::parse(format)?;
         let photo = self.known_photo(path)?;
@@ -329,7 +399,7 @@ impl Library {
         }
         let album = photo.parent().unwrap_or(Path::new("/")).to_path_buf();
         request.albums = vec![query::album_name(&album, &self.roots())];
-        let result = self.run_query(&request, || true)?.expect("always wanted");
+        let result = self.run_query(caller, &request, || true)?.expect("always wanted");
         let answer = result.albums.iter().find(|a| a.album == album).ok_or_else(|| {
             Error::Failed(format!("the album {} was not answered; run the query again", album.display()))
         })?;
@@ -377,7 +447,7 @@ impl Library {
         };
         config.save(&self.inner.config_file).map_err(Error::failed)?;
         *roots = config.roots.clone();
-        *lock(&self.inner.pending_roots) = Some(config.roots);
+        self.roots_changed(config.roots);
         self.tell_worker(worker::Command::AddRoot { root, replaced })
     }
 
@@ -390,8 +460,14 @@ impl Library {
         let root = config.remove_root(&dir).map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
         config.save(&self.inner.config_file).map_err(Error::failed)?;
         *roots = config.roots.clone();
-        *lock(&self.inner.pending_roots) = Some(config.roots);
+        self.roots_changed(config.roots);
         self.tell_worker(worker::Command::RemoveRoot(root))
+    }
+
+    /// The engines see `roots` from their next query on.
+    fn roots_changed(&self, roots: Vec<PathBuf>) {
+        let mut query_roots = lock(&self.inner.query_roots);
+        *query_roots = (query_roots.0 + 1, roots);
     }
 
     /// Checks that `path` names a photo the cache knows, inside a watched folder; returns it as the
@@ -472,6 +548,17 @@ impl Library {
 /// A test hook's delay: milliseconds in the variable `name`, zero when unset.
 fn delay_from_env(name: &str) -> Duration {
     std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis).unwrap_or_default()
+}
+
+/// A query engine over the cache file and `roots` (a read-only cache is opened read-only).
+fn build_engine(model: &LoadedModel, cache_file: &Path, roots: &[PathBuf]) -> anyhow::Result<Engine> {
+    Ok(Engine::new(
+        model.clone(),
+        model.codec(),
+        Cache::open_for_reading(cache_file)?,
+        SearchIndex::open_or_in_memory(&paths::search_dir()?),
+        roots.to_vec(),
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

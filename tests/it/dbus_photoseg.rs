@@ -385,7 +385,7 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
     }
     let (w, model) = indexed_world(-1e4);
     // Every query the daemon runs takes 4 s more (a stand-in for a big library on a slow model).
-    let mut d = w.daemon(&model, &[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "4000")]);
+    let mut d = w.daemon(&model, &[("PHOTOSEG_DAEMON_QUERY_DELAY_MS", "4000"), ("RUST_LOG", "photoseg=debug")]);
     w.wait_indexed(3);
 
     let started = Instant::now();
@@ -406,8 +406,29 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500)); // the query is in the daemon now
-                                                    // Other calls answer while it runs: count those that returned with the query still in flight.
+    d.wait_for_log("query \"my bike\" has the engine", Duration::from_secs(30));
+    // Another caller's query runs beside it on the second engine instead of waiting for it (it also
+    // takes 4 s: waiting would end it 4 s later still).
+    let other_started = Instant::now();
+    let other = std::process::Command::new("busctl")
+        .args([
+            &format!("--address={}", w.bus.address),
+            "--json=short",
+            "call",
+            NAME,
+            PATH,
+            NAME,
+            "Query",
+            "sas",
+            "a cat",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let other = std::thread::spawn(move || (other.wait_with_output().unwrap(), other_started.elapsed()));
+    // Other calls answer while it runs: count those that returned with the query still in flight.
     let mut served_meanwhile = 0;
     while slow.try_wait().unwrap().is_none() {
         let t = Instant::now();
@@ -429,6 +450,12 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let answer: Value = serde_json::from_str(v["data"][0].as_str().unwrap()).unwrap();
     assert_eq!(answer["expression"], "my bike");
+    let (other, other_took) = other.join().unwrap();
+    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+    assert!(
+        other_took < Duration::from_millis(6500),
+        "another caller's query took {other_took:?} beside a 4 s query: it waited for it"
+    );
 
     // SIGTERM while another slow query is in flight: the daemon gives its name up and exits 0 soon.
     let mut inflight = std::process::Command::new("busctl")

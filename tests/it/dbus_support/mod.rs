@@ -413,6 +413,13 @@ impl Daemon {
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
+        // Once `wait_for_log` has taken stderr, the rest of it arrives on its channel (until EOF).
+        if let Some(rx) = self.lines.take() {
+            for line in rx.iter() {
+                err.push_str(&line);
+                err.push('\n');
+            }
+        }
         (status.is_some_and(|s| s.success()), err)
     }
 
