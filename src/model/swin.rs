@@ -3,7 +3,7 @@
 //! Weight names follow timm's `SwinTransformer` state dict (`patch_embed.proj`, `layers.{i}.downsample`
 //! at the start of stage i > 0, `layers.{i}.blocks.{j}.attn.qkv`...), so timm's safetensors load with no
 //! mapping; Microsoft's original `.pth` layout is renamed at the edge by [`crate::model::checkpoint`].
-//! Behaviour follows timm 1.0 exactly (proven by the parity tests in `tests/parity.rs`): windows shrink to
+//! Behaviour follows timm 1.0 exactly (proven by the parity tests in `tests/it/parity_swin.rs`): windows shrink to
 //! the feature map when the map is smaller (per dimension, with no shift there), maps that are not a
 //! multiple of the window are zero-padded after the cyclic shift, and the shifted-window mask is built on
 //! the padded map. Any input size works: an input that is not a multiple of the patch size is zero-padded

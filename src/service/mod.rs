@@ -1,6 +1,6 @@
 //! `photoseg daemon`: the library served on the session bus (docs/daemon.md).
 //!
-//! [`Library`] is the daemon core: a cheap cloneable handle that owns the model, the query engine, a
+//! [`Library`] is the daemon core: a cheap cloneable handle that owns the model, the query engines, a
 //! reading connection to the cache and the watched folders, and talks to the indexer thread
 //! ([`worker`]) that owns the file watcher and the writing cache connection. Its methods are blocking
 //! (SQLite, the network) and check their arguments; the D-Bus modules ([`dbus`], [`search_provider`],
