@@ -173,7 +173,16 @@ fn index_watch_follows_the_folders_until_sigterm() {
     // A named pipe posing as a photo is skipped, not opened for a read that waits for a writer: a
     // photo added after it is still indexed, and SIGTERM below still ends the watcher.
     assert!(Command::new("mkfifo").arg(photos.join("Paris/trap.png")).status().unwrap().success());
-    std::thread::sleep(Duration::from_millis(500));
+    // The watcher's report on the pipe, before the next photo arrives.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.iter().any(|l: &String| l.contains("trap.png")) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no line on the named pipe: {log:#?}"));
+        if let Ok(line) = lines.recv_timeout(left) {
+            log.push(line);
+        }
+    }
     w.photo("Paris/after.png", 22, 22, 5);
     w.wait_for(&model, "photo after a named pipe", |s| s.contains_key("Paris/after.png"));
 

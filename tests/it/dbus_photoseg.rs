@@ -459,12 +459,12 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
 
     // SIGTERM while another slow query is in flight: the daemon gives its name up and exits 0 soon.
     let mut inflight = std::process::Command::new("busctl")
-        .args([&format!("--address={}", w.bus.address), "call", NAME, PATH, NAME, "Query", "sas", "a cat", "0"])
+        .args([&format!("--address={}", w.bus.address), "call", NAME, PATH, NAME, "Query", "sas", "a dog", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    d.wait_for_log("query \"a dog\" has the engine", Duration::from_secs(30));
     let t = Instant::now();
     let (clean, stderr) = d.terminate(Duration::from_secs(10));
     assert!(clean, "the daemon did not exit 0 on SIGTERM: {stderr}");
