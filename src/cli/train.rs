@@ -102,7 +102,7 @@ pub struct TrainArgs {
     #[arg(long, group = "knobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub lateral: Option<u16>,
     /// The codec photoseg caches the trained model's features in (`cache_codec` in its config.json:
-    /// f16, int8, int4, v8l4, v4l8 or lr8; docs/library.md); absent: f16.
+    /// f16, int8 or lr8; docs/library.md); absent: f16.
     #[arg(long, group = "knobs", value_name = "CODEC", value_parser = parse_codec)]
     pub cache_codec: Option<String>,
     /// Give the model the referent head over a dense trunk (`referent` in config.json, docs/model.md):

@@ -5,15 +5,13 @@
 //! ```text
 //! "PSVF"            magic, 4 bytes
 //! version  u8       = 1
-//! codec    u8       1 = f16, 2 = int8, 3 = int4, 4 = v8l4 (V int8, laterals int4), 5 = v4l8 (V int4,
-//!                   laterals int8), 6 = lr8 (V at low rank in int8, laterals int8)
+//! codec    u8       1 = f16, 2 = int8, 6 = lr8 (V at low rank in int8, laterals int8); 3, 4 and 5 are
+//!                   not used (refused when read)
 //! reserved u16      = 0
 //! 4 x dims [u32; 4] N, C, H, W of v, lat0, lat1, lat3 (in that order)
 //! 4 x data          each map in turn, NCHW order, in the codec's format for that map:
 //!                     f16:  N*C*H*W half floats
 //!                     int8: N*C f32 scales (one per photo and channel), then N*C*H*W i8
-//!                     int4: N*C f32 scales, then ceil(N*C*H*W / 2) bytes, two values a byte
-//!                           (low nibble first, two's complement in [-7, 7])
 //!                     low rank (V of lr8): per photo, with r = [`low_rank`]`(C, H*W)`: C f32 means
 //!                           and C f32 standard deviations of V's channels; an orthonormal basis Q of
 //!                           r directions of the standardised channels V', as an int8 map of r planes
@@ -27,14 +25,13 @@
 //! f16 halves the f32 size and keeps ~3 significant digits, far below what changes an answer; int8
 //! halves it again with a symmetric per-channel scale (max |x| / 127), because channels of a 1x1
 //! projection differ in range by orders of magnitude and one scale per map would crush the small ones.
-//! int4 halves it once more; its per-channel scale is chosen to minimise the squared error (clipping the
-//! few largest values rather than spending the 15 levels on them). docs/library.md has the measured effect
-//! of each codec on answers. The codec is part of the backbone id, so features of two codecs are never
-//! mixed. lr8 stores fewer values rather than fewer bits: a photo's standardised V (C channels at H*W
-//! positions) is kept as its best rank-5C/16 approximation, found per photo by subspace iteration, since
-//! V's channels are far from independent, while int4 (the other way under 256 KB at the paper's shape)
-//! moves masks and a trained model's decisions. Decoding checks the length exactly: a truncated or
-//! padded blob is an error, never a silently wrong tensor.
+//! docs/library.md has the measured effect of each codec on answers. The codec is part of the backbone
+//! id, so features of two codecs are never mixed. lr8 stores fewer values rather than fewer bits: a
+//! photo's standardised V (C channels at H*W positions) is kept as its best rank-5C/16 approximation,
+//! found per photo by subspace iteration, since V's channels are far from independent, while four bits
+//! a value (the other way under 256 KB at the paper's shape) moves masks and a trained model's
+//! decisions (docs/library.md). Decoding checks the length exactly: a truncated or padded blob is an
+//! error, never a silently wrong tensor.
 use candle_core::{bail, DType, Device, Result, Tensor};
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
@@ -52,8 +49,6 @@ pub enum MapFormat {
     F16,
     /// Symmetric, one f32 scale per (photo, channel).
     Int8,
-    /// Symmetric in [-7, 7], one f32 scale per (photo, channel), two values a byte.
-    Int4,
     /// Per photo the channels' means and deviations (f32) and a rank-r factorisation of the standardised
     /// V, Q A (r = [`low_rank`]), both factors in int8.
     LowRank8,
@@ -72,7 +67,6 @@ impl MapFormat {
         match self {
             MapFormat::F16 => 2 * count,
             MapFormat::Int8 => 4 * n * c + count,
-            MapFormat::Int4 => 4 * n * c + count.div_ceil(2),
             MapFormat::LowRank8 => {
                 let r = low_rank(c, h * w);
                 n * (8 * c + MapFormat::Int8.len([1, r, 1, c]) + MapFormat::Int8.len([1, r, h, w]))
@@ -89,35 +83,19 @@ pub enum FeatureCodec {
     F16,
     /// Symmetric int8 with one f32 scale per (photo, channel): ~1 byte a value.
     Int8,
-    /// Symmetric int4 with one f32 scale per (photo, channel): ~half a byte a value.
-    Int4,
-    /// V as int8, the three lateral maps as int4.
-    V8Lat4,
-    /// V as int4 (it moves distances by < 1 %), the three lateral maps as int8 (int4 there moves masks).
-    V4Lat8,
     /// V as its rank-5C/16 approximation with both factors in int8, the three lateral maps as int8.
     LowRank8,
 }
 
 impl FeatureCodec {
     /// Every codec, for benchmarks and tests.
-    pub const ALL: [FeatureCodec; 6] = [
-        FeatureCodec::F16,
-        FeatureCodec::Int8,
-        FeatureCodec::Int4,
-        FeatureCodec::V8Lat4,
-        FeatureCodec::V4Lat8,
-        FeatureCodec::LowRank8,
-    ];
+    pub const ALL: [FeatureCodec; 3] = [FeatureCodec::F16, FeatureCodec::Int8, FeatureCodec::LowRank8];
 
-    /// Short name, part of the backbone id (`"f16"`, `"int8"`, `"int4"`, `"v8l4"`, `"v4l8"`, `"lr8"`).
+    /// Short name, part of the backbone id (`"f16"`, `"int8"`, `"lr8"`).
     pub fn name(self) -> &'static str {
         match self {
             FeatureCodec::F16 => "f16",
             FeatureCodec::Int8 => "int8",
-            FeatureCodec::Int4 => "int4",
-            FeatureCodec::V8Lat4 => "v8l4",
-            FeatureCodec::V4Lat8 => "v4l8",
             FeatureCodec::LowRank8 => "lr8",
         }
     }
@@ -131,9 +109,6 @@ impl FeatureCodec {
         match self {
             FeatureCodec::F16 => 1,
             FeatureCodec::Int8 => 2,
-            FeatureCodec::Int4 => 3,
-            FeatureCodec::V8Lat4 => 4,
-            FeatureCodec::V4Lat8 => 5,
             FeatureCodec::LowRank8 => 6,
         }
     }
@@ -146,11 +121,8 @@ impl FeatureCodec {
     pub fn map_format(self, i: usize) -> MapFormat {
         match (self, i) {
             (FeatureCodec::F16, _) => MapFormat::F16,
-            (FeatureCodec::Int8, _) | (FeatureCodec::V8Lat4, 0) => MapFormat::Int8,
-            (FeatureCodec::V4Lat8, 0) => MapFormat::Int4,
-            (FeatureCodec::V4Lat8, _) | (FeatureCodec::LowRank8, 1..) => MapFormat::Int8,
+            (FeatureCodec::Int8, _) | (FeatureCodec::LowRank8, 1..) => MapFormat::Int8,
             (FeatureCodec::LowRank8, 0) => MapFormat::LowRank8,
-            (FeatureCodec::Int4, _) | (FeatureCodec::V8Lat4, _) => MapFormat::Int4,
         }
     }
 
@@ -302,17 +274,6 @@ fn encode_map(values: &[f32], channels: usize, plane: usize, format: MapFormat, 
                 out.push(quantize(*x, scales[i / plane], 127) as u8);
             }
         }
-        MapFormat::Int4 => {
-            let scales: Vec<f32> = values.chunks(plane).map(int4_scale).collect();
-            for s in &scales {
-                out.extend_from_slice(&s.to_le_bytes());
-            }
-            let q = |i: usize| (quantize(values[i], scales[i / plane], 7) as u8) & 0x0f;
-            for i in (0..values.len()).step_by(2) {
-                let hi = if i + 1 < values.len() { q(i + 1) } else { 0 };
-                out.push(q(i) | (hi << 4));
-            }
-        }
     }
 }
 
@@ -322,28 +283,6 @@ fn quantize(x: f32, scale: f32, levels: i32) -> i8 {
     } else {
         0
     }
-}
-
-/// The int4 scale of one channel: of max|x| / 7 and smaller scales that clip the largest values, the one
-/// with the least squared error (15 levels spent on a few outliers leave the bulk of values coarse).
-fn int4_scale(ch: &[f32]) -> f32 {
-    let max = ch.iter().fold(0f32, |m, x| m.max(x.abs()));
-    if max == 0.0 {
-        return 0.0;
-    }
-    let err = |s: f32| -> f32 {
-        ch.iter()
-            .map(|&x| {
-                let d = x - quantize(x, s, 7) as f32 * s;
-                d * d
-            })
-            .sum()
-    };
-    (0..=12)
-        .map(|k| max / 7.0 * (1.0 - 0.05 * k as f32))
-        .map(|s| (err(s), s))
-        .fold((f32::INFINITY, max / 7.0), |best, c| if c.0 < best.0 { c } else { best })
-        .1
 }
 
 /// Where each map lies in a blob, read from its header.
@@ -432,22 +371,14 @@ pub fn decode_map_into(bytes: &[u8], layout: &Layout, i: usize, out: &mut Vec<f3
                 }
             }
         }
-        MapFormat::Int8 | MapFormat::Int4 => {
+        MapFormat::Int8 => {
             let (scales, q) = data.split_at(4 * n * c);
             let scales: Vec<f32> =
                 scales.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            if layout.codec.map_format(i) == MapFormat::Int8 {
-                for (ch, (d, s)) in dst.chunks_mut(plane).zip(&scales).enumerate() {
-                    let src = &q[ch * plane..ch * plane + d.len()];
-                    for (x, &b) in d.iter_mut().zip(src) {
-                        *x = b as i8 as f32 * s;
-                    }
-                }
-            } else {
-                for (j, x) in dst.iter_mut().enumerate() {
-                    let b = q[j / 2];
-                    let nib = if j % 2 == 0 { b << 4 } else { b & 0xf0 };
-                    *x = ((nib as i8) >> 4) as f32 * scales[j / plane];
+            for (ch, (d, s)) in dst.chunks_mut(plane).zip(&scales).enumerate() {
+                let src = &q[ch * plane..ch * plane + d.len()];
+                for (x, &b) in d.iter_mut().zip(src) {
+                    *x = b as i8 as f32 * s;
                 }
             }
         }
@@ -577,34 +508,6 @@ mod tests {
     }
 
     #[test]
-    fn int4_round_trip_stays_within_its_steps() {
-        let f = features(2);
-        for codec in [FeatureCodec::Int4, FeatureCodec::V8Lat4, FeatureCodec::V4Lat8] {
-            let bytes = encode(&f, codec).unwrap();
-            let back = decode(&bytes, &Device::Cpu).unwrap();
-            for (i, (a, b)) in pairs(&f, &back).into_iter().enumerate() {
-                let levels = if codec.map_format(i) == MapFormat::Int8 { 127.0 } else { 7.0 };
-                let (n, c, h, w) = a.dims4().unwrap();
-                let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-                let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-                for ch in 0..n * c {
-                    let r = ch * h * w..(ch + 1) * h * w;
-                    let max = a[r.clone()].iter().fold(0f32, |m, x| m.max(x.abs()));
-                    // The int4 scale may clip down to 40 % of max / 7, so one value can move by up to 0.6 max;
-                    // but it minimises the squared error, so that stays within max / 7's half a step.
-                    let mse: f32 = r.clone().map(|i| (a[i] - b[i]).powi(2)).sum::<f32>() / r.len() as f32;
-                    let step = max / levels;
-                    assert!(mse <= step * step / 4.0 * 1.0001 + 1e-12, "channel {ch}: mse {mse}, step {step}");
-                    for i in r {
-                        assert!((a[i] - b[i]).abs() <= max * 0.6001 + 1e-12, "{} -> {}", a[i], b[i]);
-                    }
-                }
-            }
-            assert_eq!(bytes.len(), codec.encoded_len(&[[2, 8, 4, 4], [2, 3, 16, 16], [2, 3, 8, 8], [2, 3, 2, 2]]));
-        }
-    }
-
-    #[test]
     fn low_rank_keeps_a_low_rank_v_and_the_leading_directions_of_any_v() {
         let dev = Device::Cpu;
         let (c, h, w) = (16, 5, 7); // rank 5 of 16 channels at 35 positions
@@ -700,18 +603,6 @@ mod tests {
     }
 
     #[test]
-    fn odd_counts_pack_into_whole_bytes() {
-        let dev = Device::Cpu;
-        let t = |c, h, w| Tensor::arange(0f32, (c * h * w) as f32, &dev).unwrap().reshape((1, c, h, w)).unwrap();
-        let f = VisualFeatures { v: t(3, 3, 3), lat0: t(1, 5, 5), lat1: t(1, 3, 3), lat3: t(1, 1, 1) };
-        let bytes = encode(&f, FeatureCodec::Int4).unwrap();
-        assert_eq!(bytes.len(), HEADER + 4 * 6 + 14 + 13 + 5 + 1);
-        let back = decode(&bytes, &dev).unwrap();
-        assert_eq!(back.lat3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.0]);
-        assert_eq!(back.lat0.dims(), [1, 1, 5, 5]);
-    }
-
-    #[test]
     fn v_decodes_from_the_prefix_alone() {
         let f = features(1);
         for codec in FeatureCodec::ALL {
@@ -772,6 +663,11 @@ mod tests {
         let mut v2 = bytes.clone();
         v2[4] = 2;
         assert!(err(&v2).contains("version 2"));
+        for unused in [0, 3, 4, 5, 7] {
+            let mut other = bytes.clone();
+            other[5] = unused;
+            assert!(err(&other).contains(&format!("unknown codec {unused}")), "codec {unused}");
+        }
         let mut huge = bytes.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());

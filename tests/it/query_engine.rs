@@ -94,7 +94,7 @@ fn fill(
 
 #[test]
 fn decide_then_masks_gives_the_reference_answers() {
-    for codec in [FeatureCodec::F16, FeatureCodec::Int4] {
+    for codec in [FeatureCodec::F16, FeatureCodec::Int8] {
         let tmp = tempfile::tempdir().unwrap();
         let m = model(-1e4); // every photo positive: every mask is compared
         let cache = Cache::open(&tmp.path().join("c.sqlite3")).unwrap();
