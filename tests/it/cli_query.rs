@@ -101,6 +101,8 @@ impl World {
         cfg.head.margin = margin;
         cfg.cache_codec = cache_codec.map(str::to_string);
         Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        // Weights of their own per name: two models of a test must differ (their ids do).
+        crate::common::seed_weights(&varmap, crate::common::seed_of(name));
         save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
         dir.to_str().unwrap().to_string()
     }

@@ -64,6 +64,7 @@ impl World {
         let mut cfg = Config::tiny(60);
         cfg.head.margin = -1e4;
         Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        crate::common::seed_weights(&varmap, 7);
         save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
         dir.to_str().unwrap().to_string()
     }

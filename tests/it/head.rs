@@ -17,11 +17,12 @@ fn random_model() -> (Grser, VarMap) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = Grser::new(&Config::tiny(60), tokenizer(), vb).expect("build tiny grser");
+    common::seed_weights(&varmap, 7);
     (model, varmap)
 }
 
 fn random_images(n: usize, size: usize) -> Tensor {
-    Tensor::randn(0f32, 1.0, (n, 3, size, size), &Device::Cpu).unwrap()
+    common::seeded_normal(&[n, 3, size, size], (n * 1000 + size) as u64)
 }
 
 #[test]

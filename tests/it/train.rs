@@ -379,7 +379,7 @@ fn the_stem_batch_norm_trains_and_keeps_running_statistics() {
     assert!(var.iter().all(|v| *v > 0.0) && var.iter().any(|v| (v - 1.0).abs() > 1e-3), "{var:?}");
     // Indexing normalises with the running statistics: a photo's features do not depend on the photos
     // beside it in the batch, as they do while training.
-    let photos = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let photos = crate::common::seeded_normal(&[2, 3, 64, 64], 1);
     let v_of_first = |batch: &Tensor| trainer.model.featurize(batch).unwrap().v.get(0).unwrap();
     let first = photos.narrow(0, 0, 1).unwrap();
     trainer.model.swin.set_training(false);

@@ -96,6 +96,26 @@ pub fn seed_weights(varmap: &candle_nn::VarMap, seed: u64) {
     }
 }
 
+/// A seed for `name` (FNV-1a), the same in every run.
+pub fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A tensor of standard normal values drawn from `seed` (Box-Muller): test inputs that are the same in
+/// every run.
+pub fn seeded_normal(shape: &[usize], seed: u64) -> Tensor {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u, v): (f32, f32) = (rng.random_range(f32::EPSILON..1.0), rng.random_range(0.0..1.0));
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f32::consts::PI * v).cos()
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
 /// The lines `reader` (a child's stdout or stderr) yields, on a channel, read by a thread so the pipe
 /// never fills; the channel closes at end of input.
 pub fn lines_on_channel(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {

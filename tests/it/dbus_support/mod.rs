@@ -168,6 +168,8 @@ impl World {
         let mut cfg = Config::tiny(60);
         cfg.head.margin = margin;
         Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        // Weights of their own per name: two models of a test must differ (their ids do).
+        crate::common::seed_weights(&varmap, crate::common::seed_of(name));
         save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
         dir.to_str().unwrap().to_string()
     }
