@@ -118,45 +118,7 @@ impl Engine {
             false
         });
         if !request.albums.is_empty() {
-            let mut wanted = std::collections::HashSet::new();
-            // A folder: the albums in it or below it, by path (a watched root's subfolders are albums
-            // whose names do not contain the root's name).
-            let (folders, patterns): (Vec<&String>, Vec<&String>) =
-                request.albums.iter().partition(|p| Path::new(p.as_str()).is_absolute());
-            for folder in &folders {
-                // As the caller spells it, or with its links resolved as the library stores roots.
-                let spelt = Path::new(folder.as_str());
-                let resolved = std::fs::canonicalize(spelt).unwrap_or_else(|_| spelt.to_path_buf());
-                let inside = |p: &Path| p.starts_with(spelt) || p.starts_with(&resolved);
-                wanted.extend(albums.iter().filter(|(a, _)| inside(&a.info.path)).map(|(a, _)| a.info.path.clone()));
-            }
-            if synced {
-                for pattern in &patterns {
-                    wanted.extend(self.search.albums_matching(pattern)?);
-                }
-            } else {
-                // Another process holds the index writer and the album documents may be stale: the
-                // same rule, applied to the cache's album list directly.
-                for (a, name) in &albums {
-                    let name = name.to_lowercase();
-                    if patterns.iter().any(|p| name.contains(&p.to_lowercase())) {
-                        wanted.insert(a.info.path.clone());
-                    }
-                }
-            }
-            let names: Vec<String> = albums.iter().take(10).map(|(_, name)| name.clone()).collect();
-            albums.retain(|(a, _)| wanted.contains(&a.info.path));
-            if albums.is_empty() {
-                let quoted = |v: &[&String]| v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" or ");
-                let mut why = Vec::new();
-                if !patterns.is_empty() {
-                    why.push(format!("no album name contains {}", quoted(&patterns)));
-                }
-                if !folders.is_empty() {
-                    why.push(format!("no album is in the folder {} or below it", quoted(&folders)));
-                }
-                bail!("{}; albums are named e.g. {}", why.join(", and "), names.join(", "));
-            }
+            self.keep_wanted_albums(&mut albums, &request.albums, synced)?;
         }
         // Two stages run side by side: this thread asks the search index and reads each album's V bytes
         // from SQLite; a worker decodes them and runs the head, album by album in order (so the budget
@@ -229,6 +191,57 @@ impl Engine {
             out.push(r.expect("every album before the first error is answered")?);
         }
         Ok(Decided { expression: request.expression.clone(), model: self.backbone.clone(), albums: out })
+    }
+
+    /// Keeps the albums `filters` name: an absolute folder keeps the albums in it or below it, any
+    /// other filter the albums whose name contains it (through the search index when `synced`, else
+    /// on the cache's list). An error names the filters and a few albums when none is left.
+    fn keep_wanted_albums(
+        &self,
+        albums: &mut Vec<(QueryAlbum, String)>,
+        filters: &[String],
+        synced: bool,
+    ) -> Result<()> {
+        let mut wanted = std::collections::HashSet::new();
+        // A folder: the albums in it or below it, by path (a watched root's subfolders are albums
+        // whose names do not contain the root's name).
+        let (folders, patterns): (Vec<&String>, Vec<&String>) =
+            filters.iter().partition(|p| Path::new(p.as_str()).is_absolute());
+        for folder in &folders {
+            // As the caller spells it, or with its links resolved as the library stores roots.
+            let spelt = Path::new(folder.as_str());
+            let resolved = std::fs::canonicalize(spelt).unwrap_or_else(|_| spelt.to_path_buf());
+            let inside = |p: &Path| p.starts_with(spelt) || p.starts_with(&resolved);
+            wanted.extend(albums.iter().filter(|(a, _)| inside(&a.info.path)).map(|(a, _)| a.info.path.clone()));
+        }
+        if synced {
+            for pattern in &patterns {
+                wanted.extend(self.search.albums_matching(pattern)?);
+            }
+        } else {
+            // Another process holds the index writer and the album documents may be stale: the
+            // same rule, applied to the cache's album list directly.
+            for (a, name) in albums.iter() {
+                let name = name.to_lowercase();
+                if patterns.iter().any(|p| name.contains(&p.to_lowercase())) {
+                    wanted.insert(a.info.path.clone());
+                }
+            }
+        }
+        let names: Vec<String> = albums.iter().take(10).map(|(_, name)| name.clone()).collect();
+        albums.retain(|(a, _)| wanted.contains(&a.info.path));
+        if albums.is_empty() {
+            let quoted = |v: &[&String]| v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" or ");
+            let mut why = Vec::new();
+            if !patterns.is_empty() {
+                why.push(format!("no album name contains {}", quoted(&patterns)));
+            }
+            if !folders.is_empty() {
+                why.push(format!("no album is in the folder {} or below it", quoted(&folders)));
+            }
+            bail!("{}; albums are named e.g. {}", why.join(", and "), names.join(", "));
+        }
+        Ok(())
     }
 
     /// The second half of a query: masks of the positives [`Engine::decide`] found, album by album in
