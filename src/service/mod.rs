@@ -234,9 +234,9 @@ impl Library {
         // and nothing is indexed or changed.
         let engines =
             (0..ENGINES).map(|_| build_engine(&model, &cache_file, &roots)).collect::<anyhow::Result<Vec<_>>>()?;
-        let read_only = Cache::open_for_reading(&cache_file)?.is_read_only()?;
         let backbone = engines[0].backbone().to_string();
         let reader = Cache::open_for_reading(&cache_file)?;
+        let read_only = reader.is_read_only()?;
         let indexing = Arc::new(AtomicBool::new(false));
         let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = if read_only {
