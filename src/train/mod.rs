@@ -394,16 +394,24 @@ impl Trainer {
 
     /// Swin's stage outputs for every photo of `set`, without gradients.
     fn swin_stages(&self, set: &TrainSet) -> Result<Vec<Tensor>> {
+        let chunks = self.stage_chunks(set, 4)?;
+        Ok((0..4)
+            .map(|s| Tensor::cat(&chunks.iter().map(|c| &c[s]).collect::<Vec<_>>(), 0))
+            .collect::<candle_core::Result<Vec<_>>>()?)
+    }
+
+    /// Swin's first `stages` stage outputs for `set`'s photos, [`CACHE_CHUNK`] photos a part, without
+    /// gradients: no copy of the whole pool's outputs is made (at 13,000 photos each copy is 3 GB).
+    fn stage_chunks(&self, set: &TrainSet, stages: usize) -> Result<Vec<Vec<Tensor>>> {
         let started = Instant::now();
-        let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); 4];
+        let mut parts = Vec::new();
         for chunk in set.images.chunks(CACHE_CHUNK) {
             let images = Tensor::stack(chunk, 0)?.to_device(&self.model.device)?;
-            for (s, out) in self.model.swin.forward_stages(&images)?.into_iter().enumerate() {
-                parts[s].push(out.detach());
-            }
+            let outs = self.model.swin.forward_stages(&images)?;
+            parts.push(outs.into_iter().take(stages).map(|t| t.detach()).collect());
         }
-        tracing::info!("Swin stages of {} photos kept in {:.0} s", set.images.len(), started.elapsed().as_secs_f64());
-        Ok(parts.iter().map(|p| Tensor::cat(p, 0)).collect::<candle_core::Result<Vec<_>>>()?)
+        tracing::info!("Swin stages of {} photos in {:.0} s", set.images.len(), started.elapsed().as_secs_f64());
+        Ok(parts)
     }
 
     /// One step of the features stage: photos drawn at random from the pool, each turned by a random
@@ -463,16 +471,8 @@ impl Trainer {
     /// itself, measured here layer by layer (the trunk is frozen from now on, so they stay exact).
     fn dense_maps(&self, set: &TrainSet) -> Result<Tensor> {
         let trunk = self.model.dense.as_ref().context("the model has no dense trunk")?;
-        // Swin's stages 1-3 in chunks of photos: no copy of the whole pool's stage outputs is ever made
-        // (at 13,000 photos each copy is 3 GB).
-        let started = Instant::now();
-        let mut stages: Vec<Vec<Tensor>> = Vec::new();
-        for chunk in set.images.chunks(CACHE_CHUNK) {
-            let images = Tensor::stack(chunk, 0)?.to_device(&self.model.device)?;
-            let outs = self.model.swin.forward_stages(&images)?;
-            stages.push(outs.into_iter().take(3).map(|t| t.detach()).collect());
-        }
-        tracing::info!("Swin stages of {} photos in {:.0} s", set.images.len(), started.elapsed().as_secs_f64());
+        // Swin's stages 1-3, the trunk's inputs, kept in parts.
+        let mut stages = self.stage_chunks(set, 3)?;
         for layer in 0..2 {
             // Per channel: sum and sum of squares over photos and cells (f64, added chunk by chunk).
             let (mut sum, mut sq, mut count) = (None::<Tensor>, None::<Tensor>, 0usize);
