@@ -9,12 +9,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use image::{Rgb, RgbImage};
 use photoseg::library::Cache;
-use photoseg::model::checkpoint::save_model_dir;
-use photoseg::model::grser::{Config, Grser};
 
 use crate::common;
 
@@ -59,14 +55,8 @@ fn kill_9_mid_index_then_the_next_run_does_only_what_is_missing() {
             .save(&path)
             .unwrap();
     }
-    let model = tmp.join("model");
-    let varmap = VarMap::new();
-    let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
-    let cfg = Config::tiny(60);
-    Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-    crate::common::seed_weights(&varmap, 7);
-    save_model_dir(&varmap, &cfg, &tok, &model).unwrap();
-    let model = model.to_str().unwrap();
+    let model = common::save_tiny_model(&tmp.join("model"), 7, |_| {});
+    let model = model.as_str();
 
     let db: PathBuf = tmp.join("cache/photoseg/library.sqlite3");
     let mut child = cmd(tmp, &["index", photos.to_str().unwrap(), "--model", model])

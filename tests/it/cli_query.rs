@@ -10,11 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use image::{Rgb, RgbImage};
-use photoseg::model::checkpoint::save_model_dir;
-use photoseg::model::grser::{Config, Grser};
 use photoseg::query::rle::{self, CocoRle};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -94,17 +90,11 @@ impl World {
 
     /// [`World::model`] whose config names the codec its features are cached in.
     fn model_with(&self, name: &str, margin: f64, cache_codec: Option<&str>) -> String {
-        let dir = self.path(name);
-        let varmap = VarMap::new();
-        let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
-        let mut cfg = Config::tiny(60);
-        cfg.head.margin = margin;
-        cfg.cache_codec = cache_codec.map(str::to_string);
-        Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         // Weights of their own per name: two models of a test must differ (their ids do).
-        crate::common::seed_weights(&varmap, crate::common::seed_of(name));
-        save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
-        dir.to_str().unwrap().to_string()
+        common::save_tiny_model(&self.path(name), common::seed_of(name), |cfg| {
+            cfg.head.margin = margin;
+            cfg.cache_codec = cache_codec.map(str::to_string);
+        })
     }
 
     /// Writes a photo of `w` x `h` (format from the extension) with a pattern that depends on `seed`.

@@ -12,12 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use image::{Rgb, RgbImage};
 use photoseg::library::Cache;
-use photoseg::model::checkpoint::save_model_dir;
-use photoseg::model::grser::{Config, Grser};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -58,15 +54,7 @@ impl World {
 
     /// A random tiny model whose margin makes every photo positive.
     fn model(&self) -> String {
-        let dir = self.path("model");
-        let varmap = VarMap::new();
-        let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
-        let mut cfg = Config::tiny(60);
-        cfg.head.margin = -1e4;
-        Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-        crate::common::seed_weights(&varmap, 7);
-        save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
-        dir.to_str().unwrap().to_string()
+        common::save_tiny_model(&self.path("model"), 7, |cfg| cfg.head.margin = -1e4)
     }
 
     /// Writes a `w` x `h` photo below the photo folder (format from the extension).

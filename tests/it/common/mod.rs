@@ -96,6 +96,25 @@ pub fn seed_weights(varmap: &candle_nn::VarMap, seed: u64) {
     }
 }
 
+/// Saves a tiny model (60-token fixture vocabulary) with weights drawn from `seed` into `dir`, after
+/// `edit` changes its config (a margin, a codec); returns the directory as a string for `--model`.
+pub fn save_tiny_model(
+    dir: &std::path::Path,
+    seed: u64,
+    edit: impl FnOnce(&mut photoseg::model::grser::Config),
+) -> String {
+    use candle_nn::{VarBuilder, VarMap};
+    use photoseg::model::grser::{Config, Grser};
+    let varmap = VarMap::new();
+    let tok = tokenizers::Tokenizer::from_file(fixture("tokenizer/tokenizer.json")).unwrap();
+    let mut cfg = Config::tiny(60);
+    edit(&mut cfg);
+    Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu)).unwrap();
+    seed_weights(&varmap, seed);
+    photoseg::model::checkpoint::save_model_dir(&varmap, &cfg, &tok, dir).unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
 /// A seed for `name` (FNV-1a), the same in every run.
 pub fn seed_of(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))

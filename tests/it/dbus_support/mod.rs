@@ -10,11 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use image::{Rgb, RgbImage};
-use photoseg::model::checkpoint::save_model_dir;
-use photoseg::model::grser::{Config, Grser};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -159,19 +155,8 @@ impl World {
 
     /// Saves a random tiny model with decision margin `margin` (hugely negative: every photo positive).
     pub fn model(&self, name: &str, margin: f64) -> String {
-        let dir = self.path(name);
-        let varmap = VarMap::new();
-        let tok = tokenizers::Tokenizer::from_file(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json"),
-        )
-        .unwrap();
-        let mut cfg = Config::tiny(60);
-        cfg.head.margin = margin;
-        Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         // Weights of their own per name: two models of a test must differ (their ids do).
-        crate::common::seed_weights(&varmap, crate::common::seed_of(name));
-        save_model_dir(&varmap, &cfg, &tok, &dir).unwrap();
-        dir.to_str().unwrap().to_string()
+        crate::common::save_tiny_model(&self.path(name), crate::common::seed_of(name), |cfg| cfg.head.margin = margin)
     }
 
     /// Writes a `w` x `h` photo (format from the extension) with a pattern that depends on `seed`.
