@@ -378,6 +378,27 @@ fn bad_arguments_get_named_errors_with_the_value() {
     assert_eq!(name, "org.photoseg.Photoseg1.Error.OutsideRoots");
 }
 
+/// A `Query` from a client of its own (`busctl`, JSON output), running while the test goes on.
+fn spawn_query(w: &World, expression: &str) -> std::process::Child {
+    std::process::Command::new("busctl")
+        .args([
+            &format!("--address={}", w.bus.address),
+            "--json=short",
+            "call",
+            NAME,
+            PATH,
+            NAME,
+            "Query",
+            "sas",
+            expression,
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
     if !tools_present() {
@@ -389,44 +410,12 @@ fn a_slow_query_does_not_hold_up_other_clients_and_sigterm_stops_cleanly() {
     w.wait_indexed(3);
 
     let started = Instant::now();
-    let mut slow = std::process::Command::new("busctl")
-        .args([
-            &format!("--address={}", w.bus.address),
-            "--json=short",
-            "call",
-            NAME,
-            PATH,
-            NAME,
-            "Query",
-            "sas",
-            "my bike",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut slow = spawn_query(&w, "my bike");
     d.wait_for_log("query \"my bike\" has the engine", Duration::from_secs(30));
     // Another caller's query runs beside it on the second engine instead of waiting for it (it also
     // takes 4 s: waiting would end it 4 s later still).
     let other_started = Instant::now();
-    let other = std::process::Command::new("busctl")
-        .args([
-            &format!("--address={}", w.bus.address),
-            "--json=short",
-            "call",
-            NAME,
-            PATH,
-            NAME,
-            "Query",
-            "sas",
-            "a cat",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let other = spawn_query(&w, "a cat");
     let other = std::thread::spawn(move || (other.wait_with_output().unwrap(), other_started.elapsed()));
     // Other calls answer while it runs: count those that returned with the query still in flight.
     let mut served_meanwhile = 0;
