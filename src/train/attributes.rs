@@ -277,11 +277,25 @@ impl DenseDecoder {
         shape: &Tensor,
         size: &Tensor,
     ) -> Result<Tensor> {
-        let logits = self.forward(model, stages)?;
-        let color_loss = weighted_ce(&logits.narrow(1, 0, COLOR_CLASSES)?, color)?;
-        let shape_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES, SHAPE_CLASSES)?, shape)?;
-        let size_loss = weighted_ce(&logits.narrow(1, COLOR_CLASSES + SHAPE_CLASSES, SIZE_CLASSES)?, size)?;
+        let [color_loss, shape_loss, size_loss] = self.loss_terms(model, stages, color, shape, size)?;
         Ok(((color_loss + shape_loss)? + (size_loss * 0.5)?)?)
+    }
+
+    /// The colour, shape and size cross entropies of [`Self::loss`], each on its own.
+    pub fn loss_terms(
+        &self,
+        model: Option<&DenseTrunk>,
+        stages: &[Tensor],
+        color: &Tensor,
+        shape: &Tensor,
+        size: &Tensor,
+    ) -> Result<[Tensor; 3]> {
+        let logits = self.forward(model, stages)?;
+        Ok([
+            weighted_ce(&logits.narrow(1, 0, COLOR_CLASSES)?, color)?,
+            weighted_ce(&logits.narrow(1, COLOR_CLASSES, SHAPE_CLASSES)?, shape)?,
+            weighted_ce(&logits.narrow(1, COLOR_CLASSES + SHAPE_CLASSES, SIZE_CLASSES)?, size)?,
+        ])
     }
 }
 
