@@ -2,9 +2,11 @@
 //! beside a plain PyTorch reference in the same run, with the same thread count (one, as the
 //! reference's scripts set it).
 //!
-//! photoseg: steps of the features stage (`--stage features`: a Swin forward and backward over 16
-//! photos, the dense attribute decoder, AdamW) and of the head stage (Swin frozen and kept, 4 groups of
-//! 8 photos) on a generated synthetic set, timed after two warm-up steps.
+//! photoseg: steps of the features stage (a Swin forward and backward over 16 photos, the dense
+//! attribute decoder, AdamW), first with glibc's default allocation parameters and then as `photoseg
+//! train` sets them ([`photoseg::train::allocator`]), and of the referent head stage (Swin and the
+//! trunk frozen, their maps kept, 4 groups of 8 photos), on a generated synthetic set, timed after two
+//! warm-up steps: the built-in model's recipe.
 //!
 //! Reference: `scripts/reference/twin/train_attr.py swin` (a Swin of similar layout, 431 k
 //! parameters, dense attribute supervision) for one minute on the same photos, through
@@ -17,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use candle_core::Device;
-use photoseg::model::grser::Config;
+use photoseg::model::grser::{Config, ReferentConfig};
 use photoseg::synth::{self, SynthConfig, SynthDataset};
 use photoseg::train::data::{SourceGroup, TrainSet};
 use photoseg::train::optim::AdamWConfig;
@@ -28,16 +30,17 @@ const STEPS: usize = 10;
 fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
     let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
     let mut cfg = Config::builtin(tok.get_vocab_size(true));
+    // The built-in model's shape (recipes/builtin.toml).
     cfg.swin.conv_stem = Some(32);
-    cfg.swin.stem_batch_norm = true; // as `photoseg train --conv-stem` builds it
+    cfg.swin.stem_batch_norm = true;
     cfg.head.center_v = true;
     cfg.head.position_grid = Some(8);
+    cfg.referent = Some(ReferentConfig::default());
     let tc = TrainConfig {
         stage,
         steps: STEPS + 2,
         groups_per_step: groups,
         group_size: 8,
-        attributes: 1.0,
         lambda_mirror: 0.0,
         optim: AdamWConfig { lr: 2e-3, weight_decay: 1e-4, ..AdamWConfig::default() },
         ..TrainConfig::default()
@@ -109,10 +112,13 @@ fn main() {
         .collect();
     let mut set = TrainSet::load(&groups, 128, &Device::Cpu, |_, _| {}).unwrap();
     set.attach_attributes(attributes::synth_labels(&ds, "train", 32).unwrap());
+    let plain = photos_per_second(&set, Stage::Features, 2);
+    photoseg::train::allocator::keep_freed_memory();
     let features = photos_per_second(&set, Stage::Features, 2);
     let head = photos_per_second(&set, Stage::Head, 4);
     println!(
-        "photoseg, built-in shape, 1 thread: features stage {features:.1} photos/s, head stage {head:.1} photos/s"
+        "photoseg, built-in recipe, 1 thread: features stage {features:.1} photos/s ({plain:.1} with glibc's default \
+         allocation parameters), referent head stage {head:.1} photos/s"
     );
     match reference(&data, &tmp.path().join("twin")) {
         Some(r) => println!(

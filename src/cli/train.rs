@@ -155,6 +155,7 @@ fn device(cuda: bool) -> Result<Device> {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    crate::train::allocator::keep_freed_memory();
     let dev = device(args.cuda)?;
     let ds = SynthDataset::open(&args.data)?;
     if let Some(path) = &args.recipe {

@@ -4,6 +4,7 @@
 //! Exact resume: the photos of step t are drawn from an RNG seeded with (seed, t) alone, and a checkpoint
 //! holds the weights, the optimizer's moments and t; so a run stopped after a checkpoint and resumed
 //! takes the same steps as one never stopped.
+pub mod allocator;
 pub mod attributes;
 pub mod augment;
 pub mod data;
