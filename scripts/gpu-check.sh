@@ -45,7 +45,7 @@ rate() { grep -o '[0-9.]* img/s' "$1" | awk 'NR>2 {print $1}' | sort -n | awk '{
 # The built-in recipe; the variants differ in learning rate and the head's options (docs/builtin-model.md).
 G=${GROUPS_PER_STEP:-8}
 DEV=${DEVICE_FLAG---cuda}   # DEVICE_FLAG= runs the same script on the CPU (a dry run)
-COMMON=(--data $W/synth --group-size 8 --groups-per-step $G --lambda-mirror 0 --neg-ce 1 --separation 1 --triplet-constant --seed 0 $DEV)
+COMMON=(--data $W/synth --group-size 8 --groups-per-step $G --lambda-mirror 0 --neg-ce 1 --separation 1 --seed 0 $DEV)
 # VARIANT_A/B/C override them.
 declare -A VAR=([a]="${VARIANT_A:---lr 1e-3 --center-v}" [b]="${VARIANT_B:---lr 1e-3 --center-v --position}" [c]="${VARIANT_C:---lr 2e-3 --center-v --position}")
 

@@ -77,13 +77,6 @@ pub struct TrainArgs {
     /// V and stage 1 by training-only heads (not in the paper; 0 gives its objective; docs/model.md).
     #[arg(long, group = "knobs", default_value_t = TrainConfig::default().attributes)]
     pub attributes: f64,
-    /// Weight of the shape loss on grayscale copies of one group's photos a step, read by the attribute
-    /// heads (needs --attributes; not in the paper; docs/model.md): shape without colour.
-    #[arg(long, group = "knobs", default_value_t = TrainConfig::default().gray_shape)]
-    pub gray_shape: f64,
-    /// How many of a step's groups get the gray copies (each adds a Swin pass over its photos).
-    #[arg(long, group = "knobs", default_value_t = 1, value_name = "N")]
-    pub gray_groups: usize,
     /// Add a learnt position embedding to V before TQM (`head.position_grid`, docs/model.md), so
     /// expressions can say "on the left" / "at the top".
     #[arg(long, group = "knobs")]
@@ -112,9 +105,6 @@ pub struct TrainArgs {
     /// Standardise V's channels over each photo's positions before TQM (`head.center_v`, docs/model.md).
     #[arg(long, group = "knobs")]
     pub center_v: bool,
-    /// Weight the triplet loss 1 from the first step instead of the paper's t / T ramp.
-    #[arg(long, group = "knobs")]
-    pub triplet_constant: bool,
     /// What the run trains: `joint` (everything, the paper's way), `features` (backbone and neck on the
     /// colour, shape and size of every object; synthetic data) or `head` (the referring objective with
     /// Swin frozen). docs/model.md, "Training in stages".
@@ -219,9 +209,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         separation: args.separation,
         language_map: args.language_map,
         attributes: args.attributes,
-        gray_shape: args.gray_shape,
-        gray_groups: args.gray_groups,
-        triplet_ramp: !args.triplet_constant,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every.max(1),
         stage: args.stage,
@@ -354,15 +341,14 @@ fn train_stage(
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
-            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3} gray {:.3} dice {:.3} \
-             decision {:.3}) {:.1} img/s",
+            "loss {e:.3} (ce {:.3} neg {:.3} mirror {:.3} triplet {:.3} lmap {:.3} attr {:.3} dice {:.3} decision \
+             {:.3}) {:.1} img/s",
             s.ce,
             s.neg_ce,
             s.mirror,
             s.triplet,
             s.language,
             s.attributes,
-            s.gray_shape,
             s.dice,
             s.decision,
             s.images as f64 / s.seconds

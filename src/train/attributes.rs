@@ -148,22 +148,6 @@ impl AttributeHeads {
         Ok(self.mid.forward(&feats.lat1)?)
     }
 
-    /// Shape alone, from V per 1/16 cell and from stage 2 per 1/8 cell, over object pixels (as in
-    /// [`Self::loss`]): the grayscale copies' loss, which asks nothing about colour.
-    pub fn shape_loss(&self, feats: &VisualFeatures, labels: &[&AttributeLabels]) -> Result<Tensor> {
-        let dev = feats.v.device();
-        let shape = Tensor::stack(&labels.iter().map(|l| &l.shape).collect::<Vec<_>>(), 0)?.to_device(dev)?;
-        let (_, _, h4, _) = shape.unsqueeze(1)?.dims4()?;
-        let coarse = self.coarse_logits(feats)?;
-        let (_, _, h, _) = coarse.dims4()?;
-        let logits = coarse.narrow(1, COLOR_CLASSES + 1, SHAPE_CLASSES - 1)?;
-        let from_v = object_ce(&logits, &shape, SHAPE_CLASSES, h4 / h)?;
-        let mid = self.mid_logits(feats)?;
-        let (_, _, h8, _) = mid.dims4()?;
-        let from_mid = object_ce(&mid, &shape, SHAPE_CLASSES, h4 / h8)?;
-        Ok((from_v + from_mid)?)
-    }
-
     /// The attribute loss of a batch: features of N photos and their labels (N of them).
     pub fn loss(&self, feats: &VisualFeatures, labels: &[&AttributeLabels]) -> Result<Tensor> {
         let dev = feats.v.device();

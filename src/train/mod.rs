@@ -80,17 +80,6 @@ pub struct TrainConfig {
     /// objective). Needs labels in the training set (the synthetic world has them).
     #[serde(default)]
     pub attributes: f64,
-    /// Weight of the shape loss on grayscale copies of the first `gray_groups` groups' photos
-    /// ([`augment::grayscale`]; not in the paper, 0 leaves it out). Needs `attributes` > 0 (it reuses
-    /// its heads).
-    #[serde(default)]
-    pub gray_shape: f64,
-    /// How many of a step's groups get gray copies (at least 1, at most `groups_per_step`).
-    #[serde(default = "one")]
-    pub gray_groups: usize,
-    /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
-    #[serde(default = "default_true")]
-    pub triplet_ramp: bool,
     /// Share of steps for linear warm-up; then polynomial decay (power 0.9, as LAVT) to 0.
     pub warmup: f64,
     /// One group in `small_group_every` is drawn smaller than `group_size` (2..group_size photos), so the
@@ -102,14 +91,6 @@ pub struct TrainConfig {
     /// What this run trains.
     #[serde(default)]
     pub stage: Stage,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn one() -> usize {
-    1
 }
 
 impl Default for TrainConfig {
@@ -125,9 +106,6 @@ impl Default for TrainConfig {
             separation: 1.0,
             language_map: 1.0,
             attributes: 0.0,
-            gray_shape: 0.0,
-            gray_groups: 1,
-            triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
             seed: 0,
@@ -167,9 +145,6 @@ pub struct StepStats {
     /// Dense attribute loss ([`attributes`]).
     #[serde(default)]
     pub attributes: f32,
-    /// Shape loss on grayscale copies (`gray_shape`).
-    #[serde(default)]
-    pub gray_shape: f32,
     /// The referent head's Dice and decision terms ([`loss::referent`]; its per-cell term is `ce`).
     #[serde(default)]
     pub dice: f32,
@@ -269,12 +244,6 @@ impl Trainer {
         }
         if model_cfg.referent.is_some() && cfg.stage == Stage::Joint {
             bail!("a model with a referent head trains in stages: --stage features, then --stage head");
-        }
-        if cfg.gray_shape > 0.0 && cfg.stage == Stage::Head {
-            bail!("the grayscale shape loss trains the backbone, which the head stage keeps frozen");
-        }
-        if cfg.gray_shape > 0.0 && cfg.attributes <= 0.0 {
-            bail!("the grayscale shape loss reuses the attribute heads: give --attributes too");
         }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
@@ -605,21 +574,9 @@ impl Trainer {
             }
             None => None,
         };
-        let gray_loss = match &self.attribute_heads {
-            Some(heads) if self.cfg.gray_shape > 0.0 => {
-                // The first groups' photos again, in grayscale: shape must be read without colour.
-                let groups = self.cfg.gray_groups.clamp(1, draws.len());
-                let ids: Vec<usize> = draws[..groups].iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
-                let labels: Vec<_> = ids.iter().filter_map(|&i| set.attributes[i].as_ref()).collect();
-                let first = images.narrow(0, 0, ids.len())?;
-                let gray = augment::grayscale(&first)?;
-                Some(heads.shape_loss(&self.model.featurize(&gray)?, &labels)?)
-            }
-            _ => None,
-        };
         let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
         let (l, l_anti) = self.model.text.encode_with_anti(&exprs)?;
-        let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
+        let progress = t as f64 / self.cfg.steps.max(1) as f64;
         let margin = self.model_cfg.head.margin;
         let mut total: Option<Tensor> = None;
         let (mut ce_sum, mut neg_sum, mut mirror_sum, mut triplet_sum, mut lang_sum) = (0f32, 0f32, 0f32, 0f32, 0f32);
@@ -702,11 +659,6 @@ impl Trainer {
             attr_value = a.to_scalar::<f32>()?;
             loss = (loss + (a * self.cfg.attributes)?)?;
         }
-        let mut gray_value = 0f32;
-        if let Some(g) = &gray_loss {
-            gray_value = g.to_scalar::<f32>()?;
-            loss = (loss + (g * self.cfg.gray_shape)?)?;
-        }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
         self.update_running_stats()?;
@@ -721,7 +673,6 @@ impl Trainer {
             triplet: triplet_sum / g,
             language: lang_sum / g,
             attributes: attr_value,
-            gray_shape: gray_value,
             images: pool.len(),
             seconds: start.elapsed().as_secs_f64(),
             ..StepStats::default()
