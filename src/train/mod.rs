@@ -47,8 +47,8 @@ pub enum Stage {
     Head,
 }
 
-/// Training settings (`photoseg train` flags, or a stage of a [`recipe`]); defaults follow the paper
-/// where it gives one, and a field a recipe leaves out takes its default.
+/// Training settings: a stage of a [`recipe`]. Defaults follow the paper where it gives one, and a
+/// field a recipe leaves out takes its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -116,6 +116,27 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Refuses settings `model_cfg` cannot train, before any work is done (a recipe checks every stage
+    /// before its first one starts).
+    pub fn check(&self, model_cfg: &ModelConfig) -> Result<()> {
+        if self.group_size > model_cfg.head.k {
+            bail!("group_size {} is larger than the head's K = {}", self.group_size, model_cfg.head.k);
+        }
+        if self.group_size < 2 {
+            bail!("group_size {}: a group needs at least 2 photos (one positive, one negative)", self.group_size);
+        }
+        if self.groups_per_step == 0 {
+            bail!("groups_per_step is 0: a step needs a group");
+        }
+        if self.checkpoint_every == 0 {
+            bail!("checkpoint_every is 0: give the steps between checkpoints");
+        }
+        if model_cfg.referent.is_some() && self.stage == Stage::Joint {
+            bail!("a model with a referent head trains in stages: a `features` stage, then a `head` stage");
+        }
+        Ok(())
+    }
+
     /// Learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
         let warm = ((self.steps as f64) * self.warmup).round().max(1.0);
@@ -220,10 +241,25 @@ const CACHE_CHUNK: usize = 32;
 const OPTIM_FILE: &str = "optimizer.safetensors";
 const LATEST_FILE: &str = "latest";
 
-#[derive(Serialize, Deserialize)]
-struct State {
+/// What a checkpoint's `state.json` holds besides the weights and the optimizer's moments.
+#[derive(Serialize)]
+struct State<'a> {
     next_step: usize,
-    train: TrainConfig,
+    train: &'a TrainConfig,
+}
+
+/// The part of a `state.json` resuming reads: the next step and what identifies the run. The rest is
+/// not read, so a checkpoint whose settings name a field this build no longer has still resumes.
+#[derive(Deserialize)]
+struct SavedState {
+    next_step: usize,
+    train: SavedRun,
+}
+
+#[derive(Deserialize)]
+struct SavedRun {
+    steps: usize,
+    seed: u64,
 }
 
 impl Trainer {
@@ -236,15 +272,7 @@ impl Trainer {
         init: Option<&std::collections::HashMap<String, Tensor>>,
         device: &Device,
     ) -> Result<Self> {
-        if cfg.group_size > model_cfg.head.k {
-            bail!("group size {} is larger than the head's K = {}", cfg.group_size, model_cfg.head.k);
-        }
-        if cfg.group_size < 2 {
-            bail!("a group needs at least 2 photos (one positive, one negative), got {}", cfg.group_size);
-        }
-        if model_cfg.referent.is_some() && cfg.stage == Stage::Joint {
-            bail!("a model with a referent head trains in stages: --stage features, then --stage head");
-        }
+        cfg.check(model_cfg)?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = Grser::new(model_cfg, tokenizer.clone(), vb.clone())?;
@@ -307,7 +335,7 @@ impl Trainer {
             .load(dir.join(checkpoint::WEIGHTS_FILE))
             .with_context(|| format!("loading weights from {}", dir.display()))?;
         self.opt.load(&dir.join(OPTIM_FILE))?;
-        let state: State = serde_json::from_str(&std::fs::read_to_string(dir.join(STATE_FILE))?)
+        let state: SavedState = serde_json::from_str(&std::fs::read_to_string(dir.join(STATE_FILE))?)
             .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
         if state.train.steps != self.cfg.steps || state.train.seed != self.cfg.seed {
             bail!(
@@ -330,7 +358,7 @@ impl Trainer {
         let dir = out.join(&name);
         checkpoint::save_model_dir(&self.varmap, &self.model_cfg, &self.tokenizer, &dir)?;
         self.opt.save(&dir.join(OPTIM_FILE))?;
-        let state = State { next_step: self.step, train: self.cfg.clone() };
+        let state = State { next_step: self.step, train: &self.cfg };
         std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
         let tmp = out.join(".latest.tmp");
         std::fs::write(&tmp, &name)?;
@@ -568,7 +596,7 @@ impl Trainer {
             Some(heads) => {
                 let labels: Option<Vec<_>> = ids.iter().map(|&i| set.attributes[i].as_ref()).collect();
                 let Some(labels) = labels else {
-                    bail!("--attributes needs attribute labels for every training photo (the synthetic world has them)")
+                    bail!("`attributes` needs attribute labels for every training photo (the synthetic world has them)")
                 };
                 Some(heads.loss(&feats, &labels)?)
             }
