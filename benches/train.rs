@@ -2,7 +2,7 @@
 //! beside a plain PyTorch reference in the same run, with the same thread count (one, as the
 //! reference's scripts set it).
 //!
-//! photoseg: steps of the features stage (`--stage features`: a Swin forward and backward over 16
+//! photoseg: steps of the features stage (`stage = "features"`: a Swin forward and backward over 16
 //! photos, the dense attribute decoder, AdamW) and of the head stage (Swin frozen and kept, 4 groups of
 //! 8 photos) on a generated synthetic set, timed after two warm-up steps.
 //!
@@ -29,7 +29,7 @@ fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
     let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
     let mut cfg = Config::builtin(tok.get_vocab_size(true));
     cfg.swin.conv_stem = Some(32);
-    cfg.swin.stem_batch_norm = true; // as `photoseg train --conv-stem` builds it
+    cfg.swin.stem_batch_norm = true; // as a recipe's `conv_stem` builds it
     cfg.head.center_v = true;
     cfg.head.position_grid = Some(8);
     let tc = TrainConfig {

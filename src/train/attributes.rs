@@ -1,9 +1,9 @@
-//! Dense attribute supervision for the synthetic world (not in the paper; `--attributes`, weight 0 gives
-//! its objective). The referring loss supervises one object in half the photos of a group; the synthetic
-//! scenes say the colour, shape and size of *every* object at every pixel. Small 1x1 heads read those
-//! attributes back from V (per 1/16 cell, the share of each class: V is what TQM compares with the
-//! expression) and the colour from stage 1's lateral map (per 1/4 cell: the decoder's edges). Colour and
-//! shape are supervised apart, never as a pair, so the features stay compositional: the held-out split
+//! Dense attribute supervision for the synthetic world (not in the paper; a recipe stage's `attributes`,
+//! weight 0 gives its objective). The referring loss supervises one object in half the photos of a group;
+//! the synthetic scenes say the colour, shape and size of *every* object at every pixel. Small 1x1 heads
+//! read those attributes back from V (per 1/16 cell, the share of each class: V is what TQM compares with
+//! the expression) and the colour from stage 1's lateral map (per 1/4 cell: the decoder's edges). Colour
+//! and shape are supervised apart, never as a pair, so the features stay compositional: the held-out split
 //! names colour-shape pairs training never shows.
 //!
 //! Shape and size are asked only where an object is (weighted by its share of the cell): "given an
