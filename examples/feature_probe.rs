@@ -1,4 +1,4 @@
-//! What the backbone reads, object by object: for a checkpoint of `photoseg train --stage features`
+//! What the backbone reads, object by object: for a checkpoint of a `features` stage
 //! (it holds the training-only decoder `aux.dense.`) and a split of a synth data set, the share of
 //! objects whose shape, colour and size the decoder names right, each by a majority vote of the
 //! decoder's probabilities over the object's 1/4 cells. Objects whose colour-shape pair training never
@@ -56,7 +56,7 @@ fn main() -> Result<()> {
     let tensors = candle_core::safetensors::load(ckpt.join(checkpoint::WEIGHTS_FILE), &dev)?;
     anyhow::ensure!(
         tensors.keys().any(|k| k.starts_with("aux.dense.classifier.")),
-        "{} has no features-stage decoder (aux.dense.): train it with --stage features",
+        "{} has no features-stage decoder (aux.dense.): train it with a `features` stage",
         ckpt.display()
     );
     // The model's own trunk when it has one (a referent model), else the decoder's.

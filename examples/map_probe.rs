@@ -1,5 +1,5 @@
 //! Which half of the built-in model is failing, the visual features or the language's grip on them?
-//! For a checkpoint of `photoseg train --attributes` and a split of a synth data set it prints:
+//! For a checkpoint of a stage with `attributes` > 0 and a split of a synth data set it prints:
 //!
 //! - attribute accuracy of the training-only heads (colour per 1/4 cell from stage 1, colour / shape /
 //!   size per 1/16 cell from V, on cells an object covers at least half of): do the features know what

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # GPU check for photoseg. On a machine with one NVIDIA GPU it runs, in one go:
-#   1. the built-in model's training recipe (docs/builtin-model.md) in VARIANTS side by side on the one
+#   1. the built-in shape with the TQM head, trained jointly, in three variants side by side on the one
 #      GPU (the small model leaves it mostly idle): a short timed run of each (images/s), then a training
 #      run of BUILTIN_SECONDS; each result is evaluated on the val split, the best on the held-out split;
-#   2. photoseg's training throughput in the paper's shape (Swin-B + BERT-base, 416 px, 4 groups of 8);
+#   2. photoseg's training throughput in the paper's shape (recipes/paper.toml: Swin-B + BERT-base,
+#      416 px, 4 groups of 8);
 #   3. the PyTorch reference grser_ref.py cuda in the same command, for the ratio.
 #
 # Build the binary on any x86-64 machine first (no GPU needed; docs/gpu.md):
 #   eval "$(bash scripts/setup-cuda-toolchain.sh)"
 #   CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda --bin photoseg
-# then on the GPU machine, from the repository root:
+# then on the GPU machine:
 #   scripts/gpu-check.sh BIN REF_SCRIPT OUT [BUILTIN_SECONDS]
 # (SKIP_THROUGHPUT=1 stops after the built-in model's training and evaluation.)
 # Every step has its own time limit and a failure does not stop the next one. OUT/summary.txt gathers
 # the figures; OUT/results.tar the logs and the trained models. Nothing here downloads anything.
 set -u
 BIN=$(realpath "$1"); REF=$2; OUT=$3; BUDGET=${4:-240}
+RECIPES=$(cd "$(dirname "$0")/../recipes" && pwd)
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 SUM=$OUT/summary.txt
@@ -42,22 +44,49 @@ timeout 60 "$BIN" synth --out $W/synth-small --seed 0 --train-albums 8 --val-alb
 # Median images/s of the logged steps after the first two (warm-up, kernel loading).
 rate() { grep -o '[0-9.]* img/s' "$1" | awk 'NR>2 {print $1}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'; }
 
-# The built-in recipe; the variants differ in learning rate and the head's options (docs/builtin-model.md).
+# The built-in shape with the TQM head in one joint stage; the variants differ in learning rate and the
+# head's options. Each run's steps come from --steps. VARIANT_A/B/C name one-stage recipe files to run
+# in their place.
 G=${GROUPS_PER_STEP:-8}
 DEV=${DEVICE_FLAG---cuda}   # DEVICE_FLAG= runs the same script on the CPU (a dry run)
-COMMON=(--data $W/synth --group-size 8 --groups-per-step $G --lambda-mirror 0 --neg-ce 1 --separation 1 --triplet-constant --seed 0 $DEV)
-# VARIANT_A/B/C override them.
-declare -A VAR=([a]="${VARIANT_A:---lr 1e-3 --center-v}" [b]="${VARIANT_B:---lr 1e-3 --center-v --position}" [c]="${VARIANT_C:---lr 2e-3 --center-v --position}")
+variant() { # LR CENTER_V POSITION
+  cat <<EOF
+[model]
+preset = "builtin"
+center_v = $2
+position = $3
+
+[[stage]]
+name = "joint"
+[stage.train]
+groups_per_step = $G
+group_size = 8
+lambda_mirror = 0
+neg_ce = 1
+separation = 1
+seed = 0
+checkpoint_every = 100
+optim = { lr = $1 }
+EOF
+}
+variant 1e-3 true false > $W/variant-a.toml
+variant 1e-3 true true > $W/variant-b.toml
+variant 2e-3 true true > $W/variant-c.toml
+variant 1e-3 false false > $W/solo.toml
+declare -A VAR=([a]="${VARIANT_A:-$W/variant-a.toml}" [b]="${VARIANT_B:-$W/variant-b.toml}" [c]="${VARIANT_C:-$W/variant-c.toml}")
+declare -A WHAT=([a]="lr 1e-3, center_v" [b]="lr 1e-3, center_v, position" [c]="lr 2e-3, center_v, position")
+for v in a b c; do [ "${VAR[$v]}" = "$W/variant-$v.toml" ] || WHAT[$v]=${VAR[$v]}; done
 
 log "== built-in shape: timed runs, the three side by side ($(el))"
 for v in a b c; do
-  timeout 60 "$BIN" train "${COMMON[@]}" ${VAR[$v]} --out $W/probe-$v --steps 14 --log-every 1 --checkpoint-every 1000 \
+  timeout 60 "$BIN" train --recipe "${VAR[$v]}" --data $W/synth --out $W/probe-$v --steps 14 --log-every 1 $DEV \
       > $W/logs/probe-$v.log 2>&1 &
 done
 wait
-for v in a b c; do log "photoseg train, built-in shape, 128 px, $G groups of 8, variant $v (${VAR[$v]}): $(rate $W/logs/probe-$v.log) img/s (3 runs sharing the GPU)"; done
+for v in a b c; do log "photoseg train, built-in shape, 128 px, $G groups of 8, variant $v (${WHAT[$v]}): $(rate $W/logs/probe-$v.log) img/s (3 runs sharing the GPU)"; done
 R=$(rate $W/logs/probe-a.log)
-timeout 35 "$BIN" train "${COMMON[@]}" --lr 1e-3 --out $W/probe-solo --steps 14 --log-every 1 --checkpoint-every 1000 > $W/logs/probe-solo.log 2>&1
+timeout 35 "$BIN" train --recipe $W/solo.toml --data $W/synth --out $W/probe-solo --steps 14 --log-every 1 $DEV \
+    > $W/logs/probe-solo.log 2>&1
 log "photoseg train, built-in shape, 128 px, $G groups of 8, alone on the GPU: $(rate $W/logs/probe-solo.log) img/s"
 
 log "== built-in training, ${BUDGET}s ($(el))"
@@ -65,14 +94,17 @@ if [ "$R" != "n/a" ]; then
   STEPS=$(awk -v r="$R" -v b="$BUDGET" -v g="$G" 'BEGIN {s = int(r * b / (8 * g) * 0.92); if (s < 50) s = 50; print s}')
   log "steps: $STEPS"
   for v in a b c; do
-    timeout $((BUDGET + 35)) "$BIN" train "${COMMON[@]}" ${VAR[$v]} --out $W/run-$v --steps "$STEPS" --log-every 25 \
-        --checkpoint-every 100 > $W/logs/train-$v.log 2>&1 &
+    timeout $((BUDGET + 35)) "$BIN" train --recipe "${VAR[$v]}" --data $W/synth --out $W/run-$v --steps "$STEPS" \
+        --log-every 25 $DEV > $W/logs/train-$v.log 2>&1 &
   done
   wait
   for v in a b c; do
-    last=$(cat $W/run-$v/latest 2>/dev/null)
+    # The recipe's one stage checkpoints into run-$v/STAGE/ (a run stopped by its time limit has no
+    # run-$v/model yet).
+    stage=$(dirname "$(ls $W/run-$v/*/latest 2>/dev/null | head -1)")
+    last=$(cat $stage/latest 2>/dev/null)
     [ -z "$last" ] && { log "variant $v: no checkpoint: $(tail -3 $W/logs/train-$v.log)"; continue; }
-    mkdir -p $W/model-$v && cp $W/run-$v/$last/{config.json,model.safetensors,tokenizer.json,state.json} $W/model-$v/
+    mkdir -p $W/model-$v && cp $stage/$last/{config.json,model.safetensors,tokenizer.json,state.json} $W/model-$v/
     log "variant $v: $last; $(grep '^step' $W/logs/train-$v.log | tail -1)"
   done
   log "== evaluation on val ($(el))"
@@ -106,14 +138,16 @@ log "== PyTorch reference ($(el))"
 PYTHONUNBUFFERED=1 timeout 150 python3 "$REF" cuda > $W/logs/reference.json 2> $W/logs/reference.err || log "reference failed: $(tail -3 $W/logs/reference.err)"
 cat $W/logs/reference.json | tee -a "$SUM"
 log "== paper shape, timed run ($(el))"
-timeout 90 "$BIN" train --preset paper --data $W/synth-small --out $W/paper --steps 5 --groups-per-step 4 --group-size 8 \
-    --lr 5e-5 --log-every 1 --checkpoint-every 1000 $DEV > $W/logs/paper-probe.log 2>&1 \
+timeout 90 "$BIN" train --recipe $RECIPES/paper.toml --data $W/synth-small --out $W/paper --steps 5 --log-every 1 $DEV \
+    > $W/logs/paper-probe.log 2>&1 \
     || log "paper-shape run stopped: $(grep -i -m3 'error\|panicked\|memory' $W/logs/paper-probe.log)"
 P=$(rate $W/logs/paper-probe.log)
 log "photoseg train, Swin-B + BERT-base, 416 px, 4 groups of 8, f32: $P img/s"
 if [ "$P" = "n/a" ]; then
-  timeout 45 "$BIN" train --preset paper --data $W/synth-small --out $W/paper1 --steps 5 --groups-per-step 1 --group-size 8 \
-      --lr 5e-5 --log-every 1 --checkpoint-every 1000 $DEV > $W/logs/paper-probe1.log 2>&1 \
+  # recipes/paper.toml with 1 group a step.
+  sed 's/^groups_per_step = 4$/groups_per_step = 1/' $RECIPES/paper.toml > $W/paper1.toml
+  timeout 45 "$BIN" train --recipe $W/paper1.toml --data $W/synth-small --out $W/paper1 --steps 5 --log-every 1 $DEV \
+      > $W/logs/paper-probe1.log 2>&1 \
       || log "paper-shape run (1 group) stopped: $(grep -i -m3 'error\|panicked\|memory' $W/logs/paper-probe1.log)"
   log "photoseg train, Swin-B + BERT-base, 416 px, 1 group of 8, f32: $(rate $W/logs/paper-probe1.log) img/s"
 fi

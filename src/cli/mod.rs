@@ -20,9 +20,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-// Built once per process from the command line: the size of its largest variant (the trainer's
-// options) costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a synthetic photo library, index it and run a few queries against the known truth.
@@ -33,7 +30,7 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Serve queries on D-Bus and keep the cache current while folders change.
     Daemon(daemon::DaemonArgs),
-    /// Train GRSer on a data set.
+    /// Train GRSer on a data set by a recipe (default: the built-in model's).
     Train(train::TrainArgs),
     /// Measure a model on a data set (mIoU, positive / negative accuracy, Co-SOD metrics).
     Eval(eval::EvalArgs),

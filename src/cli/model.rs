@@ -31,7 +31,7 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             let model = checkpoint::load_model_dir(&src, &Device::Cpu)?; // refuse to pack a broken model
             drop(model);
             let weights = candle_core::safetensors::load(src.join(checkpoint::WEIGHTS_FILE), &Device::Cpu)?;
-            // Training-only heads (`aux.`, e.g. the attribute heads of `--attributes`) are left out.
+            // Training-only heads (`aux.`, e.g. the attribute heads of a stage's `attributes`) are left out.
             let half: std::collections::HashMap<String, candle_core::Tensor> = weights
                 .into_iter()
                 .filter(|(k, _)| !k.starts_with("aux."))

@@ -65,7 +65,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv_stem: Option<usize>,
     /// BatchNorm after each convolution of the stem, before its GELU (needs `conv_stem`): batch
-    /// statistics while training, running statistics when indexing. `photoseg train` sets it with every
+    /// statistics while training, running statistics when indexing. A recipe's `conv_stem` sets it with every
     /// convolutional stem: part of the from-scratch design that learns shape as fast per photo as the
     /// PyTorch reference (docs/model.md, "Learning parity"). Off in models made before it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -1,9 +1,9 @@
-//! Dense attribute supervision for the synthetic world (not in the paper; `--attributes`, weight 0 gives
-//! its objective). The referring loss supervises one object in half the photos of a group; the synthetic
-//! scenes say the colour, shape and size of *every* object at every pixel. Small 1x1 heads read those
-//! attributes back from V (per 1/16 cell, the share of each class: V is what TQM compares with the
-//! expression) and the colour from stage 1's lateral map (per 1/4 cell: the decoder's edges). Colour and
-//! shape are supervised apart, never as a pair, so the features stay compositional: the held-out split
+//! Dense attribute supervision for the synthetic world (not in the paper; a recipe stage's `attributes`,
+//! weight 0 gives its objective). The referring loss supervises one object in half the photos of a group;
+//! the synthetic scenes say the colour, shape and size of *every* object at every pixel. Small 1x1 heads
+//! read those attributes back from V (per 1/16 cell, the share of each class: V is what TQM compares with
+//! the expression) and the colour from stage 1's lateral map (per 1/4 cell: the decoder's edges). Colour
+//! and shape are supervised apart, never as a pair, so the features stay compositional: the held-out split
 //! names colour-shape pairs training never shows.
 //!
 //! Shape and size are asked only where an object is (weighted by its share of the cell): "given an
@@ -146,22 +146,6 @@ impl AttributeHeads {
     /// Shape logits per 1/8 cell (the six shapes, no background), `[N, SHAPE_CLASSES - 1, h8, w8]`.
     pub fn mid_logits(&self, feats: &VisualFeatures) -> Result<Tensor> {
         Ok(self.mid.forward(&feats.lat1)?)
-    }
-
-    /// Shape alone, from V per 1/16 cell and from stage 2 per 1/8 cell, over object pixels (as in
-    /// [`Self::loss`]): the grayscale copies' loss, which asks nothing about colour.
-    pub fn shape_loss(&self, feats: &VisualFeatures, labels: &[&AttributeLabels]) -> Result<Tensor> {
-        let dev = feats.v.device();
-        let shape = Tensor::stack(&labels.iter().map(|l| &l.shape).collect::<Vec<_>>(), 0)?.to_device(dev)?;
-        let (_, _, h4, _) = shape.unsqueeze(1)?.dims4()?;
-        let coarse = self.coarse_logits(feats)?;
-        let (_, _, h, _) = coarse.dims4()?;
-        let logits = coarse.narrow(1, COLOR_CLASSES + 1, SHAPE_CLASSES - 1)?;
-        let from_v = object_ce(&logits, &shape, SHAPE_CLASSES, h4 / h)?;
-        let mid = self.mid_logits(feats)?;
-        let (_, _, h8, _) = mid.dims4()?;
-        let from_mid = object_ce(&mid, &shape, SHAPE_CLASSES, h4 / h8)?;
-        Ok((from_v + from_mid)?)
     }
 
     /// The attribute loss of a batch: features of N photos and their labels (N of them).

@@ -15,7 +15,7 @@ pub fn pixel_ce(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
 }
 
 /// Soft Dice loss on the object class, averaged over images: `logits` `[M, 2, h, w]`, `target` `[M, h, w]`.
-/// Not in the paper: added (weight `--dice`, 0 restores the paper's objective) because the synthetic
+/// Not in the paper: added (weight `dice`, 0 restores the paper's objective) because the synthetic
 /// world's objects cover a few percent of a photo, and plain CE then lingers on "all background".
 pub fn dice(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let p = candle_nn::ops::sigmoid(&(logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?)?;

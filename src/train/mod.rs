@@ -48,8 +48,8 @@ pub enum Stage {
     Head,
 }
 
-/// Training settings (`photoseg train` flags, or a stage of a [`recipe`]); defaults follow the paper
-/// where it gives one, and a field a recipe leaves out takes its default.
+/// Training settings: a stage of a [`recipe`]. Defaults follow the paper where it gives one, and a
+/// field a recipe leaves out takes its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -81,17 +81,6 @@ pub struct TrainConfig {
     /// objective). Needs labels in the training set (the synthetic world has them).
     #[serde(default)]
     pub attributes: f64,
-    /// Weight of the shape loss on grayscale copies of the first `gray_groups` groups' photos
-    /// ([`augment::grayscale`]; not in the paper, 0 leaves it out). Needs `attributes` > 0 (it reuses
-    /// its heads).
-    #[serde(default)]
-    pub gray_shape: f64,
-    /// How many of a step's groups get gray copies (at least 1, at most `groups_per_step`).
-    #[serde(default = "one")]
-    pub gray_groups: usize,
-    /// Triplet weight t / T as the paper (true), or a constant 1 (false): see docs/model.md.
-    #[serde(default = "default_true")]
-    pub triplet_ramp: bool,
     /// Share of steps for linear warm-up; then polynomial decay (power 0.9, as LAVT) to 0.
     pub warmup: f64,
     /// One group in `small_group_every` is drawn smaller than `group_size` (2..group_size photos), so the
@@ -103,14 +92,6 @@ pub struct TrainConfig {
     /// What this run trains.
     #[serde(default)]
     pub stage: Stage,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn one() -> usize {
-    1
 }
 
 impl Default for TrainConfig {
@@ -126,9 +107,6 @@ impl Default for TrainConfig {
             separation: 1.0,
             language_map: 1.0,
             attributes: 0.0,
-            gray_shape: 0.0,
-            gray_groups: 1,
-            triplet_ramp: true,
             warmup: 0.05,
             small_group_every: 4,
             seed: 0,
@@ -139,6 +117,27 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Refuses settings `model_cfg` cannot train, before any work is done (a recipe checks every stage
+    /// before its first one starts).
+    pub fn check(&self, model_cfg: &ModelConfig) -> Result<()> {
+        if self.group_size > model_cfg.head.k {
+            bail!("group_size {} is larger than the head's K = {}", self.group_size, model_cfg.head.k);
+        }
+        if self.group_size < 2 {
+            bail!("group_size {}: a group needs at least 2 photos (one positive, one negative)", self.group_size);
+        }
+        if self.groups_per_step == 0 {
+            bail!("groups_per_step is 0: a step needs a group");
+        }
+        if self.checkpoint_every == 0 {
+            bail!("checkpoint_every is 0: give the steps between checkpoints");
+        }
+        if model_cfg.referent.is_some() && self.stage == Stage::Joint {
+            bail!("a model with a referent head trains in stages: a `features` stage, then a `head` stage");
+        }
+        Ok(())
+    }
+
     /// Learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
         let warm = ((self.steps as f64) * self.warmup).round().max(1.0);
@@ -168,9 +167,6 @@ pub struct StepStats {
     /// Dense attribute loss ([`attributes`]).
     #[serde(default)]
     pub attributes: f32,
-    /// Shape loss on grayscale copies (`gray_shape`).
-    #[serde(default)]
-    pub gray_shape: f32,
     /// The referent head's Dice and decision terms ([`loss::referent`]; its per-cell term is `ce`).
     #[serde(default)]
     pub dice: f32,
@@ -246,10 +242,25 @@ const CACHE_CHUNK: usize = 32;
 const OPTIM_FILE: &str = "optimizer.safetensors";
 const LATEST_FILE: &str = "latest";
 
-#[derive(Serialize, Deserialize)]
-struct State {
+/// What a checkpoint's `state.json` holds besides the weights and the optimizer's moments.
+#[derive(Serialize)]
+struct State<'a> {
     next_step: usize,
-    train: TrainConfig,
+    train: &'a TrainConfig,
+}
+
+/// The part of a `state.json` resuming reads: the next step and what identifies the run. The rest is
+/// not read, so a checkpoint whose settings name a field this build no longer has still resumes.
+#[derive(Deserialize)]
+struct SavedState {
+    next_step: usize,
+    train: SavedRun,
+}
+
+#[derive(Deserialize)]
+struct SavedRun {
+    steps: usize,
+    seed: u64,
 }
 
 impl Trainer {
@@ -262,21 +273,7 @@ impl Trainer {
         init: Option<&std::collections::HashMap<String, Tensor>>,
         device: &Device,
     ) -> Result<Self> {
-        if cfg.group_size > model_cfg.head.k {
-            bail!("group size {} is larger than the head's K = {}", cfg.group_size, model_cfg.head.k);
-        }
-        if cfg.group_size < 2 {
-            bail!("a group needs at least 2 photos (one positive, one negative), got {}", cfg.group_size);
-        }
-        if model_cfg.referent.is_some() && cfg.stage == Stage::Joint {
-            bail!("a model with a referent head trains in stages: --stage features, then --stage head");
-        }
-        if cfg.gray_shape > 0.0 && cfg.stage == Stage::Head {
-            bail!("the grayscale shape loss trains the backbone, which the head stage keeps frozen");
-        }
-        if cfg.gray_shape > 0.0 && cfg.attributes <= 0.0 {
-            bail!("the grayscale shape loss reuses the attribute heads: give --attributes too");
-        }
+        cfg.check(model_cfg)?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = Grser::new(model_cfg, tokenizer.clone(), vb.clone())?;
@@ -339,7 +336,7 @@ impl Trainer {
             .load(dir.join(checkpoint::WEIGHTS_FILE))
             .with_context(|| format!("loading weights from {}", dir.display()))?;
         self.opt.load(&dir.join(OPTIM_FILE))?;
-        let state: State = serde_json::from_str(&std::fs::read_to_string(dir.join(STATE_FILE))?)
+        let state: SavedState = serde_json::from_str(&std::fs::read_to_string(dir.join(STATE_FILE))?)
             .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
         if state.train.steps != self.cfg.steps || state.train.seed != self.cfg.seed {
             bail!(
@@ -362,7 +359,7 @@ impl Trainer {
         let dir = out.join(&name);
         checkpoint::save_model_dir(&self.varmap, &self.model_cfg, &self.tokenizer, &dir)?;
         self.opt.save(&dir.join(OPTIM_FILE))?;
-        let state = State { next_step: self.step, train: self.cfg.clone() };
+        let state = State { next_step: self.step, train: &self.cfg };
         std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
         let tmp = out.join(".latest.tmp");
         std::fs::write(&tmp, &name)?;
@@ -600,27 +597,15 @@ impl Trainer {
             Some(heads) => {
                 let labels: Option<Vec<_>> = ids.iter().map(|&i| set.attributes[i].as_ref()).collect();
                 let Some(labels) = labels else {
-                    bail!("--attributes needs attribute labels for every training photo (the synthetic world has them)")
+                    bail!("`attributes` needs attribute labels for every training photo (the synthetic world has them)")
                 };
                 Some(heads.loss(&feats, &labels)?)
             }
             None => None,
         };
-        let gray_loss = match &self.attribute_heads {
-            Some(heads) if self.cfg.gray_shape > 0.0 => {
-                // The first groups' photos again, in grayscale: shape must be read without colour.
-                let groups = self.cfg.gray_groups.clamp(1, draws.len());
-                let ids: Vec<usize> = draws[..groups].iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
-                let labels: Vec<_> = ids.iter().filter_map(|&i| set.attributes[i].as_ref()).collect();
-                let first = images.narrow(0, 0, ids.len())?;
-                let gray = augment::grayscale(&first)?;
-                Some(heads.shape_loss(&self.model.featurize(&gray)?, &labels)?)
-            }
-            _ => None,
-        };
         let exprs: Vec<&str> = draws.iter().map(|d| set.groups[d.group].expression.as_str()).collect();
         let (l, l_anti) = self.model.text.encode_with_anti(&exprs)?;
-        let progress = if self.cfg.triplet_ramp { t as f64 / self.cfg.steps.max(1) as f64 } else { 1.0 };
+        let progress = t as f64 / self.cfg.steps.max(1) as f64;
         let margin = self.model_cfg.head.margin;
         let mut total: Option<Tensor> = None;
         let (mut ce_sum, mut neg_sum, mut mirror_sum, mut triplet_sum, mut lang_sum) = (0f32, 0f32, 0f32, 0f32, 0f32);
@@ -703,11 +688,6 @@ impl Trainer {
             attr_value = a.to_scalar::<f32>()?;
             loss = (loss + (a * self.cfg.attributes)?)?;
         }
-        let mut gray_value = 0f32;
-        if let Some(g) = &gray_loss {
-            gray_value = g.to_scalar::<f32>()?;
-            loss = (loss + (g * self.cfg.gray_shape)?)?;
-        }
         let grads = loss.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
         self.update_running_stats()?;
@@ -722,7 +702,6 @@ impl Trainer {
             triplet: triplet_sum / g,
             language: lang_sum / g,
             attributes: attr_value,
-            gray_shape: gray_value,
             images: pool.len(),
             seconds: start.elapsed().as_secs_f64(),
             ..StepStats::default()

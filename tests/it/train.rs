@@ -75,7 +75,6 @@ fn without_optional_terms(steps: usize) -> TrainConfig {
         neg_ce: 0.0,
         separation: 0.0,
         language_map: 0.0,
-        triplet_ramp: true,
         ..train_config(steps)
     }
 }
@@ -154,6 +153,12 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     }
     first.save(&out).unwrap();
     drop(first);
+    // A checkpoint whose settings name a field this build does not know still resumes: only the steps
+    // and the seed identify the run.
+    let state = out.join(std::fs::read_to_string(out.join("latest")).unwrap().trim()).join("state.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    json["train"]["retired_knob"] = 1.0.into();
+    std::fs::write(&state, json.to_string()).unwrap();
     let mut resumed = Trainer::new(&cfg, tok, &tc, Some(&init), &Device::Cpu).unwrap();
     assert!(resumed.resume(&out).unwrap(), "no checkpoint found in {}", out.display());
     assert_eq!(resumed.step, 3);
@@ -180,7 +185,7 @@ fn resume_refuses_a_checkpoint_of_another_run() {
     assert!(err.contains("4 steps") && err.contains("another --out"), "{err}");
 }
 
-/// The dense attribute supervision (`--attributes`): labels for every photo of the synthetic set, a loss
+/// The dense attribute supervision (`attributes`): labels for every photo of the synthetic set, a loss
 /// that falls when it alone trains, and a gradient for its heads and for the backbone under them.
 #[test]
 fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
@@ -231,99 +236,166 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
     assert!(err.contains("attribute labels"), "{err}");
 }
 
-/// The grayscale shape loss (`--gray-shape`): refused without the attribute heads it reuses; with them
-/// it is what makes the gray copies' shape loss fall. The same run with the term at a negligible weight
-/// (the loss is still measured, the backbone still trains on everything else) is the control: under
-/// Adam, "the weights moved" would prove nothing. The colour attribute term is negligible in both runs
-/// too: at full weight it teaches the same shape heads on the colour photos, and that transfer to gray
-/// copies leaves the two runs too close for any bar to tell apart reliably.
-#[test]
-fn the_grayscale_shape_loss_needs_the_attribute_heads_and_trains_gray_shape() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = labelled_tiny_set(dir.path());
-    let (cfg, tok) = model_config();
-    let steps = 20;
-    let alone = TrainConfig { gray_shape: 1.0, ..without_optional_terms(steps) };
-    let err = Trainer::new(&cfg, tok.clone(), &alone, None, &Device::Cpu).err().expect("refused").to_string();
-    assert!(err.contains("--attributes"), "{err}");
-    let config = |gray_shape: f64| TrainConfig { attributes: 1e-9, gray_shape, ..alone.clone() };
-    // Both runs start from the same random weights.
-    let init = weights(&Trainer::new(&cfg, tok.clone(), &config(1.0), None, &Device::Cpu).unwrap());
-    let run = |gray_shape: f64| -> Vec<f32> {
-        let mut trainer = Trainer::new(&cfg, tok.clone(), &config(gray_shape), Some(&init), &Device::Cpu).unwrap();
-        (0..steps).map(|_| trainer.train_step(&set).unwrap().gray_shape).collect()
-    };
-    let (with, control) = (run(1.0), run(1e-9));
-    assert!(with.iter().chain(&control).all(|&l| l > 0.0), "{with:?} {control:?}");
-    // Same seed, same draws: the first step's loss is the same; the last five differ by the term alone.
-    assert!((with[0] - control[0]).abs() < 1e-4, "{} vs {}", with[0], control[0]);
-    let tail = |l: &[f32]| l[steps - 5..].iter().sum::<f32>() / 5.0;
-    assert!(tail(&with) < 0.8 * with[0], "gray shape loss did not fall: {with:?}");
-    // Step by step against the control (same draws): a term that trained nothing would give the same
-    // losses, never lower ones. A mean over a few steps is not used: from a random start its ratio
-    // varies by more than the term's effect.
-    let lower = (steps - 15..steps).filter(|&i| with[i] < control[i]).count();
-    assert!(lower >= 12, "the term made no difference ({lower} of 15 steps lower): {with:?} against {control:?}");
+/// A one-stage recipe for the CLI tests: the built-in shape with `model` added under `[model]`, one
+/// step of one group of 4 photos, with `train` added to the stage's settings.
+fn write_recipe(dir: &std::path::Path, name: &str, model: &str, train: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "[model]\npreset = \"builtin\"\n{model}\n\n[[stage]]\nname = \"joint\"\n[stage.train]\n\
+         steps = 1\ngroups_per_step = 1\ngroup_size = 4\n{train}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `photoseg train --data DATA --out OUT` with `args` after them.
+fn photoseg_train(data: &std::path::Path, out: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_photoseg"))
+        .args(["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn read_config(model: &std::path::Path) -> Config {
+    serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap()
 }
 
 #[test]
-fn the_cli_sets_the_lateral_width_and_the_cache_codec_of_the_model_it_trains() {
+fn a_recipe_sets_the_lateral_width_and_the_cache_codec_of_the_model_it_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("synth");
     tiny_set(&data);
-    let train = |out: &str, extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_photoseg"))
-            .args(["train", "--data", data.to_str().unwrap(), "--out", tmp.path().join(out).to_str().unwrap()])
-            .args(["--steps", "1", "--groups-per-step", "1", "--group-size", "4"])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let out = train("a", &["--lateral", "4", "--cache-codec", "lr8"]);
+    let recipe = write_recipe(tmp.path(), "a.toml", "lateral = 4\ncache_codec = \"lr8\"", "");
+    let out = photoseg_train(&data, &tmp.path().join("a"), &["--recipe", recipe.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let cfg: Config =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("a/model/config.json")).unwrap()).unwrap();
+    let cfg = read_config(&tmp.path().join("a/model"));
     assert_eq!((cfg.head.lateral, cfg.cache_codec.as_deref()), (4, Some("lr8")));
     assert_eq!(cfg.cache_codec().unwrap(), photoseg::model::codec::FeatureCodec::LowRank8);
 
-    let out = train("b", &["--cache-codec", "zip"]);
+    let recipe = write_recipe(tmp.path(), "b.toml", "cache_codec = \"zip\"", "");
+    let out = photoseg_train(&data, &tmp.path().join("b"), &["--recipe", recipe.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("unknown codec") && err.contains("lr8"), "{err}");
+    assert!(err.contains("b.toml") && err.contains("cache_codec"), "the file and the key are named: {err}");
     assert!(!tmp.path().join("b").exists(), "a refused run writes nothing");
 }
 
 #[test]
-fn the_cli_sets_the_input_side_and_refuses_one_swin_cannot_read() {
+fn a_recipe_sets_the_input_side_and_one_swin_cannot_read_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("synth");
     tiny_set(&data);
     let train = |out: &str, size: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_photoseg"))
-            .args(["train", "--data", data.to_str().unwrap(), "--out", tmp.path().join(out).to_str().unwrap()])
-            .args(["--steps", "1", "--groups-per-step", "1", "--group-size", "4", "--position"])
-            .args(["--image-size", size])
-            .output()
-            .unwrap()
+        let recipe =
+            write_recipe(tmp.path(), &format!("{out}.toml"), &format!("position = true\nimage_size = {size}"), "");
+        photoseg_train(&data, &tmp.path().join(out), &["--recipe", recipe.to_str().unwrap()])
     };
     let out = train("a", "96");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let cfg: Config =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("a/model/config.json")).unwrap()).unwrap();
+    let cfg = read_config(&tmp.path().join("a/model"));
     // 96 px: V is the 1/16 grid, 6 x 6, and the position embedding follows it.
     assert_eq!((cfg.image_size, cfg.swin.img_size, cfg.head.position_grid), (96, Some(96), Some(6)));
     photoseg::model::checkpoint::load_model_dir(&tmp.path().join("a/model"), &candle_core::Device::Cpu).unwrap();
 
     let out = train("b", "100");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("multiple of 32"), "{err}");
+    assert!(!out.status.success() && err.contains("multiple of 32") && err.contains("image_size"), "{err}");
     assert!(!tmp.path().join("b").exists(), "a refused run writes nothing");
+}
+
+/// Two stages of one step each, the second from the first one's weights.
+const TWO_STAGES: &str = r#"
+[model]
+preset = "builtin"
+
+[[stage]]
+name = "joint"
+[stage.train]
+steps = 1
+groups_per_step = 1
+group_size = 4
+
+[[stage]]
+name = "again"
+[stage.train]
+steps = 1
+groups_per_step = 1
+group_size = 4
+"#;
+
+/// A recipe's stages run in order, each in its own folder under OUT; the same command run again
+/// resumes each stage from its checkpoints (here every stage is done, so no step runs again);
+/// `--steps` sets the steps of a one-stage recipe and is refused for one of several stages.
+#[test]
+fn the_stages_of_a_recipe_run_in_order_and_a_second_run_resumes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("synth");
+    tiny_set(&data);
+    let recipe = tmp.path().join("two.toml");
+    std::fs::write(&recipe, TWO_STAGES).unwrap();
+    let out = tmp.path().join("run");
+    let args = ["--recipe", recipe.to_str().unwrap()];
+    let first = photoseg_train(&data, &out, &args);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("stage 1/2: joint") && err.contains("stage 2/2: again"), "{err}");
+    let classifier = |dir: &str| {
+        let w = candle_core::safetensors::load(out.join(dir).join("model.safetensors"), &Device::Cpu).unwrap();
+        w["head.decoder.classifier.weight"].clone()
+    };
+    // The second stage trained the first one's weights one step further; OUT/model is the last stage's.
+    let (a, b) = (classifier("joint/model"), classifier("again/model"));
+    assert!(max_change(&a, &b) > 0.0, "the second stage did not train");
+    assert_eq!(max_change(&b, &classifier("model")), 0.0);
+
+    let again = photoseg_train(&data, &out, &args);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert_eq!(err.matches("resuming at step 1 from").count(), 2, "{err}");
+    assert_eq!(max_change(&b, &classifier("model")), 0.0, "a finished run trained again");
+
+    let steps = photoseg_train(&data, &tmp.path().join("r"), &["--recipe", recipe.to_str().unwrap(), "--steps", "2"]);
+    let err = String::from_utf8_lossy(&steps.stderr);
+    assert!(!steps.status.success() && err.contains("2 stages (joint, again)"), "{err}");
+    let one = write_recipe(tmp.path(), "one.toml", "", "");
+    let steps = photoseg_train(&data, &tmp.path().join("s"), &["--recipe", one.to_str().unwrap(), "--steps", "2"]);
+    let err = String::from_utf8_lossy(&steps.stderr);
+    assert!(steps.status.success() && err.contains("stage 1/1: joint (Joint, 2 steps)"), "{err}");
+}
+
+/// Without `--recipe` the built-in model's recipe runs; what the command line gives is refused where the
+/// recipe contradicts it, before anything is read or written.
+#[test]
+fn the_command_line_refuses_what_the_recipe_contradicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Never read: every refusal comes first.
+    let data = tmp.path().join("no-data");
+    let out = tmp.path().join("run");
+    let refused = |args: &[&str], want: &[&str]| {
+        let o = photoseg_train(&data, &out, args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success() && want.iter().all(|w| err.contains(w)), "{args:?}: {err}");
+    };
+    refused(&["--steps", "5"], &["built-in recipe", "2 stages (features, head)"]);
+    refused(&["--swin-weights", "swin.pth"], &["preset is \"paper\""]);
+    let plain = std::fs::read_to_string(write_recipe(tmp.path(), "plain.toml", "", "")).unwrap();
+    let with_init = tmp.path().join("init.toml");
+    std::fs::write(&with_init, format!("init = \"base\"\n{plain}")).unwrap();
+    refused(&["--recipe", with_init.to_str().unwrap(), "--init", "other"], &["--init other", "give one"]);
+    let paper = tmp.path().join("paper.toml");
+    std::fs::write(&paper, plain.replace("\"builtin\"", "\"paper\"")).unwrap();
+    refused(&["--recipe", paper.to_str().unwrap(), "--bert-weights", "bert.safetensors"], &["--tokenizer"]);
+    let typo = write_recipe(tmp.path(), "typo.toml", "", "gray_shape = 1.0");
+    refused(&["--recipe", typo.to_str().unwrap()], &["typo.toml", "gray_shape"]);
+    assert!(!out.exists(), "a refused run writes nothing");
 }
 
 fn max_change(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
 }
 
-/// The features stage (`--stage features`): the dense attribute loss alone falls on turned photos, and
+/// The features stage (`stage = "features"`): the dense attribute loss alone falls on turned photos, and
 /// it trains the backbone and its own decoder (which reads Swin's stage outputs); the neck and the
 /// referring head are left alone (they are not in the loss); photos without labels are refused.
 #[test]
@@ -396,7 +468,7 @@ fn the_stem_batch_norm_trains_and_keeps_running_statistics() {
     assert!(err.contains("conv_stem"), "{err}");
 }
 
-/// The head stage (`--stage head`): Swin is frozen (its weights do not move at all), the neck, text
+/// The head stage (`stage = "head"`): Swin is frozen (its weights do not move at all), the neck, text
 /// encoder and head learn, and the referring cross entropy falls as in a joint run.
 #[test]
 fn the_head_stage_keeps_swin_frozen_and_trains_the_rest() {
@@ -419,11 +491,6 @@ fn the_head_stage_keeps_swin_frozen_and_trains_the_rest() {
     for name in ["neck.v.weight", "text.embeddings.word_embeddings.weight", "head.decoder.classifier.weight"] {
         assert!(max_change(&before[name], &after[name]) > 0.0, "{name} never moved");
     }
-    // The grayscale shape loss trains the backbone: refused here.
-    let gray = TrainConfig { attributes: 1.0, gray_shape: 1.0, ..tc };
-    let (cfg, tok) = model_config();
-    let err = Trainer::new(&cfg, tok, &gray, None, &Device::Cpu).err().expect("refused").to_string();
-    assert!(err.contains("frozen"), "{err}");
 }
 
 /// A referent model (`referent` in its config): the features stage trains Swin and the model's own dense
