@@ -12,13 +12,13 @@ pub mod featurizer;
 pub mod json;
 pub mod model;
 pub mod render;
+mod request;
 pub mod rle;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::library::search::normalize_expression;
 use crate::model::codec::FeatureCodec;
 
 /// The codec features are cached in when the model's config names none (f16: see `model::codec`).
@@ -26,26 +26,7 @@ pub const DEFAULT_CODEC: FeatureCodec = FeatureCodec::F16;
 
 pub use engine::{album_fingerprint, album_name, Candidate, Decided, DecidedAlbum, Engine};
 pub use json::JSON_VERSION;
-
-/// A question.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryRequest {
-    pub expression: String,
-    /// Keep only albums whose name contains one of these (case-insensitive), or, for an absolute path,
-    /// the albums in that folder or below it; empty = every album.
-    pub albums: Vec<String>,
-}
-
-impl QueryRequest {
-    /// Checks the expression: an empty one asks nothing.
-    pub fn new(expression: &str, albums: Vec<String>) -> Result<Self> {
-        let expression = normalize_expression(expression);
-        if expression.is_empty() {
-            bail!("the expression is empty; say what to look for, e.g. photoseg query \"my bike\"");
-        }
-        Ok(Self { expression, albums })
-    }
-}
+pub use request::QueryRequest;
 
 /// One photo that shows the object.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,16 +141,5 @@ impl AlbumSummary {
         unindexed: usize,
     ) -> Self {
         Self { album: album.to_path_buf(), name: name.to_string(), photos, positives, rejected, unindexed }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_expressions_are_refused_and_whitespace_collapsed() {
-        assert!(QueryRequest::new("  \t ", vec![]).unwrap_err().to_string().contains("empty"));
-        assert_eq!(QueryRequest::new(" my   bike ", vec![]).unwrap().expression, "my bike");
     }
 }
