@@ -10,31 +10,15 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::decided::{Candidate, Decided, DecidedAlbum};
 use super::model::{self, LoadedModel};
-use super::{
-    rle, AlbumResult, AlbumSummary, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult, QuerySummary,
-};
+use super::{rle, AlbumResult, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult};
 use crate::library::cache::{AlbumEntry, Cache, FeatureRow, PhotoId, QueryAlbum};
 use crate::library::search::{AlbumDoc, AnswerKey, SearchIndex};
 use crate::library::{config, paths};
 use crate::model::codec::{self, FeatureCodec};
 use crate::model::grser::{self, EncodedExpression};
 use crate::model::neck::VisualFeatures;
-
-impl Decided {
-    /// What [`QueryProgress::decided`] sees. Positives served from the search index come in their
-    /// stored order, which is the order [`Engine::masks`] gives them.
-    pub fn summary(&self) -> QuerySummary {
-        let albums = self.albums.iter().map(|a| {
-            let positives = match &a.stored {
-                Some(stored) => stored.iter().map(|p| (p.path.clone(), p.score)).collect(),
-                None => a.positives.iter().map(|c| (c.path.clone(), c.score)).collect(),
-            };
-            AlbumSummary::of(&a.album, &a.name, a.photos, positives, a.rejected, a.unindexed)
-        });
-        QuerySummary { expression: self.expression.clone(), albums: albums.collect() }
-    }
-}
 
 /// Answers queries in this process from the cache, the search index and a loaded model.
 #[derive(Debug)]
@@ -608,47 +592,6 @@ fn vanished(path: &Path) -> anyhow::Error {
 
 fn unreadable(path: &Path) -> String {
     format!("cached features of {} are unreadable; delete the cache file to re-index", path.display())
-}
-
-/// The answer before masks: [`Engine::decide`]'s result, for [`Engine::masks`].
-#[derive(Debug)]
-pub struct Decided {
-    pub expression: String,
-    /// The backbone id of the model that answered.
-    pub model: String,
-    pub albums: Vec<DecidedAlbum>,
-}
-
-/// One album's decision: counts and positives (best score first), masks to come.
-#[derive(Debug)]
-pub struct DecidedAlbum {
-    pub album: PathBuf,
-    pub name: String,
-    pub photos: usize,
-    pub positives: Vec<Candidate>,
-    pub rejected: usize,
-    pub unindexed: usize,
-    pub from_index: bool,
-    fingerprint: String,
-    /// The stored answer's positives, masks included (from the search index, or none to make).
-    stored: Option<Vec<Positive>>,
-    /// (photo, feature row, path) of the album's indexed photos, in the order the head saw them (empty
-    /// when served from the search index).
-    indexed: Vec<(PhotoId, FeatureRow, PathBuf)>,
-    /// Triphasic features of the positives (row [`Candidate::z_row`]), unless dropped for memory.
-    z: Option<Tensor>,
-}
-
-/// A photo the model says shows the object, before its mask is made.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub path: PathBuf,
-    /// As [`Positive::score`].
-    pub score: f32,
-    pub width: u32,
-    pub height: u32,
-    photo: PhotoId,
-    z_row: usize,
 }
 
 impl QueryBackend for Engine {

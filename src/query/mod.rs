@@ -7,6 +7,7 @@
 //!
 //! [`QueryBackend`] is the seam for the daemon: `service::client::connect` returns a D-Bus client of a
 //! running `photoseg daemon` when one serves this library, else this module's in-process [`Engine`].
+mod decided;
 mod engine;
 pub mod featurizer;
 pub mod json;
@@ -24,7 +25,8 @@ use crate::model::codec::FeatureCodec;
 /// The codec features are cached in when the model's config names none (f16: see `model::codec`).
 pub const DEFAULT_CODEC: FeatureCodec = FeatureCodec::F16;
 
-pub use engine::{album_fingerprint, album_name, Candidate, Decided, DecidedAlbum, Engine};
+pub use decided::{Candidate, Decided, DecidedAlbum};
+pub use engine::{album_fingerprint, album_name, Engine};
 pub use json::JSON_VERSION;
 pub use request::QueryRequest;
 
