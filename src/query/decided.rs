@@ -1,7 +1,7 @@
 //! The answer before masks ([`Decided`]): which photos of each album the model says show the
 //! expression, and what their masks will need. [`Engine::decide`](super::Engine::decide) hands it to
-//! [`Engine::masks`](super::Engine::masks). A type of its own, apart from the engine, so the code
-//! that fills its albums need not live in the engine's file.
+//! [`Engine::masks`](super::Engine::masks); the decision pipeline (`pipeline.rs`) fills its albums and
+//! the engine reads them, so it lives apart from both and neither file imports the other both ways.
 use std::path::PathBuf;
 
 use candle_core::Tensor;

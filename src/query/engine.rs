@@ -1,6 +1,6 @@
 //! The in-process query engine: the cache's albums, the search index's stored answers, and the model
-//! deciding each album as a group ([`Engine::decide`]) and then making the positives' masks
-//! ([`Engine::masks`]).
+//! deciding each album as a group ([`Engine::decide`], through the two-thread pipeline of
+//! `pipeline.rs`) and then making the positives' masks ([`Engine::masks`]).
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::decided::{Candidate, Decided, DecidedAlbum};
 use super::model::{self, LoadedModel};
+use super::pipeline::{self, decode_v, unreadable, Prepared, VJob};
 use super::{rle, AlbumResult, Positive, QueryBackend, QueryProgress, QueryRequest, QueryResult};
 use crate::library::cache::{AlbumEntry, Cache, FeatureRow, PhotoId, QueryAlbum};
 use crate::library::search::{AlbumDoc, AnswerKey, SearchIndex};
@@ -104,77 +105,12 @@ impl Engine {
         if !request.albums.is_empty() {
             self.keep_wanted_albums(&mut albums, &request.albums, synced)?;
         }
-        // Two stages run side by side: this thread asks the search index and reads each album's V bytes
-        // from SQLite; a worker decodes them and runs the head, album by album in order (so the budget
-        // of kept z is spent as before), while the next album is read.
+        // Two stages side by side (pipeline.rs): this thread reads each album, a worker decides them.
         let grser = self.model.grser.clone();
-        let count = albums.len();
-        let mut results: Vec<Option<Result<DecidedAlbum>>> = (0..count).map(|_| None).collect();
-        let mut text: Option<EncodedExpression> = None;
-        let t_main = std::time::Instant::now();
-        let done = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, VJob, EncodedExpression)>(2);
-            let worker = s.spawn(move || {
-                let mut kept_z = 0usize;
-                let mut done = Vec::new();
-                let mut busy = std::time::Duration::ZERO;
-                let mut decoding = std::time::Duration::ZERO;
-                for (i, job, text) in rx {
-                    let t = std::time::Instant::now();
-                    let path = job.d.album.clone();
-                    let r = decide_job(&grser, &text, job, &mut kept_z, &mut decoding)
-                        .with_context(|| format!("answering for album {}", path.display()));
-                    busy += t.elapsed();
-                    done.push((i, r));
-                }
-                (done, busy, decoding)
-            });
-            let mut read = std::time::Duration::ZERO;
-            for (i, (a, name)) in albums.into_iter().enumerate() {
-                let path = a.info.path.clone();
-                let t = std::time::Instant::now();
-                let prepared = self
-                    .prepare_album(&request.expression, a, name, &mut text)
-                    .with_context(|| format!("answering for album {}", path.display()));
-                read += t.elapsed();
-                match prepared {
-                    Ok(Prepared::Done(d)) => results[i] = Some(Ok(d)),
-                    Ok(Prepared::Job(job)) => {
-                        let text = text.clone().expect("encoded before the first job");
-                        if tx.send((i, job, text)).is_err() {
-                            break; // the worker panicked: join says why
-                        }
-                    }
-                    Err(e) => {
-                        results[i] = Some(Err(e));
-                        break;
-                    }
-                }
-            }
-            drop(tx);
-            let t = std::time::Instant::now();
-            let done = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            tracing::debug!(
-                "decide: listing albums {:.1} ms, then {:.1} ms: reading (search index, SQLite) {:.1} ms, \
-                 waiting {:.1} ms for the worker, busy {:.1} ms decoding ({:.1} ms) and deciding",
-                (t_main - t_start).as_secs_f64() * 1e3,
-                t_main.elapsed().as_secs_f64() * 1e3,
-                read.as_secs_f64() * 1e3,
-                t.elapsed().as_secs_f64() * 1e3,
-                done.1.as_secs_f64() * 1e3,
-                done.2.as_secs_f64() * 1e3
-            );
-            done.0
-        });
-        for (i, r) in done {
-            results[i] = Some(r);
-        }
-        let mut out = Vec::with_capacity(count);
-        for r in results {
-            // Albums after a failed one were never asked: the first error (in album order) ends the loop.
-            out.push(r.expect("every album before the first error is answered")?);
-        }
-        Ok(Decided { expression: request.expression.clone(), model: self.backbone.clone(), albums: out })
+        let albums = pipeline::decide_albums(grser, albums, t_start, |a, name, text| {
+            self.prepare_album(&request.expression, a, name, text)
+        })?;
+        Ok(Decided { expression: request.expression.clone(), model: self.backbone.clone(), albums })
     }
 
     /// Keeps the albums `filters` name: an absolute folder keeps the albums in it or below it, any
@@ -333,8 +269,8 @@ impl Engine {
         self.search.replace_albums(&docs, &fingerprint)
     }
 
-    /// One album's stored answer, or its V bytes for [`decide_job`]. `text` is the expression's encoding,
-    /// made on first need.
+    /// One album's stored answer, or its V bytes for the pipeline's worker (`pipeline::decide_job`). `text`
+    /// is the expression's encoding, made on first need.
     fn prepare_album(
         &mut self,
         expression: &str,
@@ -504,94 +440,8 @@ fn photo_mask(logits: &Tensor, path: &std::path::Path, width: usize, height: usi
 /// Positives whose masks are decoded together (one decoder batch).
 const MASK_CHUNK: usize = 8;
 
-/// Bytes of triphasic features [`Engine::decide`] keeps for the masks; albums beyond it are decided again
-/// when their masks are made (the paper model's z is ~1.4 MB a positive).
-const KEPT_Z_BYTES: usize = 256 << 20;
-
-/// An album to decide: its answer so far and its photos' V as stored ([`Engine::read_v_bytes`]).
-struct VJob {
-    d: DecidedAlbum,
-    indexed: Vec<(AlbumEntry, FeatureRow)>,
-    bytes: Vec<u8>,
-    ranges: Vec<std::ops::Range<usize>>,
-}
-
-enum Prepared {
-    /// Nothing to compute (no indexed photo, or the search index's answer).
-    Done(DecidedAlbum),
-    Job(VJob),
-}
-
-/// Decodes a job's V and decides; `kept_z` counts the bytes of triphasic features kept for masks so far.
-/// `decoding` adds up the time spent decoding V (for the debug log).
-fn decide_job(
-    grser: &grser::Grser,
-    text: &EncodedExpression,
-    job: VJob,
-    kept_z: &mut usize,
-    decoding: &mut std::time::Duration,
-) -> Result<DecidedAlbum> {
-    let VJob { mut d, indexed, bytes, ranges } = job;
-    let t = std::time::Instant::now();
-    let (v, dims) = decode_v(&bytes, &ranges, |i| &indexed[i].0.path)?;
-    *decoding += t.elapsed();
-    drop(bytes);
-    let decision = grser.decide_values(v, dims, text)?;
-    let margin = grser.decision_margin() as f32;
-    d.rejected = indexed.len() - decision.positives.len();
-    for (j, &i) in decision.positives.iter().enumerate() {
-        let e = &indexed[i].0;
-        d.positives.push(Candidate {
-            path: e.path.clone(),
-            score: decision.d_neg[i] - decision.d_pos[i] - margin,
-            width: e.width,
-            height: e.height,
-            photo: e.id,
-            z_row: j,
-        });
-    }
-    d.positives.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
-    if let Some(z) = decision.z_positives {
-        let bytes = z.elem_count() * z.dtype().size_in_bytes();
-        // Kept for the masks up to a budget; beyond it the album's decision is recomputed then.
-        if *kept_z + bytes <= KEPT_Z_BYTES {
-            *kept_z += bytes;
-            d.z = Some(z);
-        }
-    }
-    d.indexed = indexed.into_iter().map(|(e, r)| (e.id, r, e.path)).collect();
-    Ok(d)
-}
-
-/// Decodes the V prefixes `bytes[ranges[i]]` straight into one stacked buffer: values and
-/// `[N, C_v, h, w]`. `path(i)` names photo `i` in errors.
-fn decode_v<'p>(
-    bytes: &[u8],
-    ranges: &[std::ops::Range<usize>],
-    path: impl Fn(usize) -> &'p Path,
-) -> Result<(Vec<f32>, [usize; 4])> {
-    let mut values = Vec::new();
-    let mut dims: Option<[usize; 4]> = None;
-    for (i, r) in ranges.iter().enumerate() {
-        let di = codec::decode_v_into(&bytes[r.clone()], &mut values).with_context(|| unreadable(path(i)))?;
-        if di[0] != 1 || dims.is_some_and(|d| d[1..] != di[1..]) {
-            bail!("{}: its V has shape {di:?}, unlike the album's other photos", unreadable(path(i)));
-        }
-        if dims.is_none() {
-            values.reserve(values.len() * (ranges.len() - 1));
-        }
-        dims = Some(di);
-    }
-    let [_, c, h, w] = dims.context("no photo to decode")?;
-    Ok((values, [ranges.len(), c, h, w]))
-}
-
 fn vanished(path: &Path) -> anyhow::Error {
     anyhow::anyhow!("features of {} vanished while reading; run the query again", path.display())
-}
-
-fn unreadable(path: &Path) -> String {
-    format!("cached features of {} are unreadable; delete the cache file to re-index", path.display())
 }
 
 impl QueryBackend for Engine {

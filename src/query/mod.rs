@@ -12,6 +12,7 @@ mod engine;
 pub mod featurizer;
 pub mod json;
 pub mod model;
+mod pipeline;
 pub mod render;
 mod request;
 pub mod rle;
