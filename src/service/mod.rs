@@ -13,27 +13,29 @@
 pub mod client;
 pub mod dbus;
 pub mod desktop;
+mod engines;
 pub mod error;
 pub mod krunner;
 pub mod search_provider;
 pub mod thumbnail;
 mod worker;
 
-use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::library::config::{Config, RootAdded};
-use crate::library::search::{normalize_expression, SearchIndex};
+use crate::library::search::normalize_expression;
 use crate::library::{paths, Cache};
 use crate::query::model::{resolve_model_dir, LoadedModel};
 use crate::query::{self, Engine, QueryBackend, QueryProgress, QueryRequest, QueryResult};
+use engines::{build_engine, Engines};
+pub use engines::{DESKTOP_CALLER, ENGINES};
 pub use error::{Error, Result};
 pub use worker::Signal;
 
@@ -113,72 +115,6 @@ struct Inner {
     /// The cache could not be opened for writing: no indexer, and the watched folders cannot change.
     read_only: bool,
 }
-
-/// Query engines at once. Each is a cache connection and a search-index reader over the one shared
-/// model; two let a second caller be answered beside a long query on a 2-core laptop, and more would
-/// only split the same cores.
-pub const ENGINES: usize = 2;
-
-/// The query engines and the callers using them. A caller (a D-Bus sender; the desktop searches count
-/// as one) runs one query at a time, and any free engine serves the next caller that has none running:
-/// a caller who floods the daemon with queries, or sends one that takes minutes, occupies one engine
-/// and leaves the other to everyone else. Waiting callers are woken together; the first to run takes
-/// the engine (no strict order between them).
-struct Engines {
-    pool: Mutex<EnginePool>,
-    freed: Condvar,
-}
-
-struct EnginePool {
-    /// Free engines with the roots version each was built for.
-    free: Vec<(Engine, u64)>,
-    /// Callers with a query running.
-    busy: HashSet<String>,
-}
-
-/// An engine taken from the pool: given back (and its caller freed) when dropped, whatever happened.
-struct EngineLease<'a> {
-    engines: &'a Engines,
-    caller: String,
-    engine: Option<(Engine, u64)>,
-}
-
-impl Engines {
-    fn new(engines: Vec<Engine>) -> Self {
-        let free = engines.into_iter().map(|e| (e, 0)).collect();
-        Engines { pool: Mutex::new(EnginePool { free, busy: HashSet::new() }), freed: Condvar::new() }
-    }
-
-    /// Waits until `caller` has no query running and an engine is free, and takes it.
-    fn take(&self, caller: &str) -> EngineLease<'_> {
-        let mut pool = lock(&self.pool);
-        loop {
-            if !pool.busy.contains(caller) {
-                if let Some(engine) = pool.free.pop() {
-                    pool.busy.insert(caller.to_string());
-                    return EngineLease { engines: self, caller: caller.to_string(), engine: Some(engine) };
-                }
-            }
-            pool = self.freed.wait(pool).unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-    }
-}
-
-impl Drop for EngineLease<'_> {
-    fn drop(&mut self) {
-        let mut pool = lock(&self.engines.pool);
-        if let Some(engine) = self.engine.take() {
-            pool.free.push(engine);
-        }
-        pool.busy.remove(&self.caller);
-        drop(pool);
-        self.engines.freed.notify_all();
-    }
-}
-
-/// The caller that desktop searches (GNOME Shell, KRunner) and their thumbnails count as: each
-/// keystroke's search supersedes the last, so they queue behind each other, not beside.
-pub const DESKTOP_CALLER: &str = "desktop search";
 
 /// How long an opened photo's expression waits for the viewer to ask for it (eog's start on a busy
 /// machine takes seconds, not minutes).
@@ -548,17 +484,6 @@ impl Library {
 /// A test hook's delay: milliseconds in the variable `name`, zero when unset.
 fn delay_from_env(name: &str) -> Duration {
     std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis).unwrap_or_default()
-}
-
-/// A query engine over the cache file and `roots` (a read-only cache is opened read-only).
-fn build_engine(model: &LoadedModel, cache_file: &Path, roots: &[PathBuf]) -> anyhow::Result<Engine> {
-    Ok(Engine::new(
-        model.clone(),
-        model.codec(),
-        Cache::open_for_reading(cache_file)?,
-        SearchIndex::open_or_in_memory(&paths::search_dir()?),
-        roots.to_vec(),
-    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
