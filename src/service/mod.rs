@@ -10,6 +10,7 @@
 //! Concurrency: [`ENGINES`] query engines; each caller runs one query at a time, so one caller's long
 //! query never holds another caller back ([`Engines`]). `Status`, `ListRoots` and the root changes never
 //! wait for a query, and the D-Bus connection keeps serving while any of them runs.
+mod arguments;
 pub mod client;
 pub mod dbus;
 pub mod desktop;
@@ -30,10 +31,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::library::config::{Config, RootAdded};
-use crate::library::search::normalize_expression;
 use crate::library::{paths, Cache};
 use crate::query::model::{resolve_model_dir, LoadedModel};
 use crate::query::{self, Engine, QueryBackend, QueryProgress, QueryRequest, QueryResult};
+use arguments::{absolute, lexically_normal};
+pub use arguments::{
+    check_expression, MAX_ALBUM_FILTERS, MAX_ALBUM_FILTER_BYTES, MAX_EXPRESSION_BYTES, MAX_PATH_BYTES,
+};
 use engines::{build_engine, Engines};
 pub use engines::{DESKTOP_CALLER, ENGINES};
 pub use error::{Error, Result};
@@ -47,17 +51,6 @@ pub const OBJECT_PATH: &str = "/org/photoseg/Photoseg1";
 pub const SEARCH_PROVIDER_PATH: &str = "/org/photoseg/SearchProvider";
 /// The object serving `org.kde.krunner1`.
 pub const KRUNNER_PATH: &str = "/org/photoseg/krunner";
-/// Longest expression accepted, in bytes after whitespace is collapsed (the schema says 500).
-pub const MAX_EXPRESSION_BYTES: usize = 500;
-/// Most album filters one query may carry. Each filter is a substring search over the album names, so
-/// their number sets the query's cost before any photo is looked at; a caller who wants more albums
-/// than this asks for all of them (no filter).
-pub const MAX_ALBUM_FILTERS: usize = 64;
-/// Longest album filter accepted, in bytes.
-pub const MAX_ALBUM_FILTER_BYTES: usize = 256;
-/// Longest path accepted in a call, in bytes (Linux's PATH_MAX): no file has a longer one, and an
-/// error never echoes more than this back.
-pub const MAX_PATH_BYTES: usize = 4096;
 /// Set to `1` to make `photoseg query` answer in-process even when a daemon runs.
 pub const NO_DAEMON_ENV: &str = "PHOTOSEG_NO_DAEMON";
 /// Test hook: every query the daemon runs first sleeps this many milliseconds while holding the
@@ -488,75 +481,6 @@ fn delay_from_env(name: &str) -> Duration {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Checks an expression (not empty, at most [`MAX_EXPRESSION_BYTES`] after whitespace is collapsed)
-/// and its album filters (at most [`MAX_ALBUM_FILTERS`], each at most [`MAX_ALBUM_FILTER_BYTES`]).
-/// The errors say how large the argument was, never echo it.
-pub fn check_expression(expression: &str, albums: Vec<String>) -> Result<QueryRequest> {
-    if albums.len() > MAX_ALBUM_FILTERS {
-        return Err(Error::InvalidArgument(format!(
-            "{} album filters; at most {MAX_ALBUM_FILTERS} are accepted (give none to search every album)",
-            albums.len()
-        )));
-    }
-    if let Some(long) = albums.iter().find(|a| a.len() > MAX_ALBUM_FILTER_BYTES) {
-        return Err(Error::InvalidArgument(format!(
-            "an album filter is {} bytes long; at most {MAX_ALBUM_FILTER_BYTES} are accepted",
-            long.len()
-        )));
-    }
-    let normal = normalize_expression(expression);
-    if normal.is_empty() {
-        return Err(Error::InvalidArgument("the expression is empty; say what to look for, e.g. \"my bike\"".into()));
-    }
-    if normal.len() > MAX_EXPRESSION_BYTES {
-        return Err(Error::InvalidArgument(format!(
-            "the expression is {} bytes long; at most {MAX_EXPRESSION_BYTES} are accepted",
-            normal.len()
-        )));
-    }
-    QueryRequest::new(&normal, albums).map_err(|e| Error::InvalidArgument(format!("{e:#}")))
-}
-
-/// `path` as a path, refused unless absolute and free of NUL bytes.
-fn absolute(path: &str, what: &str) -> Result<PathBuf> {
-    if path.is_empty() {
-        return Err(Error::InvalidArgument(format!("the {what} path is empty; give an absolute path")));
-    }
-    if path.len() > MAX_PATH_BYTES {
-        return Err(Error::InvalidArgument(format!(
-            "the {what} path is {} bytes long; no file has a path over {MAX_PATH_BYTES} bytes",
-            path.len()
-        )));
-    }
-    if path.as_bytes().contains(&0) {
-        return Err(Error::InvalidArgument(format!("the {what} path {path:?} contains a NUL byte")));
-    }
-    let p = PathBuf::from(path);
-    if !p.is_absolute() {
-        return Err(Error::InvalidArgument(format!(
-            "the {what} path {path:?} is relative; give an absolute path (the daemon has no working folder of yours)"
-        )));
-    }
-    Ok(p)
-}
-
-/// `path` with `.` dropped and each `..` removing the component before it, without touching the disk
-/// (symbolic links are judged separately, by `canonicalize`). `..` at the root stays at the root.
-fn lexically_normal(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 fn unknown_photo(photo: &Path) -> String {
