@@ -59,9 +59,6 @@ pub const QUERY_DELAY_ENV: &str = "PHOTOSEG_DAEMON_QUERY_DELAY_MS";
 /// Test hook: `QueryStreamed` sleeps this many milliseconds after each mask it sends, standing in for
 /// slow mask decoding so tests can show that the answer streams (the first lines come before the last).
 pub const MASK_DELAY_ENV: &str = "PHOTOSEG_DAEMON_MASK_DELAY_MS";
-/// Photos per cache transaction in the daemon's indexer (as `photoseg index`).
-const BATCH: usize = 16;
-
 /// How the daemon is started.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::BATCH;
 use crate::library::indexer::{apply_event, IndexReport, Progress};
 use crate::library::watch::{LibraryEvent, LibraryWatcher};
 use crate::library::{self, Cache};
 use crate::query::featurizer::ModelFeaturizer;
 use crate::query::model::LoadedModel;
+
+/// Photos per cache transaction in the daemon's indexer (as `photoseg index`).
+const BATCH: usize = 16;
 
 /// At most this many `IndexProgress` signals a second (the last photo of a run is always reported).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
