@@ -469,13 +469,13 @@ impl Library {
     }
 }
 
-/// A lock whose holder panicked is still usable: every guarded value stays consistent between
-/// statements (a panicking query leaves the engine as it was).
 /// A test hook's delay: milliseconds in the variable `name`, zero when unset.
 fn delay_from_env(name: &str) -> Duration {
     std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis).unwrap_or_default()
 }
 
+/// A lock whose holder panicked is still usable: every guarded value stays consistent between
+/// statements (a panicking query leaves the engine as it was).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
