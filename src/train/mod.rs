@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod attributes;
 pub mod augment;
+mod batch;
 mod config;
 pub mod data;
 pub mod init;
@@ -22,7 +23,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,7 @@ use crate::model::checkpoint;
 use crate::model::dense::DenseTrunk;
 use crate::model::grser::{Config as ModelConfig, Grser, Pairs};
 use crate::model::neck::VisualFeatures;
+use batch::draw_step;
 pub use config::{Stage, TrainConfig};
 pub use data::{TrainGroup, TrainSet};
 use optim::AdamW;
@@ -58,44 +59,6 @@ pub struct StepStats {
     pub decision: f32,
     pub images: usize,
     pub seconds: f64,
-}
-
-/// The photos of one group for one step: indices into the pool and, for positives, the group-photo slot.
-#[derive(Debug, Clone)]
-struct Draw {
-    group: usize,
-    /// (pool index, Some(positive slot) | None for a negative)
-    photos: Vec<(usize, Option<usize>)>,
-}
-
-/// Draws step `t`'s groups: each half positives, half negatives (from the group's own negatives, else
-/// from other groups' photos that are not positives of this expression).
-fn draw_step(set: &TrainSet, cfg: &TrainConfig, t: usize) -> Vec<Draw> {
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    (0..cfg.groups_per_step)
-        .map(|gi| {
-            let group = rng.random_range(0..set.groups.len());
-            let g = &set.groups[group];
-            let small = cfg.small_group_every > 0 && (t * cfg.groups_per_step + gi) % cfg.small_group_every == 0;
-            let n = if small { rng.random_range(2..=cfg.group_size.max(2)) } else { cfg.group_size };
-            let n_pos = n.div_ceil(2);
-            let mut photos = Vec::with_capacity(n);
-            for _ in 0..n_pos {
-                let slot = rng.random_range(0..g.positives.len());
-                photos.push((g.positives[slot].0, Some(slot)));
-            }
-            for _ in n_pos..n {
-                let neg = if !g.negatives.is_empty() {
-                    g.negatives[rng.random_range(0..g.negatives.len())]
-                } else {
-                    set.random_negative_for(group, &mut rng)
-                };
-                photos.push((neg, None));
-            }
-            photos.shuffle(&mut rng);
-            Draw { group, photos }
-        })
-        .collect()
 }
 
 /// A training run: the model's variables, the optimizer and the data.
