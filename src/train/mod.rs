@@ -1,13 +1,14 @@
 //! `photoseg train`: GRSer's objective (see [`loss`]) with AdamW over groups of photos, positives and
 //! negatives 1:1, on CPU or CUDA, with checkpoints that resume exactly.
 //!
-//! Exact resume: the photos of step t are drawn from an RNG seeded with (seed, t) alone, and a checkpoint
-//! holds the weights, the optimizer's moments and t; so a run stopped after a checkpoint and resumed
-//! takes the same steps as one never stopped.
+//! Exact resume: the photos of step t are drawn from an RNG seeded with (seed, t) alone (`batch.rs`), and
+//! a checkpoint holds the weights, the optimizer's moments and t (`checkpoint.rs`); so a run stopped
+//! after a checkpoint and resumed takes the same steps as one never stopped.
 pub mod allocator;
 pub mod attributes;
 pub mod augment;
 mod batch;
+mod checkpoint;
 mod config;
 pub mod data;
 pub mod init;
@@ -16,7 +17,6 @@ pub mod optim;
 pub mod recipe;
 pub mod vocab;
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -26,11 +26,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::model::checkpoint;
 use crate::model::dense::DenseTrunk;
 use crate::model::grser::{Config as ModelConfig, Grser, Pairs};
 use crate::model::neck::VisualFeatures;
 use batch::draw_step;
+pub use checkpoint::latest_checkpoint;
 pub use config::{Stage, TrainConfig};
 pub use data::{TrainGroup, TrainSet};
 use optim::AdamW;
@@ -83,32 +83,8 @@ pub struct Trainer {
     pub step: usize,
 }
 
-const STATE_FILE: &str = "state.json";
 /// Photos per Swin pass when the head stage fills its cache.
 const CACHE_CHUNK: usize = 32;
-const OPTIM_FILE: &str = "optimizer.safetensors";
-const LATEST_FILE: &str = "latest";
-
-/// What a checkpoint's `state.json` holds besides the weights and the optimizer's moments.
-#[derive(Serialize)]
-struct State<'a> {
-    next_step: usize,
-    train: &'a TrainConfig,
-}
-
-/// The part of a `state.json` resuming reads: the next step and what identifies the run. The rest is
-/// not read, so a checkpoint whose settings name a field this build no longer has still resumes.
-#[derive(Deserialize)]
-struct SavedState {
-    next_step: usize,
-    train: SavedRun,
-}
-
-#[derive(Deserialize)]
-struct SavedRun {
-    steps: usize,
-    seed: u64,
-}
 
 impl Trainer {
     /// A fresh run. `init`: optional model directory or tensors to start from (e.g. public Swin and BERT
@@ -174,51 +150,6 @@ impl Trainer {
             dense_cache: None,
             step: 0,
         })
-    }
-
-    /// Resumes from `out`'s latest checkpoint, if there is one; `Ok(false)` when there is none.
-    pub fn resume(&mut self, out: &Path) -> Result<bool> {
-        let Some(dir) = latest_checkpoint(out)? else { return Ok(false) };
-        self.varmap
-            .load(dir.join(checkpoint::WEIGHTS_FILE))
-            .with_context(|| format!("loading weights from {}", dir.display()))?;
-        self.opt.load(&dir.join(OPTIM_FILE))?;
-        let state: SavedState = serde_json::from_str(&std::fs::read_to_string(dir.join(STATE_FILE))?)
-            .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
-        if state.train.steps != self.cfg.steps || state.train.seed != self.cfg.seed {
-            bail!(
-                "checkpoint in {} was made with {} steps and seed {}, this run asks for {} and {}: use another --out",
-                out.display(),
-                state.train.steps,
-                state.train.seed,
-                self.cfg.steps,
-                self.cfg.seed
-            );
-        }
-        self.step = state.next_step;
-        Ok(true)
-    }
-
-    /// Writes `out/ckpt-<step>/` (model directory + optimizer + state), then points `out/latest` at it
-    /// (an atomic rename), then removes older checkpoints: a kill at any moment leaves a usable one.
-    pub fn save(&self, out: &Path) -> Result<PathBuf> {
-        let name = format!("ckpt-{:07}", self.step);
-        let dir = out.join(&name);
-        checkpoint::save_model_dir(&self.varmap, &self.model_cfg, &self.tokenizer, &dir)?;
-        self.opt.save(&dir.join(OPTIM_FILE))?;
-        let state = State { next_step: self.step, train: &self.cfg };
-        std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
-        let tmp = out.join(".latest.tmp");
-        std::fs::write(&tmp, &name)?;
-        std::fs::rename(&tmp, out.join(LATEST_FILE))?;
-        for entry in std::fs::read_dir(out)? {
-            let entry = entry?;
-            let n = entry.file_name().to_string_lossy().to_string();
-            if n.starts_with("ckpt-") && n != name {
-                std::fs::remove_dir_all(entry.path()).ok();
-            }
-        }
-        Ok(dir)
     }
 
     /// The features of the pool's photos `ids`: a Swin pass, or in the head stage the kept stage outputs
@@ -568,18 +499,4 @@ fn trunk_from_features_decoder<'a>(
         return None;
     }
     init.get(&format!("aux.dense.{rest}"))
-}
-
-/// The checkpoint `out/latest` points at, if any.
-pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
-    let latest = out.join(LATEST_FILE);
-    if !latest.exists() {
-        return Ok(None);
-    }
-    let name = std::fs::read_to_string(&latest).with_context(|| format!("reading {}", latest.display()))?;
-    let dir = out.join(name.trim());
-    if !dir.is_dir() {
-        bail!("{} names {}, which does not exist", latest.display(), dir.display());
-    }
-    Ok(Some(dir))
 }
