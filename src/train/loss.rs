@@ -105,6 +105,19 @@ mod tests {
     use candle_core::Device;
 
     #[test]
+    fn the_referent_loss_has_finite_gradients_at_confident_logits() -> Result<()> {
+        let dev = Device::Cpu;
+        let logits = candle_core::Var::new(&[[[-200f32, -90.0], [95.0, 300.0]]], &dev)?;
+        let target = Tensor::new(&[[[0u32, 0], [1, 1]]], &dev)?;
+        let parts = referent(logits.as_tensor(), &target, &Tensor::new(&[1f32], &dev)?)?;
+        assert!(parts.total.to_scalar::<f32>()?.is_finite());
+        let grads = parts.total.backward()?;
+        let g = grads.get(logits.as_tensor()).expect("a gradient").flatten_all()?.to_vec1::<f32>()?;
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        Ok(())
+    }
+
+    #[test]
     fn triplet_is_zero_when_decisions_clear_the_margin() -> Result<()> {
         let dev = Device::Cpu;
         let d_pos = Tensor::new(&[0.5f32, 4.0], &dev)?;
@@ -193,7 +206,9 @@ pub fn referent(logits: &Tensor, target: &Tensor, positive: &Tensor) -> Result<R
     let y = target.to_dtype(logits.dtype())?;
     let cell = ((&y * REFERENT_POS_WEIGHT)?.mul(&softplus(&logits.neg()?)?)? + (1.0 - &y)?.mul(&softplus(logits)?)?)?;
     let cells = cell.mean_all()?;
-    let p = (logits.neg()?.exp()? + 1.0)?.recip()?;
+    // sigmoid as exp(-softplus(-x)): 1 / (1 + exp(-x)) overflows to 1 / inf below x = -88 in f32, and
+    // its gradient is then inf * 0 = NaN (a confident background cell poisoned every weight).
+    let p = softplus(&logits.neg()?)?.neg()?.exp()?;
     let inter = (&p * &y)?.sum((1, 2))?;
     let denom = (p.sum((1, 2))? + y.sum((1, 2))?)?;
     let per_photo = (1.0 - ((inter * 2.0)? + 1.0)?.div(&(denom + 1.0)?)?)?;
