@@ -6,7 +6,8 @@
 //! attribute decoder, AdamW), first with glibc's default allocation parameters and then as `photoseg
 //! train` sets them ([`photoseg::train::allocator`]), and of the referent head stage (Swin and the
 //! trunk frozen, their maps kept, 4 groups of 8 photos), on a generated synthetic set, timed after two
-//! warm-up steps: the built-in model's recipe.
+//! warm-up steps: the built-in model's shape, its features stage without the neck's attribute heads
+//! (as the reference, which has none).
 //!
 //! Reference: `scripts/reference/twin/train_attr.py swin` (a Swin of similar layout, 431 k
 //! parameters, dense attribute supervision) for one minute on the same photos, through
@@ -117,7 +118,7 @@ fn main() {
     let features = photos_per_second(&set, Stage::Features, 2);
     let head = photos_per_second(&set, Stage::Head, 4);
     println!(
-        "photoseg, built-in recipe, 1 thread: features stage {features:.1} photos/s ({plain:.1} with glibc's default \
+        "photoseg, built-in shape, 1 thread: features stage {features:.1} photos/s ({plain:.1} with glibc's default \
          allocation parameters), referent head stage {head:.1} photos/s"
     );
     match reference(&data, &tmp.path().join("twin")) {

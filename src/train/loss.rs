@@ -207,7 +207,7 @@ pub fn referent(logits: &Tensor, target: &Tensor, positive: &Tensor) -> Result<R
     let cell = ((&y * REFERENT_POS_WEIGHT)?.mul(&softplus(&logits.neg()?)?)? + (1.0 - &y)?.mul(&softplus(logits)?)?)?;
     let cells = cell.mean_all()?;
     // sigmoid as exp(-softplus(-x)): 1 / (1 + exp(-x)) overflows to 1 / inf below x = -88 in f32, and
-    // its gradient is then inf * 0 = NaN (a confident background cell poisoned every weight).
+    // its gradient is then inf * 0 = NaN: one confident background cell would poison every weight.
     let p = softplus(&logits.neg()?)?.neg()?.exp()?;
     let inter = (&p * &y)?.sum((1, 2))?;
     let denom = (p.sum((1, 2))? + y.sum((1, 2))?)?;
