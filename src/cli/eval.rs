@@ -56,6 +56,31 @@ pub struct EvalArgs {
     /// group's own contribution is the difference.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub album_size: Option<u32>,
+    /// Also write every photo's decision to FILE as CSV (photo, expression, holds, accepted, score, iou):
+    /// the errors behind the figures, one by one.
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Option<PathBuf>,
+}
+
+/// Writes `decisions` as CSV to `path` (through a temporary file, so a killed run leaves no half file).
+fn write_decisions(path: &std::path::Path, decisions: &[crate::eval::run::PhotoDecision]) -> Result<()> {
+    let mut out = String::from("photo,expression,holds,accepted,score,iou\n");
+    for d in decisions {
+        let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        out.push_str(&format!(
+            "{},{},{},{},{:.5},{}\n",
+            quoted(&d.photo.to_string_lossy()),
+            quoted(&d.expression),
+            d.holds,
+            d.accepted,
+            d.score,
+            d.iou.map_or(String::new(), |v| format!("{v:.4}"))
+        ));
+    }
+    let tmp = path.with_extension("csv.partial");
+    std::fs::write(&tmp, out).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// The photos of every group with the same expression, pooled (in order of first appearance) and cut
@@ -120,6 +145,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("groups {pos}/{len} {wide_bar} {elapsed}<{eta}")?);
     let report = evaluate(&model, &groups, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
+    if let Some(path) = &args.decisions {
+        write_decisions(path, &report.decisions)?;
+    }
     if args.calibrate {
         let setting = report
             .balanced_setting

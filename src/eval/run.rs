@@ -39,6 +39,24 @@ pub struct EvalReport {
     /// `photoseg eval --calibrate` writes into the model's config.json.
     pub balanced_setting: Option<f64>,
     pub seconds: f64,
+    /// Every photo's decision, in the order of the groups (`photoseg eval --decisions`).
+    #[serde(skip)]
+    pub decisions: Vec<PhotoDecision>,
+}
+
+/// One photo's answer for its group's expression: what `photoseg eval --decisions` writes, so the errors
+/// behind the figures can be read one by one.
+#[derive(Debug, Clone)]
+pub struct PhotoDecision {
+    pub photo: std::path::PathBuf,
+    pub expression: String,
+    /// The photo holds the referent.
+    pub holds: bool,
+    pub accepted: bool,
+    /// The decision's score, d_neg - d_pos: higher is more likely to hold the referent.
+    pub score: f32,
+    /// IoU of the answered mask (empty when rejected) with the ground truth, for photos that hold it.
+    pub iou: Option<f64>,
 }
 
 impl EvalReport {
@@ -68,6 +86,7 @@ impl EvalReport {
             decision_auc: calibration.0,
             balanced_setting: calibration.1,
             seconds,
+            decisions: Vec::new(),
         }
     }
 }
@@ -82,6 +101,7 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
     let mut forced = (0f64, 0usize);
     // (d_neg - d_pos, holds the referent) of every photo.
     let mut decisions: Vec<(f32, bool)> = Vec::new();
+    let mut per_photo = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         largest = largest.max(g.photos.len());
         let mut tensors = Vec::with_capacity(g.photos.len());
@@ -138,6 +158,14 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
             let pred = Mask::from_data(w as u32, h as u32, pred)?;
             seg.add(&pred, gt.as_ref(), a.positive)?;
             decisions.push((a.d_neg - a.d_pos, gt.is_some()));
+            per_photo.push(PhotoDecision {
+                photo: p.image.clone(),
+                expression: g.expression.clone(),
+                holds: gt.is_some(),
+                accepted: a.positive,
+                score: a.d_neg - a.d_pos,
+                iou: gt.as_ref().map(|gt| crate::eval::metrics::iou(&pred, gt)).transpose()?,
+            });
             if let Some(gt) = &gt {
                 sod.add(prob.as_slice(), gt)?;
             }
@@ -150,7 +178,7 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
         Some(r) => r.threshold + c,
         None => c,
     });
-    Ok(EvalReport::new(
+    let mut report = EvalReport::new(
         seg.finish(),
         sod.finish(),
         forced,
@@ -158,7 +186,9 @@ pub fn evaluate(model: &Grser, groups: &[Group], mut progress: impl FnMut(usize,
         groups.len(),
         largest,
         start.elapsed().as_secs_f64(),
-    ))
+    );
+    report.decisions = per_photo;
+    Ok(report)
 }
 
 /// ROC AUC of `scores` (higher = more likely to hold the referent) and the cut between two
