@@ -4,14 +4,15 @@ private session bus (dbus-run-session with a config that activates nothing).
 
 1. starts Xvfb and the daemon command given after `--` (the real `photoseg daemon`), waits for
    org.photoseg.Photoseg1 on the bus;
-2. asks the daemon itself (GetMask, format "png") for the mask of each candidate expression and keeps
-   the first one whose mask covers between 3% and 90% of the photo: the expected mask;
+2. asks the daemon itself (GetMask, format "png") for the mask of --expression: the expected mask, which
+   must cover between 3% and 90% of the photo;
 3. installs the plugin into $XDG_DATA_HOME/eog/plugins, enables it and sets a pure green view
    background in a GSettings keyfile ($XDG_CONFIG_HOME/glib-2.0/settings/keyfile, GSETTINGS_BACKEND=
    keyfile), opens the photo through the daemon (Open, with the expression; the daemon's opener is a
    no-op) and starts eog on it: the plugin gets the expression from the daemon (OpenedExpression);
-4. takes screenshots of the root window (Gdk) at the fitted zoom, zoomed in with the mouse wheel
-   (photo larger than the view) and after dragging the photo (scrolled), and checks each one.
+4. takes screenshots of the root window (Gdk) at the fitted zoom, zoomed in with Ctrl++ (photo larger
+   than the view) and after dragging the photo (scrolled), and checks each one; then Esc clears the
+   overlay and leaves eog open, and Ctrl+F focuses the box.
 
 How a screenshot is checked without trusting the plugin's geometry: the test photo encodes its own
 coordinates, R = 20 + 215 x / (W - 1), G = 20 + 215 y / (H - 1), B = 128 (tests/it/eog_plugin.rs writes it).
@@ -21,7 +22,15 @@ is dimmed,
 whatever eog's zoom and scroll; the check compares that with the daemon's mask at that photo pixel
 (away from the mask's edges, where scaling blends). A missing, shifted or wrongly scaled overlay fails.
 
-Exit status 0 when every check passes; the reason otherwise. Screenshots stay in --out.
+How it waits: for a state, never for a fixed time. Each step looks for the state it needs every POLL_S
+until a deadline, then fails with the last reason the state was not there: the daemon's name on the bus,
+a line of eog's log (with PHOTOSEG_EOG_DEBUG=1 the plugin logs each overlay it draws and each key it
+handles), or a screenshot that shows the view the step expects, with the overlay matching. Frames on the
+way there are simply looked at again: eog's own buttons over the photo (they show while the pointer
+moves over it and fade out 3 s after it stops), eog's sharper redraw 200 ms after a zoom or scroll, the
+photo halfway through a drag.
+
+Exit status 0 when every check passes; the reason otherwise. Screenshots stay in --out (each step's last).
 """
 import argparse
 import os
@@ -43,6 +52,13 @@ INTERFACE = "org.photoseg.Photoseg1"
 GREEN = (0, 255, 0)
 # The photo's coordinate code (keep in step with tests/it/eog_plugin.rs).
 LO, SPAN, BLUE = 20, 215, 128
+# How often a state being waited for is looked at again, in seconds.
+POLL_S = 0.05
+# How long a screenshot may take to show what a step expects, in seconds.
+SCREEN_S = 30
+# The drag, in screen pixels: the pointer moves up and to the left, so the view shows more of the photo's
+# lower right.
+DRAG_X, DRAG_Y = 120, 80
 
 
 def fail(msg):
@@ -54,13 +70,28 @@ def note(msg):
     print(msg, flush=True)
 
 
+def wait_for(what, probe, timeout):
+    """Calls probe() every POLL_S until it returns (True, value) and returns value; probe returns
+    (False, reason) while the state is not there. Fails with `what` and the last reason when `timeout`
+    seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, value = probe()
+        if done:
+            return value
+        if time.monotonic() > deadline:
+            fail("%s: not within %ss; last: %s" % (what, timeout, value))
+        time.sleep(POLL_S)  # the pause between two looks at the state
+
+
 class Proc:
-    """A child process whose output lines are collected (and echoed with a prefix)."""
+    """A child process whose output lines are collected (and copied to out_path)."""
 
     def __init__(self, name, argv, env=None, out_path=None):
         self.name = name
         self.lines = []
-        self.lock = threading.Lock()
+        self.ended = False  # its output has ended: it exited (or closed it)
+        self.cond = threading.Condition()
         self.p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   errors="replace", start_new_session=True)
         self.out = open(out_path, "w") if out_path else None
@@ -68,30 +99,43 @@ class Proc:
 
     def _pump(self):
         for line in self.p.stdout:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
             if self.out:
                 self.out.write(line)
                 self.out.flush()
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.ended = True
+            self.cond.notify_all()
 
     def snapshot(self):
-        with self.lock:
+        with self.cond:
             return list(self.lines)
 
-    def wait_line(self, pred, timeout, start=0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            lines = self.snapshot()
-            for i in range(start, len(lines)):
-                if pred(lines[i]):
-                    return i, lines[i]
-            if self.p.poll() is not None:
-                time.sleep(0.2)
-                lines = self.snapshot()
-                fail("%s exited (status %s) while waiting; its output:\n%s" % (self.name, self.p.returncode,
-                                                                               "\n".join(lines[-40:])))
-            time.sleep(0.1)
-        fail("%s: no awaited line within %ss; its output:\n%s" % (self.name, timeout, "\n".join(self.snapshot()[-40:])))
+    def wait_line(self, what, pred, timeout, start=0):
+        """(index, line) of the first line from `start` on that satisfies pred, waiting for the output as
+        it comes; fails, saying `what` was awaited, when `timeout` seconds pass or the output ends first."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if pred(self.lines[i]):
+                        return i, self.lines[i]
+                start = len(self.lines)
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    break
+                self.cond.wait(left)
+        tail = "\n".join(self.snapshot()[-40:])
+        if self.ended:
+            try:
+                status = self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                status = "none yet"
+            fail("%s ended its output (exit status %s) while waiting for %s; its output:\n%s"
+                 % (self.name, status, what, tail))
+        fail("%s: no %s within %ss; its output:\n%s" % (self.name, what, timeout, tail))
 
     def stop(self):
         if self.p.poll() is None:
@@ -116,17 +160,15 @@ def start_xvfb():
 
 
 def wait_for_name(bus, daemon, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def probe():
         if daemon is not None and daemon.p.poll() is not None:
             fail("the daemon exited (status %s) before taking %s; its output:\n%s"
                  % (daemon.p.returncode, BUS_NAME, "\n".join(daemon.snapshot()[-40:])))
         reply = bus.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
                               GLib.Variant("(s)", (BUS_NAME,)), GLib.VariantType("(b)"), Gio.DBusCallFlags.NONE, -1, None)
-        if reply.unpack()[0]:
-            return
-        time.sleep(0.2)
-    fail("%s did not appear on the bus within %ss" % (BUS_NAME, timeout))
+        return reply.unpack()[0], "no owner"
+
+    wait_for("%s on the bus" % BUS_NAME, probe, timeout)
 
 
 def get_mask(bus, photo, expression):
@@ -200,21 +242,32 @@ def decode(rgb, w, h):
     return min(max(u, 0), w - 1), min(max(v, 0), h - 1), dimmed
 
 
-def interior(mask, w, h, u, v, margin):
-    """The mask value around photo pixel (u, v) if it is the same within `margin` pixels, else None."""
-    x0, x1 = max(0, int(u - margin)), min(w - 1, int(u + margin + 1))
-    y0, y1 = max(0, int(v - margin)), min(h - 1, int(v + margin + 1))
-    first = mask[y0][x0]
-    for y in range(y0, y1 + 1):
-        row = mask[y]
-        for x in range(x0, x1 + 1):
-            if row[x] != first:
-                return None
-    return first
+def interior_map(mask, w, h, margin):
+    """For each photo pixel (x, y), the mask's value if it is the same over x - margin .. x + margin + 1
+    and y - margin .. y + margin + 1 (within the photo), else None: what a screen pixel that decodes to
+    (x + a fraction, y + a fraction) is judged against, away from the mask's edges."""
+    # Summed-area table: sums[y][x] is the number of mask pixels above and left of (x, y).
+    sums = [[0] * (w + 1) for _ in range(h + 1)]
+    for y in range(h):
+        run = 0
+        for x in range(w):
+            run += mask[y][x]
+            sums[y + 1][x + 1] = sums[y][x + 1] + run
+    out = []
+    for y in range(h):
+        y0, y1 = max(0, y - margin), min(h - 1, y + margin + 1)
+        row = []
+        for x in range(w):
+            x0, x1 = max(0, x - margin), min(w - 1, x + margin + 1)
+            on = sums[y1 + 1][x1 + 1] - sums[y0][x1 + 1] - sums[y1 + 1][x0] + sums[y0][x0]
+            row.append(0 if on == 0 else 1 if on == (x1 - x0 + 1) * (y1 - y0 + 1) else None)
+        out.append(row)
+    return out
 
 
-def check_shot(label, pb, box, mask, w, h):
-    """Compares whether every photo pixel on screen (inside `box`) is dimmed with the mask; returns stats."""
+def judge(pb, box, expected, w, h):
+    """Compares whether every photo pixel on screen (inside `box`) is dimmed with the mask (`expected`, its
+    interior_map). Returns (stats, None) when they agree, (stats, reason) when not."""
     at = pixel_reader(pb)
     x0, y0, x1, y1 = box
     stats = {"photo_px": 0, "in_ok": 0, "in_bad": 0, "out_ok": 0, "out_bad": 0, "edge": 0}
@@ -229,8 +282,8 @@ def check_shot(label, pb, box, mask, w, h):
             stats["photo_px"] += 1
             us.append(u)
             vs.append(v)
-            # Decoding is exact to ~1 photo pixel as it is, ~2 dimmed; scaling blends ~1 more.
-            m = interior(mask, w, h, u, v, 3)
+            # Decoding is exact to ~1 photo pixel as it is, ~2 dimmed; scaling blends ~1 more: 3 pixels.
+            m = expected[int(v)][int(u)]
             if m is None:
                 stats["edge"] += 1
                 continue
@@ -240,32 +293,38 @@ def check_shot(label, pb, box, mask, w, h):
             if key.endswith("bad") and len(bad_examples) < 5:
                 bad_examples.append((sx, sy, at(sx, sy), round(u, 1), round(v, 1), m))
     if not us:
-        fail("%s: no photo pixel on screen (screenshot kept)" % label)
+        return stats, "no photo pixel on screen"
     stats["u_span"] = (round(min(us), 1), round(max(us), 1))
     stats["v_span"] = (round(min(vs), 1), round(max(vs), 1))
-    note("%s: %s" % (label, stats))
     inside = stats["in_ok"] + stats["in_bad"]
     outside = stats["out_ok"] + stats["out_bad"]
     if inside < 50 or outside < 50:
-        fail("%s: too few photo pixels away from the mask's edges to judge (inside %d, outside %d)"
-             % (label, inside, outside))
+        return stats, ("too few photo pixels away from the mask's edges to judge (inside %d, outside %d)"
+                       % (inside, outside))
     if stats["in_ok"] < 0.99 * inside:
-        fail("%s: %d of %d on-screen pixels inside the mask are dimmed; e.g. (x, y, rgb, u, v, mask) %s"
-             % (label, stats["in_bad"], inside, bad_examples))
+        return stats, ("%d of %d on-screen pixels inside the mask are dimmed; e.g. (x, y, rgb, u, v, mask) %s"
+                       % (stats["in_bad"], inside, bad_examples))
     if stats["out_ok"] < 0.99 * outside:
-        fail("%s: only %d of %d on-screen pixels outside the mask are dimmed; e.g. (x, y, rgb, u, v, mask) %s"
-             % (label, stats["out_ok"], outside, bad_examples))
-    return stats
+        return stats, ("only %d of %d on-screen pixels outside the mask are dimmed; "
+                       "e.g. (x, y, rgb, u, v, mask) %s" % (stats["out_ok"], outside, bad_examples))
+    return stats, None
+
+
+def wait_for_screen(what, path, accept):
+    """Takes screenshots (each saved to `path`) until accept(shot) returns (True, value), and returns
+    value; accept returns (False, reason) for a screen that does not show the awaited view yet."""
+    return wait_for("%s (%s)" % (what, os.path.basename(path)), lambda: accept(screenshot(path)), SCREEN_S)
 
 
 def xdo(display, *args):
+    """One xdotool run: its commands (chained, e.g. mousemove then key) reach the X server in order."""
     subprocess.run(["xdotool", *args], env=dict(os.environ, DISPLAY=display), check=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--photo", required=True)
-    ap.add_argument("--expressions", required=True, help="candidates, separated by '|'")
+    ap.add_argument("--expression", required=True)
     ap.add_argument("--plugin-dir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("daemon", nargs=argparse.REMAINDER)
@@ -285,19 +344,16 @@ def main():
         wait_for_name(bus, daemon, 120)
         note("%s is on the bus" % BUS_NAME)
 
-        chosen = None
-        tried = []
-        for expression in a.expressions.split("|"):
-            found, w, h, mask = get_mask(bus, a.photo, expression)
-            area = sum(map(sum, mask)) if found else 0
-            tried.append((expression, found, area))
-            if found and 0.03 * w * h <= area <= 0.90 * w * h:
-                chosen = (expression, w, h, mask, area)
-                break
-        if chosen is None:
-            fail("no candidate expression has a mask between 3%% and 90%% of the photo: %s" % tried)
-        expression, w, h, mask, area = chosen
+        expression = a.expression
+        found, w, h, mask = get_mask(bus, a.photo, expression)
+        if not found:
+            fail("the daemon finds nothing for %r in the photo" % expression)
+        area = sum(map(sum, mask))
         note("expected mask: %r, %dx%d, %d pixels (%.1f%%)" % (expression, w, h, area, 100.0 * area / (w * h)))
+        if not 0.03 * w * h <= area <= 0.90 * w * h:
+            fail("the mask covers %.1f%% of the photo; judging the overlay needs 3%% to 90%%"
+                 % (100.0 * area / (w * h)))
+        expected = interior_map(mask, w, h, 3)
 
         data_home = os.environ["XDG_DATA_HOME"]
         config_home = os.environ["XDG_CONFIG_HOME"]
@@ -333,71 +389,114 @@ def main():
         def geometry(line):
             return dict(kv.split("=") for kv in line.split()[2:])
 
-        i, line = eog.wait_line(drawn, 90)
+        def logged(what):
+            return lambda line: line.startswith("photoseg-eog: " + what)
+
+        def judged(label, shot, box, also=None):
+            """(True, stats) when the overlay on `shot` matches the mask and also(stats) has no objection."""
+            stats, reason = judge(shot, box, expected, w, h)
+            if reason is None and also is not None:
+                reason = also(stats)
+            if reason is not None:
+                return False, "%s: %s; %s" % (label, reason, stats)
+            note("%s: %s" % (label, stats))
+            return True, stats
+
+        i, line = eog.wait_line("a drawn overlay", drawn, 90)
         note("eog: " + line)
-        time.sleep(1.5)
-        shot = screenshot(os.path.join(a.out, "1-fit.png"))
-        box = green_box(shot)
-        if box is None:
-            fail("no green view background on screen (see 1-fit.png)")
+
+        def fitted(shot):
+            box = green_box(shot)
+            if box is None:
+                return False, "no green view background on screen"
+            ok, value = judged("fitted", shot, box)
+            return ok, (box if ok else value)
+
+        box = wait_for_screen("the overlay at the fitted zoom", os.path.join(a.out, "1-fit.png"), fitted)
         note("view box %s" % (box,))
-        check_shot("fitted", shot, box, mask, w, h)
+        cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
 
         # Zoom in as a user does (Ctrl++, eog's zoom steps 1.33, 2, 3, 4, 5) until the photo is larger
         # than the view. (xdotool's wheel clicks reach GTK 3 as emulated XI2 buttons, which it ignores.)
-        cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
-        xdo(display, "mousemove", str(cx), str(cy))
-        xdo(display, "key", "--delay", "150", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus")
-        i, line = eog.wait_line(lambda l: drawn(l) and float(geometry(l)["zoom"]) > 4.0, 30, i + 1)
+        # The pointer stays off the photo, where it does not call up eog's own buttons over it; the keys
+        # go to eog's window, which has the keyboard focus.
+        xdo(display, "mousemove", "5", "5", "key", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus", "ctrl+plus")
+        i, line = eog.wait_line("an overlay drawn at zoom 5",
+                                lambda l: drawn(l) and float(geometry(l)["zoom"]) > 4.0, 30, i + 1)
         note("eog: " + line)
-        xdo(display, "mousemove", "5", "5")
-        time.sleep(3.5)  # eog's own overlay buttons fade out 2 s after the pointer leaves
-        shot = screenshot(os.path.join(a.out, "2-zoomed.png"))
-        zoomed = check_shot("zoomed", shot, box, mask, w, h)
-        if zoomed["u_span"][1] - zoomed["u_span"][0] > 0.8 * (w - 1):
-            fail("zoomed: the view still shows %s of the photo's columns: the zoom did not happen" % (zoomed["u_span"],))
+        zoomed_at = geometry(line)
 
-        # Drag the photo (button 1) up and to the left: eog scrolls.
-        xdo(display, "mousemove", str(cx), str(cy))
-        xdo(display, "mousedown", "1")
-        for step in range(1, 11):
-            xdo(display, "mousemove", str(cx - 12 * step), str(cy - 8 * step))
-            time.sleep(0.03)
-        xdo(display, "mouseup", "1")
-        i, line = eog.wait_line(lambda l: drawn(l) and geometry(l)["x"] != geometry(line)["x"], 30, i + 1)
+        def zoomed_in(stats):
+            if stats["u_span"][1] - stats["u_span"][0] > 0.8 * (w - 1):
+                return "the view still shows %s of the photo's columns: not zoomed in yet" % (stats["u_span"],)
+            return None
+
+        zoomed = wait_for_screen("the overlay zoomed in", os.path.join(a.out, "2-zoomed.png"),
+                                 lambda shot: judged("zoomed", shot, box, zoomed_in))
+
+        # Drag the photo (button 1) up and to the left: eog scrolls by the drag, so the view moves right
+        # and down over the photo by the drag divided by the zoom.
+        steps = [("mousemove", str(cx - DRAG_X * k // 10), str(cy - DRAG_Y * k // 10)) for k in range(1, 11)]
+        xdo(display, "mousemove", str(cx), str(cy), "mousedown", "1", *[arg for step in steps for arg in step],
+            "mouseup", "1")
+
+        def scrolled(line):
+            return drawn(line) and (geometry(line)["x"], geometry(line)["y"]) != (zoomed_at["x"], zoomed_at["y"])
+
+        i, line = eog.wait_line("an overlay drawn after the drag", scrolled, 30, i + 1)
         note("eog: " + line)
         xdo(display, "mousemove", "5", "5")
-        time.sleep(3.5)
-        shot = screenshot(os.path.join(a.out, "3-scrolled.png"))
-        scrolled = check_shot("scrolled", shot, box, mask, w, h)
-        if scrolled["u_span"] == zoomed["u_span"] and scrolled["v_span"] == zoomed["v_span"]:
-            fail("scrolled: the view shows the same part of the photo as before the drag")
+        zoom = float(zoomed_at["zoom"])
+
+        def moved_by_the_drag(stats):
+            du = (stats["u_span"][0] - zoomed["u_span"][0] + stats["u_span"][1] - zoomed["u_span"][1]) / 2
+            dv = (stats["v_span"][0] - zoomed["v_span"][0] + stats["v_span"][1] - zoomed["v_span"][1]) / 2
+            if abs(du - DRAG_X / zoom) > 3 or abs(dv - DRAG_Y / zoom) > 3:
+                return ("the view moved by (%.1f, %.1f) photo pixels since the zoom, the drag by (%.1f, %.1f)"
+                        % (du, dv, DRAG_X / zoom, DRAG_Y / zoom))
+            return None
+
+        wait_for_screen("the overlay scrolled by the drag", os.path.join(a.out, "3-scrolled.png"),
+                        lambda shot: judged("scrolled", shot, box, moved_by_the_drag))
 
         # Esc with the focus on the photo clears the overlay and leaves eog open; Ctrl+F focuses the box.
         n = len(eog.snapshot())
-        xdo(display, "mousemove", str(cx), str(cy))
-        xdo(display, "click", "1")
-        xdo(display, "key", "Escape")
-        eog.wait_line(lambda l: l.startswith("photoseg-eog: key: Esc, overlay cleared"), 30, n)
-        time.sleep(1.0)
-        if eog.p.poll() is not None:
-            fail("Esc closed eog")
+        xdo(display, "mousemove", str(cx), str(cy), "click", "1", "key", "Escape")
+        eog.wait_line("the plugin's answer to Esc", logged("key: Esc, overlay cleared"), 30, n)
         xdo(display, "mousemove", "5", "5")
-        time.sleep(3.5)
-        shot = screenshot(os.path.join(a.out, "4-cleared.png"))
-        at = pixel_reader(shot)
-        dimmed = sum(1 for sy in range(box[1], box[3], 4) for sx in range(box[0], box[2], 4)
-                     if (lambda d: d is not None and d[2])(decode(at(sx, sy), w, h)))
-        if dimmed:
-            fail("after Esc %d sampled photo pixels are still dimmed (4-cleared.png)" % dimmed)
-        xdo(display, "key", "ctrl+f")
-        eog.wait_line(lambda l: l.startswith("photoseg-eog: key: Ctrl+F, box focused"), 30, n)
 
-        tracebacks = [l for l in eog.snapshot() if "Traceback" in l]
-        if tracebacks:
-            fail("the plugin raised:\n" + "\n".join(eog.snapshot()))
-        if not any(l.startswith("photoseg-eog: OpenedExpression ") for l in eog.snapshot()):
+        def cleared(shot):
+            if eog.p.poll() is not None:
+                fail("Esc closed eog (status %s)" % eog.p.returncode)
+            at = pixel_reader(shot)
+            shown = [decode(at(sx, sy), w, h)
+                     for sy in range(box[1], box[3], 4) for sx in range(box[0], box[2], 4)]
+            photo = [d for d in shown if d is not None]
+            dimmed = sum(1 for d in photo if d[2])
+            if len(photo) < 0.5 * len(shown):
+                return False, "only %d of %d sampled view pixels show the photo" % (len(photo), len(shown))
+            if dimmed:
+                return False, "%d of %d sampled photo pixels are still dimmed" % (dimmed, len(photo))
+            return True, len(photo)
+
+        photo_px = wait_for_screen("the photo without the overlay after Esc", os.path.join(a.out, "4-cleared.png"),
+                                   cleared)
+        note("cleared: %d sampled photo pixels, none dimmed" % photo_px)
+        # Keys still reach the plugin after Esc: eog is open.
+        xdo(display, "key", "ctrl+f")
+        eog.wait_line("the plugin's answer to Ctrl+F", logged("key: Ctrl+F, box focused"), 30, n)
+
+        if eog.p.poll() is not None:
+            fail("eog exited (status %s) after Esc" % eog.p.returncode)
+        log = eog.snapshot()
+        if any("Traceback" in l for l in log):
+            fail("the plugin raised:\n" + "\n".join(log))
+        if not any(logged("OpenedExpression ")(l) for l in log):
             fail("the plugin never asked the daemon for the expression the photo was opened with")
+        asked = "photoseg-eog: GetMask %r %r" % (a.photo, expression)
+        if asked not in log:
+            fail("the plugin never asked for the mask of %r; it asked: %s"
+                 % (expression, [l for l in log if logged("GetMask ")(l)]))
         note("PASS: the overlay matches the daemon's mask fitted, zoomed and scrolled")
     finally:
         for p in reversed(procs):

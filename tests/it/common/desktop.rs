@@ -1,6 +1,7 @@
 //! Helpers of the desktop-integration tests (tests/it/eog_plugin.rs, tests/it/nautilus_plugin.rs): a user's
-//! world in a temp dir (HOME and XDG folders pinned), a random tiny model, `photoseg index`, a private
-//! session bus config that activates nothing, and the rule for missing desktop tools.
+//! world in a temp dir (HOME and XDG folders pinned), a random tiny model or one built to give a known
+//! mask, `photoseg index`, a private session bus config that activates nothing, and the rule for missing
+//! desktop tools.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,6 +13,14 @@ use tempfile::TempDir;
 
 /// The system Python, which has PyGObject (`python3` on PATH may be another one).
 pub const PYTHON: &str = "/usr/bin/python3";
+
+/// The stripes whose union is the mask of [`World::model_with_stripes_mask`]: (axis, from, to), axis 0
+/// for x and 1 for y, in the referent head's cell coordinates, which run from -1 to 1 across the photo
+/// (from the centre of the first cell of its grid to the centre of the last). On eog's screen (the test
+/// photo is 200 x 120) the two bars from top to bottom stay clear of the bottom middle of the view,
+/// where the plugin's status line and eog's rotate buttons cover the photo, and the bar from side to
+/// side stays above them.
+const MASK_STRIPES: [(usize, f32, f32); 3] = [(0, -0.6, -0.38), (0, 0.59, 0.81), (1, -0.33, 0.0)];
 
 /// True when every tool is there. When one is missing: with `CI` set the test fails (CI installs
 /// them, see .ci/run), otherwise it says loudly that it is skipped and returns false.
@@ -111,56 +120,101 @@ impl World {
         self.save_model(&self.random_model(0));
     }
 
-    /// A random tiny model (as [`World::model`]) under which the expression the eog check will choose
-    /// (the first of `expressions` whose mask covers 3 to 90 % of `photo`) gives a mask whose edge
-    /// shows in every view the check looks at: at least 3 % object and 3 % background within the
-    /// centre that eog shows zoomed in (the middle 3/4 of the width, 5/8 of the height) and within the
-    /// lower right that the drag brings into view. Random weights can give every expression an empty or
-    /// a full mask, or one that lies wholly outside the zoomed view, and each of those fails the eog
-    /// check; weights are drawn from seeds 1, 2, ... until one does. Returns how many draws it took.
-    pub fn model_with_partial_mask(&self, photo: &Path, expressions: &[&str]) -> usize {
-        use photoseg::model::grser::Pairs;
+    /// Saves in `model/` a tiny model with a referent head (the built-in model's kind) whose mask of
+    /// `photo` is, for every expression, the same pattern, built rather than drawn: the union of the
+    /// stripes [`MASK_STRIPES`], two bars from top to bottom and one from side to side. The head reads
+    /// only the cell's position: φ's first layer has four ReLUs a stripe, which its second layer sums
+    /// into a trapezoid (1/2 on the stripe's edges, 1 from 0.05 inside them, 0 from 0.05 outside), and
+    /// E adds up the stripes; every token's query is 4 with bias -2, so a cell's logit is the number of
+    /// tokens times 4 (E - 1/2). The rest of the network (weights drawn from seed 0) has zero weight in
+    /// it.
+    ///
+    /// The eog check needs what this asserts: a mask that covers 3 to 90 % of the photo, whose edge
+    /// shows in every view it looks at (at least 3 % object and 3 % background within the centre that
+    /// eog shows zoomed in, the middle 3/4 of the width and 5/8 of the height, and within the lower right
+    /// that the drag brings into view), and that differs from its mirror images, so a flipped overlay
+    /// fails. The stripes' long edges along both axes make an overlay shifted either way fail.
+    pub fn model_with_stripes_mask(&self, photo: &Path) {
+        use photoseg::model::grser::{Pairs, ReferentConfig};
+        let mut cfg = Config::tiny(60);
+        cfg.referent = Some(ReferentConfig { dim: 1, threshold: 0.0 });
+        let model = self.build_model(cfg, 0);
+        {
+            let data = model.0.data().lock().unwrap();
+            let set = |name: &str, edit: &dyn Fn(&[usize], &mut [f32])| {
+                let var = &data[name];
+                let mut values = vec![0f32; var.elem_count()];
+                edit(var.dims(), &mut values);
+                var.set(&candle_core::Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            };
+            // Stripe i's units 4i..4i + 4 are ReLU(t - a), t being x or y, at a = from - 0.05, from + 0.05,
+            // to - 0.05 and to + 0.05; weighted 10, -10, -10, 10 they make the trapezoid.
+            let ramp = 0.05f32;
+            let units = || {
+                MASK_STRIPES.iter().flat_map(move |&(axis, from, to)| {
+                    [(from - ramp, 1.0), (from + ramp, -1.0), (to - ramp, -1.0), (to + ramp, 1.0)]
+                        .map(|(at, weight)| (axis, at, weight / (2.0 * ramp)))
+                })
+            };
+            // phi1: [hidden, dense channels + 2 (x, y), 1, 1].
+            set("referent.phi1.weight", &|dims, w| {
+                for (unit, (axis, _, _)) in units().enumerate() {
+                    w[unit * dims[1] + dims[1] - 2 + axis] = 1.0;
+                }
+            });
+            set("referent.phi1.bias", &|_, b| units().enumerate().for_each(|(unit, (_, at, _))| b[unit] = -at));
+            // phi2: [1, hidden, 1, 1].
+            set("referent.phi2.weight", &|_, w| {
+                units().enumerate().for_each(|(unit, (_, _, weight))| w[unit] = weight)
+            });
+            set("referent.phi2.bias", &|_, _| {});
+            set("referent.words.weight", &|_, _| {});
+            set("referent.words.bias", &|_, b| b.copy_from_slice(&[4.0, -2.0]));
+            set("referent.bias", &|_, _| {});
+        }
+        self.save_model(&model);
+
         let img = photoseg::library::photo::load(photo).unwrap();
         let (w, h) = (img.width() as usize, img.height() as usize);
+        let feats = photoseg::query::featurizer::featurize_image(&model.3, &img).unwrap();
+        let answer = model.3.answer(&feats, "the thing", Pairs::TopK).unwrap();
+        let logits = answer[0].mask_logits.as_ref().expect("the stripes model finds nothing in the photo");
+        let (gh, gw) = logits.dims2().unwrap();
+        let grid: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+        let mask = photoseg::model::upsample::guided_mask(&grid, gh, gw, img.as_raw(), w, h);
         // Share of object pixels in the window [x0, x1) x [y0, y1), given as fractions of the photo.
-        let share_in = |mask: &[u8], (x0, x1, y0, y1): (f64, f64, f64, f64)| -> f64 {
+        let share_in = |(x0, x1, y0, y1): (f64, f64, f64, f64)| -> f64 {
             let (x0, x1) = ((x0 * w as f64) as usize, (x1 * w as f64) as usize);
             let (y0, y1) = ((y0 * h as f64) as usize, (y1 * h as f64) as usize);
             let on: usize = (y0..y1).map(|y| mask[y * w + x0..y * w + x1].iter().filter(|&&m| m != 0).count()).sum();
-            on as f64 / ((x1 - x0) * (y1 - y0)).max(1) as f64
+            on as f64 / ((x1 - x0) * (y1 - y0)) as f64
         };
-        let centre = (0.125, 0.875, 0.1875, 0.8125);
-        let lower_right = (0.25, 1.0, 0.375, 1.0);
-        for draw in 1..=100 {
-            let model = self.random_model(draw as u64);
-            let feats = photoseg::query::featurizer::featurize_image(&model.3, &img).unwrap();
-            let chosen = expressions.iter().find_map(|e| {
-                let answer = model.3.answer(&feats, e, Pairs::TopK).unwrap();
-                let logits = answer[0].mask_logits.as_ref().unwrap();
-                let (gh, gw) = logits.dims2().unwrap();
-                let grid: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
-                let mask = photoseg::model::upsample::guided_mask(&grid, gh, gw, img.as_raw(), w, h);
-                let share = share_in(&mask, (0.0, 1.0, 0.0, 1.0));
-                (0.03..=0.90).contains(&share).then_some(mask)
-            });
-            let visible = |mask: &[u8]| {
-                [centre, lower_right].into_iter().all(|window| (0.03..=0.97).contains(&share_in(mask, window)))
-            };
-            if chosen.is_some_and(|mask| visible(&mask)) {
-                self.save_model(&model);
-                return draw;
-            }
+        let whole = share_in((0.0, 1.0, 0.0, 1.0));
+        assert!((0.03..=0.90).contains(&whole), "the stripes cover {whole:.3} of the photo");
+        for window in [(0.125, 0.875, 0.1875, 0.8125), (0.25, 1.0, 0.375, 1.0)] {
+            let share = share_in(window);
+            assert!((0.03..=0.97).contains(&share), "the stripes cover {share:.3} of the view {window:?}");
         }
-        panic!("100 random tiny models gave no expression a mask with an edge in every view of {}", photo.display());
+        let differs = |mirror: &dyn Fn(usize, usize) -> usize| {
+            let n = (0..w * h).filter(|&i| mask[i] != mask[mirror(i % w, i / w)]).count();
+            n as f64 / (w * h) as f64
+        };
+        let (flip_x, flip_y) = (differs(&|x, y| y * w + w - 1 - x), differs(&|x, y| (h - 1 - y) * w + x));
+        assert!(flip_x > 0.02 && flip_y > 0.02, "the stripes are nearly symmetric: {flip_x:.3}, {flip_y:.3}");
     }
 
     /// A tiny model whose weights are drawn from `seed` ([`crate::common::seed_weights`]): the same draw, hence
     /// the same masks, on every run.
     fn random_model(&self, seed: u64) -> (VarMap, Config, tokenizers::Tokenizer, Grser) {
-        let varmap = VarMap::new();
-        let tok = tokenizers::Tokenizer::from_file(repo("tests/fixtures/tokenizer/tokenizer.json")).unwrap();
         let mut cfg = Config::tiny(60);
         cfg.head.margin = -1e6;
+        self.build_model(cfg, seed)
+    }
+
+    /// A model of shape `cfg` whose weights are drawn from `seed`.
+    fn build_model(&self, cfg: Config, seed: u64) -> (VarMap, Config, tokenizers::Tokenizer, Grser) {
+        let varmap = VarMap::new();
+        let tok = tokenizers::Tokenizer::from_file(repo("tests/fixtures/tokenizer/tokenizer.json")).unwrap();
         let grser = Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         crate::common::seed_weights(&varmap, seed);
         (varmap, cfg, tok, grser)
