@@ -22,7 +22,7 @@ use std::time::Instant;
 use candle_core::Device;
 use photoseg::model::grser::{Config, ReferentConfig};
 use photoseg::synth::{self, SynthConfig, SynthDataset};
-use photoseg::train::data::{SourceGroup, TrainSet};
+use photoseg::train::data::TrainSet;
 use photoseg::train::optim::AdamWConfig;
 use photoseg::train::{attributes, vocab, Stage, TrainConfig, Trainer};
 
@@ -102,16 +102,8 @@ fn main() {
     };
     synth::generate(&cfg, &data, |_, _| {}).unwrap();
     let ds = SynthDataset::open(&data).unwrap();
-    let groups: Vec<SourceGroup> = ds
-        .split("train")
-        .unwrap()
-        .into_iter()
-        .map(|g| SourceGroup {
-            expression: g.expression,
-            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
-        })
-        .collect();
-    let mut set = TrainSet::load(&groups, 128, &Device::Cpu, |_, _| {}).unwrap();
+    let groups = photoseg::data::format::synth_groups(&data, "train").unwrap();
+    let mut set = TrainSet::new(groups, 128).unwrap();
     set.attach_attributes(attributes::synth_labels(&ds, "train", 32).unwrap());
     let plain = photos_per_second(&set, Stage::Features, 2);
     photoseg::train::allocator::keep_freed_memory();

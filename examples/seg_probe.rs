@@ -13,7 +13,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use photoseg::model::grser::{Config, Pairs};
 use photoseg::synth::SynthDataset;
-use photoseg::train::data::{load_image, load_mask, mask_grid, SourceGroup};
+use photoseg::train::data::{load_image, mask_grid, mask_on_grid};
 use photoseg::train::{loss, vocab, TrainConfig, Trainer};
 
 static AUX: std::sync::Mutex<Option<Tensor>> = std::sync::Mutex::new(None);
@@ -26,24 +26,17 @@ struct Sample {
 
 fn samples(ds: &SynthDataset, split: &str, n: usize, size: usize) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
-    let groups: Vec<SourceGroup> = ds
-        .split(split)?
-        .into_iter()
-        .map(|g| SourceGroup {
-            expression: g.expression,
-            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
-        })
-        .collect();
+    let groups = photoseg::data::format::synth_groups(ds.root(), split)?;
     // Round-robin over groups so the set spans many expressions.
     let mut k = 0;
     while out.len() < n {
         let mut added = false;
         for g in &groups {
-            let pos: Vec<_> = g.photos.iter().filter_map(|(p, m)| m.as_ref().map(|m| (p, m))).collect();
+            let pos: Vec<_> = g.photos.iter().filter_map(|p| p.mask.as_ref().map(|m| (&p.image, m))).collect();
             if let Some((p, m)) = pos.get(k) {
                 out.push(Sample {
                     image: load_image(p, size, &Device::Cpu)?,
-                    mask: load_mask(m, mask_grid(size), &Device::Cpu)?,
+                    mask: mask_on_grid(m, mask_grid(size), &Device::Cpu)?,
                     expression: g.expression.clone(),
                 });
                 added = true;

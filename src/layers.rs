@@ -13,11 +13,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     // Finding, reading and caching photos: no tensors.
     ("library", &[]),
-    ("data", &[]),
+    // The data sets as groups of photos; a `photoseg synth` set is one of them (`data::format`).
+    ("data", &["synth"]),
     ("synth", &[]),
     ("builtin", &["library", "model"]),
     ("eval", &["data", "library", "model"]),
-    ("train", &["library", "model", "synth"]),
+    ("train", &["data", "library", "model", "synth"]),
     ("query", &["builtin", "data", "library", "model"]),
     // The daemon: D-Bus around `query`, no tensor maths of its own.
     ("service", &["library", "query"]),

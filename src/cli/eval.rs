@@ -3,20 +3,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{Group, GroupPhoto, MaskSource};
+use crate::data::format::{DataSource, Format};
+use crate::data::Group;
 use crate::eval::run::evaluate;
 use crate::model::checkpoint;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
-    /// A `photoseg synth` data set (`--split train|val|heldout`).
-    Synth,
-    /// A Co-SOD folder (CoCA, CoSal2015, CoSOD3k), with negatives drawn from other groups.
-    Cosod,
-}
 
 /// Options of `photoseg eval`.
 #[derive(Debug, Args)]
@@ -24,14 +17,21 @@ pub struct EvalArgs {
     /// The model directory.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// The data set.
+    /// The data set: a `photoseg synth` folder, a RefCOCO / RefCOCO+ / RefCOCOg refer folder (or its
+    /// refs pickle) or a Co-SOD root, as --format says.
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
+    /// How --data is laid out (docs/training.md).
     #[arg(long, value_enum, default_value_t = Format::Synth)]
     pub format: Format,
-    /// Split of a synthetic data set.
-    #[arg(long, default_value = "heldout")]
-    pub split: String,
+    /// The split: `train`, `val` or `heldout` (synth, default `heldout`); `val`, `testA`, `testB`,
+    /// `test` or `train` (refcoco, default `val`). A Co-SOD root has none.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// The COCO train2014 folder of a refcoco data set. Default: `images/` or `train2014/` in --data's
+    /// folder, or the refer toolkit's `../images/mscoco/images/train2014/` beside it.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
     /// Evaluate only the first N groups.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -103,24 +103,21 @@ fn regroup(groups: Vec<Group>, n: usize) -> Vec<Group> {
 }
 
 fn load_groups(args: &EvalArgs) -> Result<Vec<Group>> {
-    Ok(match args.format {
-        Format::Synth => crate::synth::SynthDataset::open(&args.data)?
-            .split(&args.split)?
-            .into_iter()
-            .map(|g| Group {
-                expression: g.expression,
-                photos: g
-                    .photos
-                    .into_iter()
-                    .map(|p| GroupPhoto { image: p.path, mask: p.mask.map(MaskSource::Png) })
-                    .collect(),
-            })
-            .collect(),
-        Format::Cosod => crate::data::cosod::with_negatives(&crate::data::cosod::read_cosod(&args.data)?, 0),
-    })
+    let source = DataSource::new(args.format, &args.data, args.images.as_deref())?;
+    let groups = source.groups(args.split.as_deref())?;
+    if groups.is_empty() {
+        let split = args.split.as_deref().or(args.format.default_eval_split()).unwrap_or("all");
+        bail!(
+            "no groups in split {split:?} of the {} data set {}: nothing to evaluate",
+            args.format,
+            args.data.display()
+        );
+    }
+    Ok(groups)
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    let mut groups = load_groups(&args)?;
     let mut model = checkpoint::load_model_dir(&args.model, &Device::Cpu)?;
     if let Some(m) = args.margin {
         if model.referent.is_some() {
@@ -134,7 +131,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         model.set_threshold(t);
     }
-    let mut groups = load_groups(&args)?;
     if let Some(n) = args.limit {
         groups.truncate(n);
     }

@@ -1,6 +1,7 @@
 //! `photoseg train`: fit GRSer on a data set by a recipe, with a progress bar, checkpoints and exact
 //! resume. The recipe (`train::recipe`) holds every training knob; the command line holds what changes
-//! from one run to the next: the data, where the run goes, the device and files on the user's disk.
+//! from one run to the next: the data and its format, where the run goes, the device and files on the
+//! user's disk. The data is streamed (`train::data`): each step decodes the photos it draws.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -8,12 +9,13 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::data::format::{DataSource, Format, TRAIN_SPLIT};
 use crate::model::checkpoint;
 use crate::model::grser::Config as ModelConfig;
 use crate::synth::SynthDataset;
-use crate::train::data::{SourceGroup, TrainSet};
+use crate::train::data::TrainSet;
 use crate::train::recipe::{ModelPreset, Recipe};
-use crate::train::{vocab, Stage, TrainConfig, Trainer};
+use crate::train::{vocab, TrainConfig, Trainer};
 
 /// Weights by name, as a model directory's safetensors file holds them.
 type Weights = std::collections::HashMap<String, Tensor>;
@@ -23,9 +25,18 @@ type Weights = std::collections::HashMap<String, Tensor>;
 #[command(after_help = "Each stage checkpoints into OUT/STAGE/; run the same command again to resume a \
                         stopped run where it stopped. The final model is OUT/model.")]
 pub struct TrainArgs {
-    /// A synthetic data set written by `photoseg synth` (its `train` split is used).
+    /// The data set: a `photoseg synth` folder, a RefCOCO / RefCOCO+ / RefCOCOg refer folder (or its
+    /// refs pickle) or a Co-SOD root, as --format says. Its `train` split is used (a Co-SOD root whole).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
+    /// How --data is laid out (docs/training.md). Only `synth` has the attribute labels a `features`
+    /// stage learns from.
+    #[arg(long, value_enum, default_value_t = Format::Synth)]
+    pub format: Format,
+    /// The COCO train2014 folder of a refcoco data set. Default: `images/` or `train2014/` in --data's
+    /// folder, or the refer toolkit's `../images/mscoco/images/train2014/` beside it.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
     /// Where the run goes: each stage's checkpoints in OUT/STAGE/, the final model in OUT/model.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -52,6 +63,10 @@ pub struct TrainArgs {
     /// Without it BERT reads the synthetic language's vocabulary.
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    /// Stop after N steps of this command, with a checkpoint, to split a long run into sittings; the
+    /// same command again goes on from there, as if it had never stopped.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pause_after: Option<u64>,
     /// Log a line every N steps when stderr is not a terminal (there the progress bar shows each step).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub log_every: usize,
@@ -94,6 +109,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.bert_weights.is_some() && args.tokenizer.is_none() {
         bail!("--bert-weights needs the checkpoint's own --tokenizer (its vocabulary)");
     }
+    if !args.format.has_attribute_labels() {
+        if let Some(stage) = recipe.stages.iter().find(|s| s.train.needs_attribute_labels()) {
+            bail!(
+                "stage {:?} of {origin} learns from attribute labels (the colour, shape and size of every object), \
+                 which only `photoseg synth` data sets have; a {} data set has none, so train on it with `joint` \
+                 and `head` stages (recipes/paper.toml is the paper's recipe)",
+                stage.name,
+                args.format
+            );
+        }
+    }
+    let source = DataSource::new(args.format, &args.data, args.images.as_deref())?;
     let tokenizer = match &args.tokenizer {
         Some(path) => tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow::anyhow!("reading the tokenizer {}: {e}", path.display()))?,
@@ -103,8 +130,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if recipe.model.preset == ModelPreset::Paper && args.tokenizer.is_none() {
         model_cfg.description = "GRSer in the paper's shape, BERT-base on the synthetic vocabulary".into();
     }
+    if args.format != Format::Synth {
+        let shape = match recipe.model.preset {
+            ModelPreset::Builtin => "the built-in shape",
+            ModelPreset::Paper => "the paper's shape (Swin-B, BERT-base)",
+        };
+        let words = if args.tokenizer.is_some() { "its BERT's vocabulary" } else { "the synthetic vocabulary" };
+        let name = args.data.file_name().map_or(args.data.display().to_string(), |n| n.to_string_lossy().into());
+        model_cfg.description = format!("GRSer in {shape}, {words}, trained on the {} data set {name}", args.format);
+    }
     let dev = device(args.cuda)?;
-    let ds = SynthDataset::open(&args.data)?;
+    let set = training_set(&source, &recipe, model_cfg.image_size)?;
+    if args.tokenizer.is_none() {
+        let expressions: Vec<&str> = set.groups.iter().map(|g| g.expression.as_str()).collect();
+        let unknown = vocab::unknown_share(&tokenizer, &expressions)?;
+        if unknown >= 0.05 {
+            eprintln!(
+                "warning: the tokenizer (the synthetic language's) reads {:.0}% of the words of the expressions \
+                 as unknown; give the BERT checkpoint's --tokenizer (a \"paper\" preset recipe)",
+                100.0 * unknown
+            );
+        }
+    }
     // The first stage's initial weights: a model directory's, then the public checkpoints' over them.
     let mut init = match args.init.as_ref().or(recipe.init.as_ref()) {
         Some(dir) => Some(read_weights(dir, &dev)?),
@@ -121,23 +168,46 @@ pub fn run(args: TrainArgs) -> Result<()> {
             map.extend(tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
         }
     }
-    run_recipe(&recipe, &model_cfg, tokenizer, init, &ds, &args, &dev)
+    run_recipe(&recipe, &model_cfg, tokenizer, init, &set, &args, &dev)
+}
+
+/// The training split of `source`, indexed for streaming; with the synthetic world's attribute labels
+/// attached when a stage of `recipe` learns from them.
+fn training_set(source: &DataSource, recipe: &Recipe, image_size: usize) -> Result<TrainSet> {
+    let mut set = TrainSet::new(source.train_groups()?, image_size)?;
+    if source.format == Format::Synth && recipe.stages.iter().any(|s| s.train.needs_attribute_labels()) {
+        let ds = SynthDataset::open(&source.data)?;
+        let grid = crate::train::data::mask_grid(image_size);
+        let labelled = set.attach_attributes(crate::train::attributes::synth_labels(&ds, TRAIN_SPLIT, grid)?);
+        eprintln!("attribute labels for {labelled} of {} photos", set.len());
+    }
+    let positives: usize = set.groups.iter().map(|g| g.positives.len()).sum();
+    eprintln!(
+        "{} groups ({positives} positives), {} photos from {} ({})",
+        set.groups.len(),
+        set.len(),
+        source.data.display(),
+        source.format
+    );
+    Ok(set)
 }
 
 /// Runs a recipe's stages in order, each in `OUT/NAME/`: the first from `init` (random where it has no
 /// weight), each later one from the previous one's final weights. The last stage's model is copied to
 /// `OUT/model`. A stage whose checkpoints are in its folder resumes from them (one that finished
-/// trains no further), so running the same command again continues a stopped run.
+/// trains no further), so running the same command again continues a stopped run. With
+/// `--pause-after N` the run stops after N steps of this command, at a checkpoint.
 fn run_recipe(
     recipe: &Recipe,
     model_cfg: &ModelConfig,
     tokenizer: tokenizers::Tokenizer,
     mut init: Option<Weights>,
-    ds: &SynthDataset,
+    set: &TrainSet,
     args: &TrainArgs,
     dev: &Device,
 ) -> Result<()> {
     let mut previous: Option<PathBuf> = None;
+    let mut budget = args.pause_after.map(|n| n as usize);
     for (i, stage) in recipe.stages.iter().enumerate() {
         eprintln!(
             "stage {}/{}: {} ({:?}, {} steps)",
@@ -147,20 +217,22 @@ fn run_recipe(
             stage.train.stage,
             stage.train.steps
         );
+        if budget == Some(0) {
+            eprintln!("paused before stage {}; run the same command again to go on", stage.name);
+            return Ok(());
+        }
         if let Some(dir) = &previous {
             init = Some(read_weights(dir, dev)?);
         }
         let out = args.out.join(&stage.name);
-        previous = Some(train_stage(
-            ds,
-            model_cfg,
-            tokenizer.clone(),
-            &stage.train,
-            &out,
-            init.take().as_ref(),
-            args.log_every,
-            dev,
-        )?);
+        let run = StageRun { out: &out, log_every: args.log_every, budget: &mut budget };
+        match train_stage(set, model_cfg, tokenizer.clone(), &stage.train, init.take().as_ref(), run, dev)? {
+            Some(model) => previous = Some(model),
+            None => {
+                eprintln!("paused in stage {}; run the same command again to go on", stage.name);
+                return Ok(());
+            }
+        }
     }
     let last = previous.expect("a recipe has at least one stage");
     let final_dir = args.out.join("model");
@@ -188,40 +260,26 @@ fn copy_model(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One training run on `ds`'s train split into `out` (resumed when `out` holds a checkpoint of it);
-/// returns the final model directory (`out/model`).
-#[allow(clippy::too_many_arguments)]
+/// Where a stage goes and how it reports: its folder, the log's interval, and the steps this command
+/// may still run (`--pause-after`; `None`: no limit).
+struct StageRun<'a> {
+    out: &'a Path,
+    log_every: usize,
+    budget: &'a mut Option<usize>,
+}
+
+/// One training run on `set` into `run.out` (resumed when it holds a checkpoint of it); returns the
+/// final model directory (`out/model`), or `None` when the run paused at a checkpoint before the end.
 fn train_stage(
-    ds: &SynthDataset,
+    set: &TrainSet,
     model_cfg: &ModelConfig,
     tokenizer: tokenizers::Tokenizer,
     cfg: &TrainConfig,
-    out: &Path,
     init: Option<&Weights>,
-    log_every: usize,
+    run: StageRun,
     dev: &Device,
-) -> Result<PathBuf> {
-    let groups: Vec<SourceGroup> = ds
-        .split("train")?
-        .into_iter()
-        .map(|g| SourceGroup {
-            expression: g.expression,
-            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
-        })
-        .collect();
-    let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("loading photos {pos}/{len} {wide_bar} {eta}")?);
-    let mut set = TrainSet::load(&groups, model_cfg.image_size, &Device::Cpu, |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })?;
-    bar.finish_and_clear();
-    if cfg.attributes > 0.0 || cfg.stage == Stage::Features {
-        let grid = crate::train::data::mask_grid(model_cfg.image_size);
-        let labelled = set.attach_attributes(crate::train::attributes::synth_labels(ds, "train", grid)?);
-        eprintln!("attribute labels for {labelled} of {} photos", set.images.len());
-    }
-    eprintln!("{} groups, {} photos from {}", set.groups.len(), set.images.len(), ds.root().display());
+) -> Result<Option<PathBuf>> {
+    let StageRun { out, log_every, budget } = run;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut trainer = Trainer::new(model_cfg, tokenizer, cfg, init, dev)?;
     if trainer.resume(out)? {
@@ -234,7 +292,16 @@ fn train_stage(
     let log_every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { 0 } else { log_every };
     let mut ema: Option<f32> = None;
     while trainer.step < cfg.steps {
-        let s = trainer.train_step(&set)?;
+        if *budget == Some(0) {
+            bar.finish_and_clear();
+            trainer.save(out)?;
+            eprintln!("paused at step {} of {} in {}", trainer.step, cfg.steps, out.display());
+            return Ok(None);
+        }
+        let s = trainer.train_step(set)?;
+        if let Some(n) = budget.as_mut() {
+            *n -= 1;
+        }
         let e = ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss);
         ema = Some(e);
         let msg = format!(
@@ -264,7 +331,7 @@ fn train_stage(
     let final_dir = out.join("model");
     copy_model(&last, &final_dir)?;
     eprintln!("model written to {}", final_dir.display());
-    Ok(final_dir)
+    Ok(Some(final_dir))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! - [`cosod`]: Co-SOD sets (CoCA, CoSal2015, CoSOD3k): a folder of images and one of masks per group.
 //! - [`coco_mask`]: COCO run-length and polygon masks, bit-exact with pycocotools.
 //! - [`mask`]: the decoded binary [`Mask`].
+//! - [`format`]: which of these (or a `photoseg synth` set) a command's `--format` reads, and which split.
 pub mod coco_mask;
 pub mod cosod;
+pub mod format;
 pub mod mask;
 pub mod refcoco;
 mod sample;

@@ -115,6 +115,12 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Whether the stage learns from dense attribute labels (the `features` stage, or `attributes` > 0),
+    /// which only the synthetic world has.
+    pub fn needs_attribute_labels(&self) -> bool {
+        self.stage == Stage::Features || self.attributes > 0.0
+    }
+
     /// Learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
         let warm = ((self.steps as f64) * self.warmup).round().max(1.0);

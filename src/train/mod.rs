@@ -4,6 +4,9 @@
 //! Exact resume: the photos of step t are drawn from an RNG seeded with (seed, t) alone (`batch.rs`), and
 //! a checkpoint holds the weights, the optimizer's moments and t (`checkpoint.rs`); so a run stopped
 //! after a checkpoint and resumed takes the same steps as one never stopped.
+//!
+//! Streamed data: the set ([`data::TrainSet`]) holds paths and undecoded masks; a step decodes the photos
+//! it draws. Only the head stage keeps anything per photo (Swin's outputs, within [`CACHE_BYTES`]).
 pub mod allocator;
 pub mod attributes;
 pub mod augment;
@@ -73,18 +76,36 @@ pub struct Trainer {
     attribute_heads: Option<attributes::AttributeHeads>,
     /// The features stage's training-only decoder.
     dense: Option<attributes::DenseDecoder>,
-    /// Swin's four stage outputs for every photo of the pool (`[P, C, h, w]` each), computed once when
-    /// the head stage first needs them.
-    stage_cache: Option<Vec<Tensor>>,
+    /// The head stage's Swin outputs: kept for every photo of the pool when they fit
+    /// [`Trainer::cache_bytes`], else computed each step.
+    stage_cache: StageCache,
     /// The dense trunk's map of every photo of the pool (`[P, C, h4, w4]`), computed once when a
     /// referent model's head stage first needs it.
     dense_cache: Option<Tensor>,
     /// Next step to run (0-based).
     pub step: usize,
+    /// The most bytes the head stage keeps Swin's outputs of the pool in ([`CACHE_BYTES`] unless a
+    /// test sets it). A pool that needs more runs the frozen Swin on each step's photos instead.
+    pub cache_bytes: usize,
 }
 
 /// Photos per Swin pass when the head stage fills its cache.
 const CACHE_CHUNK: usize = 32;
+
+/// What the head stage may keep of Swin's outputs by default: 8 GiB, the built-in recipe's 13,000
+/// photos at 128 px (3.2 GB) with room to spare, and about 800 photos of the paper's shape (10 MB a
+/// photo at 416 px). A RefCOCO-sized pool (20,000 photos) streams.
+pub const CACHE_BYTES: usize = 8 << 30;
+
+/// The head stage's Swin outputs ([`Trainer::features`]).
+enum StageCache {
+    /// Not decided yet: the head stage has not run a step.
+    Undecided,
+    /// Swin's four stage outputs of every photo of the pool (`[P, C, h, w]` each).
+    Kept(Vec<Tensor>),
+    /// The pool does not fit the budget: each step runs the frozen Swin on its own photos.
+    Streamed,
+}
 
 impl Trainer {
     /// A fresh run. `init`: optional model directory or tensors to start from (e.g. public Swin and BERT
@@ -146,26 +167,55 @@ impl Trainer {
             tokenizer,
             attribute_heads,
             dense,
-            stage_cache: None,
+            stage_cache: StageCache::Undecided,
             dense_cache: None,
             step: 0,
+            cache_bytes: CACHE_BYTES,
         })
     }
 
-    /// The features of the pool's photos `ids`: a Swin pass, or in the head stage the kept stage outputs
-    /// through the (trained) neck.
-    fn features(&mut self, set: &TrainSet, ids: &[usize], images: &Tensor) -> Result<VisualFeatures> {
+    /// The features of the pool's photos `ids`: a Swin pass on the decoded photos, or in the head stage
+    /// the frozen Swin's outputs (kept, or computed each step without gradients) through the trained neck.
+    fn features(&mut self, set: &TrainSet, ids: &[usize]) -> Result<VisualFeatures> {
+        let dev = self.model.device.clone();
         if self.cfg.stage != Stage::Head {
-            return Ok(self.model.featurize(images)?);
+            return Ok(self.model.featurize(&set.images(ids)?.to_device(&dev)?)?);
         }
-        if self.stage_cache.is_none() {
-            self.stage_cache = Some(self.swin_stages(set)?);
+        if matches!(self.stage_cache, StageCache::Undecided) {
+            let need = self.stage_bytes(set, 4)?;
+            self.stage_cache = if need <= self.cache_bytes {
+                StageCache::Kept(self.swin_stages(set)?)
+            } else {
+                tracing::info!(
+                    "the head stage runs the frozen Swin every step: keeping {} photos' outputs needs {:.1} GB, \
+                     more than {:.1} GB",
+                    set.len(),
+                    need as f64 / 1e9,
+                    self.cache_bytes as f64 / 1e9
+                );
+                StageCache::Streamed
+            };
         }
-        let cache = self.stage_cache.as_ref().expect("filled above");
-        let idx: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), &self.model.device)?;
-        let stages = cache.iter().map(|s| s.index_select(&idx, 0)).collect::<candle_core::Result<Vec<_>>>()?;
+        let stages = match &self.stage_cache {
+            StageCache::Kept(cache) => {
+                let idx: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+                let idx = Tensor::new(idx.as_slice(), &self.model.device)?;
+                cache.iter().map(|s| s.index_select(&idx, 0)).collect::<candle_core::Result<Vec<_>>>()?
+            }
+            _ => {
+                let images = set.images(ids)?.to_device(&dev)?;
+                self.model.swin.forward_stages(&images)?.into_iter().map(|t| t.detach()).collect()
+            }
+        };
         Ok(self.model.neck.forward(&stages)?)
+    }
+
+    /// Bytes that Swin's first `stages` stage outputs of every photo of `set` take (measured on one photo).
+    fn stage_bytes(&self, set: &TrainSet, stages: usize) -> Result<usize> {
+        let one = set.images(&[0])?.to_device(&self.model.device)?;
+        let outs = self.model.swin.forward_stages(&one)?;
+        let per_photo: usize = outs.iter().take(stages).map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum();
+        Ok(per_photo * set.len())
     }
 
     /// Swin's stage outputs for every photo of `set`, without gradients.
@@ -176,17 +226,19 @@ impl Trainer {
             .collect::<candle_core::Result<Vec<_>>>()?)
     }
 
-    /// Swin's first `stages` stage outputs for `set`'s photos, [`CACHE_CHUNK`] photos a part, without
-    /// gradients: no copy of the whole pool's outputs is made (at 13,000 photos each copy is 3 GB).
+    /// Swin's first `stages` stage outputs for `set`'s photos, [`CACHE_CHUNK`] photos a part (each part
+    /// decoded as it comes), without gradients: no copy of the whole pool's outputs is made (at 13,000
+    /// photos each copy is 3 GB).
     fn stage_chunks(&self, set: &TrainSet, stages: usize) -> Result<Vec<Vec<Tensor>>> {
         let started = Instant::now();
         let mut parts = Vec::new();
-        for chunk in set.images.chunks(CACHE_CHUNK) {
-            let images = Tensor::stack(chunk, 0)?.to_device(&self.model.device)?;
+        let ids: Vec<usize> = (0..set.len()).collect();
+        for chunk in ids.chunks(CACHE_CHUNK) {
+            let images = set.images(chunk)?.to_device(&self.model.device)?;
             let outs = self.model.swin.forward_stages(&images)?;
             parts.push(outs.into_iter().take(stages).map(|t| t.detach()).collect());
         }
-        tracing::info!("Swin stages of {} photos in {:.0} s", set.images.len(), started.elapsed().as_secs_f64());
+        tracing::info!("Swin stages of {} photos in {:.0} s", set.len(), started.elapsed().as_secs_f64());
         Ok(parts)
     }
 
@@ -201,14 +253,14 @@ impl Trainer {
         let dev = self.model.device.clone();
         let (mut images, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
-            let i = rng.random_range(0..set.images.len());
+            let i = rng.random_range(0..set.len());
             let Some(l) = set.attributes[i].as_ref() else {
                 bail!(
                     "the features stage needs attribute labels for every training photo (the synthetic world has them)"
                 )
             };
             let code: u8 = rng.random_range(0..8);
-            images.push(augment::dihedral(&set.images[i], code)?);
+            images.push(augment::dihedral(&set.image(i)?, code)?);
             labels.push(attributes::AttributeLabels {
                 color: augment::dihedral(&l.color, code)?,
                 shape: augment::dihedral(&l.shape, code)?,
@@ -247,6 +299,16 @@ impl Trainer {
     /// itself, measured here layer by layer (the trunk is frozen from now on, so they stay exact).
     fn dense_maps(&self, set: &TrainSet) -> Result<Tensor> {
         let trunk = self.model.dense.as_ref().context("the model has no dense trunk")?;
+        let need = self.stage_bytes(set, 3)?;
+        if need > self.cache_bytes {
+            bail!(
+                "the referent head stage keeps Swin's outputs of every photo of the pool: {} photos need {:.1} GB, \
+                 more than the {:.1} GB it may use; train it on fewer photos",
+                set.len(),
+                need as f64 / 1e9,
+                self.cache_bytes as f64 / 1e9
+            );
+        }
         // Swin's stages 1-3, the trunk's inputs, kept in parts.
         let mut stages = self.stage_chunks(set, 3)?;
         for layer in 0..2 {
@@ -307,7 +369,7 @@ impl Trainer {
                 group_of.push(gi as u32);
                 match slot {
                     Some(s) => {
-                        targets.push(set.groups[d.group].positives[s].1.to_device(&dev)?);
+                        targets.push(set.mask(d.group, s, &dev)?);
                         positive.push(1f32);
                     }
                     None => {
@@ -366,11 +428,9 @@ impl Trainer {
         let t = self.step;
         let draws = draw_step(set, &self.cfg, t);
         let dev = self.model.device.clone();
-        // One Swin pass for every photo of the step (none in the head stage: its stage outputs are kept).
+        // One Swin pass for every photo of the step (none in the head stage while its stage outputs are kept).
         let ids: Vec<usize> = draws.iter().flat_map(|d| d.photos.iter().map(|&(i, _)| i)).collect();
-        let pool: Vec<Tensor> = ids.iter().map(|&i| set.images[i].clone()).collect();
-        let images = Tensor::stack(&pool, 0)?.to_device(&dev)?;
-        let feats = self.features(set, &ids, &images)?;
+        let feats = self.features(set, &ids)?;
         let attribute_loss = match &self.attribute_heads {
             Some(heads) => {
                 let labels: Option<Vec<_>> = ids.iter().map(|&i| set.attributes[i].as_ref()).collect();
@@ -397,8 +457,8 @@ impl Trainer {
             let pos: Vec<usize> = (0..n).filter(|&j| d.photos[j].1.is_some()).collect();
             let masks: Vec<Tensor> = pos
                 .iter()
-                .map(|&j| set.groups[d.group].positives[d.photos[j].1.expect("positive")].1.clone())
-                .collect();
+                .map(|&j| set.mask(d.group, d.photos[j].1.expect("positive"), &Device::Cpu))
+                .collect::<Result<_>>()?;
             let target = Tensor::stack(&masks, 0)?.to_device(&dev)?; // [P, h4, w4]
             let neg: Vec<usize> = (0..n).filter(|&j| d.photos[j].1.is_none()).collect();
             let tri = self.model.head.triphasic(&gf, &lg, &ag, Pairs::TopK)?;
@@ -480,7 +540,7 @@ impl Trainer {
             triplet: triplet_sum / g,
             language: lang_sum / g,
             attributes: attr_value,
-            images: pool.len(),
+            images: ids.len(),
             seconds: start.elapsed().as_secs_f64(),
             ..StepStats::default()
         })

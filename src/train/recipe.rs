@@ -291,6 +291,21 @@ mod tests {
         assert_eq!(Recipe::builtin().unwrap(), recipe);
     }
 
+    /// The paper preset's recipe trains as the paper says (GRSER.md, "Training"): 416 x 416 input, one
+    /// joint stage (a joint step draws its photos as they are: no augmentation), 4 groups of 8 photos,
+    /// AdamW at 5e-5 with weight decay 0.01.
+    #[test]
+    fn the_paper_recipe_has_the_papers_input_and_settings() {
+        let recipe = Recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/paper.toml")).unwrap();
+        let cfg = recipe.model_config(30522).unwrap();
+        assert_eq!((cfg.image_size, cfg.swin.img_size, cfg.head.c_v, cfg.head.k), (416, None, 512, 8));
+        let [only] = recipe.stages.as_slice() else { panic!("{} stages", recipe.stages.len()) };
+        let t = &only.train;
+        assert_eq!((t.stage, t.groups_per_step, t.group_size), (Stage::Joint, 4, 8));
+        assert_eq!((t.optim.lr, t.optim.weight_decay), (5e-5, 0.01));
+        assert!(!t.needs_attribute_labels());
+    }
+
     /// Every recipe under recipes/ reads and passes its checks.
     #[test]
     fn every_committed_recipe_reads() {

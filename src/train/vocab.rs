@@ -39,9 +39,36 @@ pub fn wordpiece_tokenizer(words: &[&str]) -> Result<tokenizers::Tokenizer> {
     tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc)?).map_err(|e| anyhow::anyhow!("building tokenizer: {e}"))
 }
 
+/// The share of the words of `expressions` that `tokenizer` reads as its unknown token (a word is
+/// unknown when any of its pieces is); 0 for a tokenizer without `[UNK]`.
+pub fn unknown_share(tokenizer: &tokenizers::Tokenizer, expressions: &[&str]) -> Result<f64> {
+    let Some(unk) = tokenizer.token_to_id("[UNK]") else { return Ok(0.0) };
+    let (mut words, mut unknown) = (0usize, 0usize);
+    for e in expressions {
+        let enc = tokenizer.encode(*e, false).map_err(|err| anyhow::anyhow!("tokenizing {e:?}: {err}"))?;
+        let mut seen: std::collections::BTreeMap<u32, bool> = std::collections::BTreeMap::new();
+        for (word, &id) in enc.get_word_ids().iter().zip(enc.get_ids()) {
+            if let Some(w) = word {
+                *seen.entry(*w).or_default() |= id == unk;
+            }
+        }
+        words += seen.len();
+        unknown += seen.values().filter(|&&u| u).count();
+    }
+    Ok(if words == 0 { 0.0 } else { unknown as f64 / words as f64 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unknown_share_counts_words_not_pieces() {
+        let tok = wordpiece_tokenizer(&["the", "red", "circle"]).unwrap();
+        assert_eq!(unknown_share(&tok, &["the red circle"]).unwrap(), 0.0);
+        assert_eq!(unknown_share(&tok, &["man on left", "red circle"]).unwrap(), 0.6);
+        assert_eq!(unknown_share(&tok, &[]).unwrap(), 0.0);
+    }
 
     #[test]
     fn closed_vocabulary_tokenizes_words_and_the_anti_prefix() {

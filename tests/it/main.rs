@@ -32,3 +32,4 @@ mod parity_swin;
 mod query_engine;
 mod synth;
 mod train;
+mod train_real_data;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use photoseg::model::grser::Config;
 use photoseg::synth::{self, SynthConfig, SynthDataset};
-use photoseg::train::data::{SourceGroup, TrainSet};
+use photoseg::train::data::TrainSet;
 use photoseg::train::optim::AdamWConfig;
 use photoseg::train::{vocab, Stage, TrainConfig, Trainer};
 
@@ -32,18 +32,8 @@ fn tiny_set(dir: &std::path::Path) -> TrainSet {
         ..SynthConfig::default()
     };
     synth::generate(&cfg, dir, |_, _| {}).unwrap();
-    let groups: Vec<SourceGroup> = SynthDataset::open(dir)
-        .unwrap()
-        .split("train")
-        .unwrap()
-        .into_iter()
-        .take(1)
-        .map(|g| SourceGroup {
-            expression: g.expression,
-            photos: g.photos.into_iter().map(|p| (p.path, p.mask)).collect(),
-        })
-        .collect();
-    TrainSet::load(&groups, 64, &Device::Cpu, |_, _| {}).unwrap()
+    let groups = photoseg::data::format::synth_groups(dir, "train").unwrap().into_iter().take(1).collect();
+    TrainSet::new(groups, 64).unwrap()
 }
 
 fn model_config() -> (Config, tokenizers::Tokenizer) {
@@ -194,13 +184,13 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
     let ds = SynthDataset::open(dir.path()).unwrap();
     let grid = photoseg::train::data::mask_grid(64);
     let labels = photoseg::train::attributes::synth_labels(&ds, "train", grid).unwrap();
-    let n = set.images.len();
+    let n = set.len();
     assert_eq!(set.attach_attributes(labels), n, "every photo of the pool has labels");
     // Labels agree with the masks: where a positive's mask is on, the colour label is that of an object.
     let g = &set.groups[0];
-    for (i, mask) in &g.positives {
+    for (slot, (i, _)) in g.positives.iter().enumerate() {
         let color = set.attributes[*i].as_ref().unwrap().color.flatten_all().unwrap().to_vec1::<u32>().unwrap();
-        let m = mask.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+        let m = set.mask(0, slot, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
         let on: Vec<u32> = m.iter().zip(&color).filter(|(m, _)| **m == 1).map(|(_, c)| *c).collect();
         let object = on.iter().filter(|&&c| c > 0).count();
         assert!(object * 10 >= on.len() * 9, "mask cells labelled background: {on:?}");
@@ -230,7 +220,9 @@ fn attribute_supervision_labels_every_photo_falls_and_moves_its_heads() {
         assert!(d > 0.0, "{name} never moved");
     }
     // Without labels the run refuses rather than silently skipping the term.
-    let mut bare = tiny_set(tempfile::tempdir().unwrap().path());
+    // The photos are read by the step that draws them: their folder outlives the set.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let mut bare = tiny_set(bare_dir.path());
     bare.attributes.iter_mut().for_each(|a| *a = None);
     let err = format!("{:#}", trainer.train_step(&bare).unwrap_err());
     assert!(err.contains("attribute labels"), "{err}");
@@ -419,7 +411,9 @@ fn the_features_stage_trains_the_backbone_on_every_object() {
     for name in ["neck.v.weight", "head.decoder.classifier.weight", "head.tqm.w_l.weight"] {
         assert_eq!(max_change(&before[name], &after[name]), 0.0, "{name} moved without being in the loss");
     }
-    let mut bare = tiny_set(tempfile::tempdir().unwrap().path());
+    // The photos are read by the step that draws them: their folder outlives the set.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let mut bare = tiny_set(bare_dir.path());
     bare.attributes.iter_mut().for_each(|a| *a = None);
     let err = format!("{:#}", trainer.train_step(&bare).unwrap_err());
     assert!(err.contains("attribute labels"), "{err}");
@@ -548,7 +542,7 @@ fn a_referent_model_trains_in_two_stages_and_answers() {
 
     // Answering: E through the feature codec (no lateral but the first), the decision, the masks.
     let model = &trainer.model;
-    let photos = Tensor::stack(&set.images[..3], 0).unwrap();
+    let photos = set.images(&[0, 1, 2]).unwrap();
     let feats = model.featurize(&photos).unwrap();
     assert_eq!(feats.lat0.dims4().unwrap(), (3, 32, 16, 16), "E at 1/4 of 64 px");
     assert_eq!(feats.v.dims4().unwrap(), (3, 32, 8, 8), "E averaged to 1/8 for the decision");
