@@ -15,14 +15,17 @@ use rand::{Rng, SeedableRng};
 
 /// Sets every linear and convolution weight of `varmap` (a `*.weight` of two or more dimensions), and
 /// its bias, to U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as `torch.nn.Linear` and `torch.nn.Conv2d` do, and
-/// the relative-position bias tables to zero, drawn from `seed` alone. Token and position embeddings
-/// (`*embeddings*`), norms and learnt position maps keep their initialisers.
+/// the relative-position bias tables to zero, drawn from `seed` alone. Token and position embedding tables
+/// (`*embeddings*.weight`) are N(0, 1), as `torch.nn.Embedding` and candle's `embedding` draw them, but
+/// from their own stream of `seed`, so that a run is reproducible and the other weights' draws do not
+/// depend on the text encoder's shape. Norms and learnt position maps keep their initialisers.
 pub fn pytorch_default(varmap: &VarMap, seed: u64, device: &Device) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     let shapes: HashMap<&str, Vec<usize>> = data.iter().map(|(k, v)| (k.as_str(), v.dims().to_vec())).collect();
     let mut names: Vec<&String> = data.keys().collect();
     names.sort(); // HashMap order is random; the draws must not be.
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut embedding_rng = StdRng::seed_from_u64(seed ^ EMBEDDING_STREAM);
     for name in names {
         let var = &data[name];
         if name.ends_with("relative_position_bias_table") {
@@ -30,6 +33,10 @@ pub fn pytorch_default(varmap: &VarMap, seed: u64, device: &Device) -> Result<()
             continue;
         }
         if name.contains("embeddings") {
+            if name.ends_with(".weight") && var.dims().len() >= 2 {
+                let values = standard_normal(&mut embedding_rng, var.elem_count());
+                var.set(&Tensor::from_vec(values, var.shape(), device)?.to_dtype(var.dtype())?)?;
+            }
             continue;
         }
         let weight_dims = if name.ends_with(".weight") {
@@ -45,6 +52,20 @@ pub fn pytorch_default(varmap: &VarMap, seed: u64, device: &Device) -> Result<()
     Ok(())
 }
 
+/// Mixed into the seed for the embedding tables' own stream.
+const EMBEDDING_STREAM: u64 = 0x656d_6265_6464_696e;
+
+/// `n` draws of N(0, 1) (Box-Muller).
+fn standard_normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
+            let v: f64 = rng.random();
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,7 +79,8 @@ mod tests {
         candle_nn::conv2d(4, 8, 3, Default::default(), vb.pp("conv")).unwrap();
         candle_nn::layer_norm(8, 1e-5, vb.pp("norm")).unwrap();
         vb.get_with_hints((5, 2), "attn.relative_position_bias_table", candle_nn::Init::Const(1.0)).unwrap();
-        vb.get_with_hints((3, 8), "embeddings.word.weight", candle_nn::Init::Const(1.0)).unwrap();
+        vb.get_with_hints((30, 40), "embeddings.word.weight", candle_nn::Init::Const(1.0)).unwrap();
+        vb.get_with_hints(40, "embeddings.norm.weight", candle_nn::Init::Const(1.0)).unwrap();
         pytorch_default(&varmap, seed, &Device::Cpu).unwrap();
         varmap
     }
@@ -79,13 +101,20 @@ mod tests {
             assert!(max > 0.6 * bound, "{name}: max {max} of bound {bound}");
         }
         assert!(values(&m, "attn.relative_position_bias_table").iter().all(|&x| x == 0.0));
-        assert!(values(&m, "embeddings.word.weight").iter().all(|&x| x == 1.0));
         assert!(values(&m, "norm.weight").iter().all(|&x| x == 1.0));
+        assert!(values(&m, "embeddings.norm.weight").iter().all(|&x| x == 1.0));
+        // The embedding table: N(0, 1) (1,200 draws: mean within 0.1, std within 0.1 of 1).
+        let e = values(&m, "embeddings.word.weight");
+        let mean = e.iter().sum::<f32>() / e.len() as f32;
+        let std = (e.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / e.len() as f32).sqrt();
+        assert!(mean.abs() < 0.1 && (std - 1.0).abs() < 0.1, "embedding mean {mean}, std {std}");
     }
 
     #[test]
     fn the_same_seed_gives_the_same_weights() {
-        assert_eq!(values(&model(3), "conv.weight"), values(&model(3), "conv.weight"));
-        assert_ne!(values(&model(3), "conv.weight"), values(&model(4), "conv.weight"));
+        for name in ["conv.weight", "embeddings.word.weight"] {
+            assert_eq!(values(&model(3), name), values(&model(3), name), "{name}");
+            assert_ne!(values(&model(3), name), values(&model(4), name), "{name}");
+        }
     }
 }
