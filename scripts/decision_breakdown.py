@@ -1,28 +1,27 @@
 #!/usr/bin/env python3
-"""Breaks the paper's decision down by expression and scene, for a synth data set.
+"""Breaks a model's decisions down by expression and scene, for a synth data set.
 
-Reads the per-photo dump of examples/decision_probe.rs and each album's album.json, and prints, at the
-margin M, the share of positives accepted by kind of expression (plain, with a position, a size or
-both), by the referent's size and by whether the photo also holds both a same-colour and a same-shape
-distractor; and the share of negatives rejected by what they hold of the expression: the colour-shape
-pair itself (then a position or size rules it out), the colour and the shape on different objects,
-only the colour, only the shape, or neither. Python's standard library only.
+Reads the per-photo answers of `photoseg eval --decisions` and each album's album.json, and prints the
+share of positives accepted by kind of expression (plain, with a position, a size or both), by the
+referent's size and by whether the photo also holds both a same-colour and a same-shape distractor; and
+the share of negatives rejected by what they hold of the expression: the colour-shape pair itself (then
+a position or size rules it out), the colour and the shape on different objects, only the colour, only
+the shape, or neither. Python's standard library only.
 
-    PROBE_DUMP=val.tsv cargo run --release --example decision_probe -- MODEL DATA val
-    python3 scripts/decision_breakdown.py val.tsv M
+    photoseg eval --model MODEL --data DATA --split val --decisions val.csv
+    python3 scripts/decision_breakdown.py val.csv
 """
-import json, sys, os, collections
-rows=[l.rstrip('\n').split('\t') for l in open(sys.argv[1])]
-m=float(sys.argv[2])
+import csv, json, sys, os, collections
+rows=[(r['photo'],r['expression'],r['holds'],r['accepted']) for r in csv.DictReader(open(sys.argv[1]))]
 albums={}
 stats=collections.defaultdict(lambda:[0,0])
-for path,expr,pos,score in rows:
+for path,expr,pos,accepted in rows:
     adir=os.path.dirname(path); ph=os.path.basename(path)
     if adir not in albums: albums[adir]=json.load(open(adir+'/album.json'))
     a=albums[adir]
     e=[x for x in a['expressions'] if x['text']==expr][0]
     objs=a['scenes'][ph]['objects']
-    acc=float(score)>m
+    acc=accepted=='true'
     pos=pos=='true'
     extra=('pos' if e['position'] else '')+('size' if e['size'] else '')
     if pos:
