@@ -1,7 +1,10 @@
 # photoseg for Nautilus (nautilus-python 4, Nautilus 43+, GTK 4): a "Find in this folder…" menu item on
 # a folder's background and on a selected folder. It asks for an expression, queries photoseg's daemon
 # (org.photoseg.Photoseg1, schema/org.photoseg.Photoseg1.xml) over the albums in that folder and lists
-# the photos found (best first, with the mask's share of the photo) and how many were rejected.
+# the photos found (best first, with the mask's share of the photo) and how many were rejected. Each
+# found photo has a thumbnail with its mask drawn as the eog plugin draws it (the object in its own
+# colours, the rest dimmed, a white and black ring): the photo is read and the mask asked for
+# (GetMask) asynchronously, one photo after the other, so the window stays responsive.
 # Activating a found photo opens it through the daemon (Open, with the expression), so the eog plugin
 # draws that mask when the photo appears; without a daemon, in the default viewer. docs/desktop.md has
 # the details.
@@ -14,12 +17,17 @@
 
 import json
 import os
+import sys
 
+import cairo
 import gi
 
+gi.require_version("Gdk", "4.0")
+gi.require_version("GdkPixbuf", "2.0")
 gi.require_version("Gtk", "4.0")
 gi.require_version("Nautilus", "4.0")
-from gi.repository import Gio, GLib, GObject, Gtk, Nautilus  # noqa: E402
+gi.require_version("Pango", "1.0")
+from gi.repository import Gdk, GdkPixbuf, Gio, GLib, GObject, Gtk, Nautilus, Pango  # noqa: E402
 
 BUS_NAME = "org.photoseg.Photoseg1"
 OBJECT_PATH = "/org/photoseg/Photoseg1"
@@ -28,8 +36,15 @@ INTERFACE = "org.photoseg.Photoseg1"
 LIST_ROOTS = ("ListRoots", None, "(as)")
 QUERY = ("Query", "(sas)", "(s)")
 OPEN = ("Open", "(ss)", "()")
+GET_MASK = ("GetMask", "(sss)", "(buuay)")
 CALL_TIMEOUT_MS = 300_000
 LABEL = "Find in this folder…"
+# The box a result's thumbnail fits in, in pixels.
+THUMB_W, THUMB_H = 160, 120
+# The eog plugin's look (plugins/eog/photoseg.py): outside the object, black at DIM_ALPHA; around it a
+# ring, black then white next to the object, each RING_PX pixels wide.
+DIM_ALPHA = 0.5
+RING_PX = 1.5
 
 
 def remote_message(err):
@@ -133,7 +148,7 @@ def summary(result):
         unindexed += album.get("unindexed", 0)
         for p in album.get("positives", []):
             share = 100.0 * p.get("mask_area", 0) / max(1, p.get("width", 0) * p.get("height", 0))
-            found.append((p["score"], p["path"], share))
+            found.append((p["score"], p["path"], share, p.get("width", 0), p.get("height", 0)))
     found.sort(key=lambda f: -f[0])
     counts = "%d found, %d without it" % (len(found), rejected)
     if unindexed:
@@ -141,10 +156,168 @@ def summary(result):
     return found, counts
 
 
+def mask_surface(data, width, height):
+    """An A8 cairo surface (255 = object) of `width` x `height` from GetMask's PNG bytes, scaled while
+    it is decoded (the blended edge becomes partial alpha); raises ValueError when it is unusable."""
+    loader = GdkPixbuf.PixbufLoader.new_with_type("png")
+    loader.set_size(width, height)
+    try:
+        loader.write(data)
+        loader.close()
+    except GLib.Error as e:
+        raise ValueError("the daemon's mask is not a readable PNG: " + e.message)
+    pb = loader.get_pixbuf()
+    if (pb.get_width(), pb.get_height()) != (width, height):
+        raise ValueError("the daemon's mask is %dx%d, not %dx%d" % (pb.get_width(), pb.get_height(), width, height))
+    n, src, src_stride = pb.get_n_channels(), pb.get_pixels(), pb.get_rowstride()
+    stride = cairo.ImageSurface.format_stride_for_width(cairo.FORMAT_A8, width)
+    dst = bytearray(stride * height)
+    for row in range(height):
+        dst[row * stride : row * stride + width] = src[row * src_stride : row * src_stride + n * width : n]
+    return cairo.ImageSurface.create_for_data(dst, cairo.FORMAT_A8, width, height, stride)
+
+
+def draw_thumbnail(photo, mask):
+    """A Gdk.Texture of `photo` (a GdkPixbuf) with the object in its own colours, the rest dimmed (black
+    at DIM_ALPHA) and a ring around the object, white inside black: the eog plugin's look. `mask` is an
+    A8 surface of the photo's size, or None (the photo as it is)."""
+    w, h = photo.get_width(), photo.get_height()
+    surface = cairo.ImageSurface(cairo.FORMAT_ARGB32, w, h)
+    cr = cairo.Context(surface)
+    Gdk.cairo_set_source_pixbuf(cr, photo, 0, 0)
+    cr.paint()
+    if mask is not None:
+        pattern = cairo.SurfacePattern(mask)
+
+        def mask_at(dx, dy):
+            pattern.set_matrix(cairo.Matrix(x0=-dx, y0=-dy))
+            cr.mask(pattern)
+
+        cr.push_group()
+        for width, rgb in ((2 * RING_PX, (0, 0, 0)), (RING_PX, (1, 1, 1))):
+            cr.set_source_rgb(*rgb)
+            for dx, dy in ((width, 0), (-width, 0), (0, width), (0, -width),
+                           (width, width), (-width, -width), (width, -width), (-width, width)):
+                mask_at(dx, dy)
+        cr.set_operator(cairo.OPERATOR_DEST_OVER)
+        cr.set_source_rgba(0, 0, 0, DIM_ALPHA)
+        cr.paint()
+        cr.set_operator(cairo.OPERATOR_DEST_OUT)
+        cr.set_source_rgba(0, 0, 0, 1)
+        mask_at(0, 0)
+        cr.pop_group_to_source()
+        cr.paint()
+    surface.flush()
+    # cairo's ARGB32 is premultiplied, native-endian: B, G, R, A in memory on little-endian machines.
+    fmt = Gdk.MemoryFormat.B8G8R8A8_PREMULTIPLIED if sys.byteorder == "little" else Gdk.MemoryFormat.A8R8G8B8_PREMULTIPLIED
+    return Gdk.MemoryTexture.new(w, h, fmt, GLib.Bytes.new(bytes(surface.get_data())), surface.get_stride())
+
+
+def fit(width, height, box_w, box_h):
+    """The size of a width x height photo scaled to fit box_w x box_h (never enlarged)."""
+    scale = min(1.0, box_w / max(1, width), box_h / max(1, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class Thumbnails:
+    """Loads the result window's thumbnails one after the other, off the main loop's critical path: the
+    photo is read and scaled asynchronously (GdkPixbuf from a Gio stream), the mask comes from the
+    daemon (GetMask, asynchronous); each thumbnail is shown as soon as both are there. cancel() stops
+    the rest (the window closed)."""
+
+    def __init__(self, expression, jobs):
+        self.expression = expression
+        self.jobs = list(jobs)  # (path, width, height, Gtk.Picture)
+        self.cancellable = Gio.Cancellable()
+        self.bus = None
+
+    def start(self):
+        Gio.bus_get(Gio.BusType.SESSION, self.cancellable, self._on_bus)
+
+    def cancel(self):
+        self.cancellable.cancel()
+
+    def _on_bus(self, source, result):
+        try:
+            self.bus = Gio.bus_get_finish(result)
+        except GLib.Error:
+            self.bus = None  # thumbnails without masks
+        self._next()
+
+    def _next(self):
+        if self.cancellable.is_cancelled() or not self.jobs:
+            return
+        path, width, height, picture = self.jobs.pop(0)
+        tw, th = fit(width, height, THUMB_W, THUMB_H)
+        job = {"photo": None, "mask": None, "pending": 2, "error": None}
+
+        def settle():
+            job["pending"] -= 1
+            if job["pending"]:
+                return
+            if self.cancellable.is_cancelled():
+                return
+            photo = job["photo"]
+            if photo is not None:
+                if (photo.get_width(), photo.get_height()) != (tw, th):
+                    photo = photo.scale_simple(tw, th, GdkPixbuf.InterpType.BILINEAR)
+                picture.set_paintable(draw_thumbnail(photo, job["mask"]))
+            if job["error"]:
+                picture.set_tooltip_text(job["error"])
+            self._next()
+
+        self._load_photo(path, tw, th, job, settle)
+        self._load_mask(path, tw, th, job, settle)
+
+    def _load_photo(self, path, tw, th, job, settle):
+        def on_pixbuf(source, result):
+            try:
+                pb = GdkPixbuf.Pixbuf.new_from_stream_finish(result)
+                job["photo"] = pb.apply_embedded_orientation() or pb
+            except GLib.Error as e:
+                job["error"] = "cannot read the photo: %s" % e.message
+            settle()
+
+        def on_stream(gfile, result):
+            try:
+                stream = gfile.read_finish(result)
+            except GLib.Error as e:
+                job["error"] = "cannot read the photo: %s" % e.message
+                settle()
+                return
+            # Stored sideways (EXIF orientation 5 to 8), the photo is read with its sides swapped.
+            side = max(tw, th)
+            GdkPixbuf.Pixbuf.new_from_stream_at_scale_async(stream, side, side, True, self.cancellable, on_pixbuf)
+
+        Gio.File.new_for_path(path).read_async(GLib.PRIORITY_LOW, self.cancellable, on_stream)
+
+    def _load_mask(self, path, tw, th, job, settle):
+        if self.bus is None:
+            settle()
+            return
+
+        def on_reply(bus, result):
+            try:
+                reply = bus.call_finish(result)
+                found = reply.get_child_value(0).get_boolean()
+                data = reply.get_child_value(3).get_data_as_bytes().get_data()
+                if found:
+                    job["mask"] = mask_surface(data, tw, th)
+            except GLib.Error as e:
+                job["error"] = explain_error(e)
+            except ValueError as e:
+                job["error"] = "photoseg: %s" % e
+            settle()
+
+        name, in_sig, out_sig = GET_MASK
+        self.bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, name, GLib.Variant(in_sig, (path, self.expression, "png")),
+                      GLib.VariantType(out_sig), Gio.DBusCallFlags.NONE, CALL_TIMEOUT_MS, self.cancellable, on_reply)
+
+
 class ResultWindow(Gtk.Window):
     def __init__(self, folder, expression):
         super().__init__(title="photoseg: “%s” in %s" % (expression, os.path.basename(folder) or folder))
-        self.set_default_size(560, 420)
+        self.set_default_size(600, 480)
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
         for side in ("top", "bottom", "start", "end"):
             getattr(box, "set_margin_" + side)(12)
@@ -159,7 +332,10 @@ class ResultWindow(Gtk.Window):
         box.append(scroller)
         self.set_child(box)
         self.paths = []
+        self.pictures = []
         self.expression = expression
+        self.thumbnails = None
+        self.connect("destroy", lambda *a: self.thumbnails and self.thumbnails.cancel())
 
     def show_result(self, result, error):
         if error is not None:
@@ -167,11 +343,29 @@ class ResultWindow(Gtk.Window):
             return
         found, counts = summary(result)
         self.status.set_text(counts if found else "No “%s” here: %s" % (result["expression"], counts))
-        for score, path, share in found:
-            label = Gtk.Label(label="%s   (%.0f%% of the photo, score %.2f)" % (path, share, score), xalign=0)
-            label.set_ellipsize(3)  # Pango.EllipsizeMode.END
-            self.list.append(label)
+        jobs = []
+        for score, path, share, width, height in found:
+            row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+            # The thumbnail at its own size, centred in a place kept for it while it loads (the rows do
+            # not jump).
+            place = Gtk.Box(orientation=Gtk.Orientation.VERTICAL)
+            place.set_size_request(THUMB_W, THUMB_H)
+            picture = Gtk.Picture(can_shrink=False, halign=Gtk.Align.CENTER, valign=Gtk.Align.CENTER, vexpand=True)
+            picture.set_tooltip_text(path)
+            place.append(picture)
+            row.append(place)
+            label = Gtk.Label(label="%s\n%.0f%% of the photo, score %.2f" % (os.path.basename(path), share, score),
+                              xalign=0, hexpand=True)
+            label.set_ellipsize(Pango.EllipsizeMode.MIDDLE)
+            label.set_tooltip_text(path)
+            row.append(label)
+            self.list.append(row)
             self.paths.append(path)
+            self.pictures.append(picture)
+            jobs.append((path, width, height, picture))
+        if jobs:
+            self.thumbnails = Thumbnails(result["expression"], jobs)
+            self.thumbnails.start()
 
     def _open(self, listbox, row):
         path = self.paths[row.get_index()]

@@ -15,12 +15,10 @@ private session bus (dbus-run-session with a config that activates nothing).
    overlay and leaves eog open, and Ctrl+F focuses the box.
 
 How a screenshot is checked without trusting the plugin's geometry: the test photo encodes its own
-coordinates, R = 20 + 215 x / (W - 1), G = 20 + 215 y / (H - 1), B = 128 (tests/it/eog_plugin.rs writes it).
-A screen pixel showing the photo as it is has B ~ 128; dimmed (black at 50%, outside the object) it has
-B ~ 64, R' = R/2, G' = G/2. So every photo pixel on screen says which photo pixel it shows and whether it
-is dimmed,
-whatever eog's zoom and scroll; the check compares that with the daemon's mask at that photo pixel
-(away from the mask's edges, where scaling blends). A missing, shifted or wrongly scaled overlay fails.
+coordinates in its colour (tests/it/common/desktop.rs, coded_photo), so every photo pixel on screen says
+which photo pixel it shows and whether it is dimmed, whatever eog's zoom and scroll; the check compares
+that with the daemon's mask at that photo pixel, away from the mask's edges, where scaling blends
+(tests/desktop/mask_judge.py). A missing, shifted or wrongly scaled overlay fails.
 
 How it waits: for a state, never for a fixed time. Each step looks for the state it needs every POLL_S
 until a deadline, then fails with the last reason the state was not there: the daemon's name on the bus,
@@ -46,12 +44,13 @@ gi.require_version("Gdk", "3.0")
 gi.require_version("GdkPixbuf", "2.0")
 from gi.repository import Gdk, GdkPixbuf, Gio, GLib  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mask_judge import decode, interior_map, judge, pixel_reader  # noqa: E402
+
 BUS_NAME = "org.photoseg.Photoseg1"
 OBJECT_PATH = "/org/photoseg/Photoseg1"
 INTERFACE = "org.photoseg.Photoseg1"
 GREEN = (0, 255, 0)
-# The photo's coordinate code (keep in step with tests/it/eog_plugin.rs).
-LO, SPAN, BLUE = 20, 215, 128
 # How often a state being waited for is looked at again, in seconds.
 POLL_S = 0.05
 # How long a screenshot may take to show what a step expects, in seconds.
@@ -199,16 +198,6 @@ def screenshot(path):
     return pb
 
 
-def pixel_reader(pb):
-    px, n, stride = pb.get_pixels(), pb.get_n_channels(), pb.get_rowstride()
-
-    def at(x, y):
-        i = y * stride + x * n
-        return px[i], px[i + 1], px[i + 2]
-
-    return at
-
-
 def green_box(pb):
     """Bounding box (x0, y0, x1, y1) of the pure green view background."""
     at = pixel_reader(pb)
@@ -221,93 +210,6 @@ def green_box(pb):
     if not xs:
         return None
     return min(xs), min(ys), max(xs) + 1, max(ys) + 1
-
-
-def decode(rgb, w, h):
-    """(u, v, dimmed) of the photo pixel a screen pixel shows, or None when it does not show the photo
-    (eog's background, the ring around the object)."""
-    r, g, b = rgb
-    if abs(b - BLUE) <= 6:
-        R, G, dimmed = r, g, False
-    elif abs(b - BLUE / 2) <= 2:
-        # The photo's blue is one value everywhere, so dimming gives exactly half of it; a looser
-        # bound would take eog's dark grey status label for photo pixels.
-        R, G, dimmed = 2 * r, 2 * g, True
-    else:
-        return None
-    if not (LO - 8 <= R <= LO + SPAN + 8 and LO - 8 <= G <= LO + SPAN + 8):
-        return None
-    u = (R - LO) * (w - 1) / SPAN
-    v = (G - LO) * (h - 1) / SPAN
-    return min(max(u, 0), w - 1), min(max(v, 0), h - 1), dimmed
-
-
-def interior_map(mask, w, h, margin):
-    """For each photo pixel (x, y), the mask's value if it is the same over x - margin .. x + margin + 1
-    and y - margin .. y + margin + 1 (within the photo), else None: what a screen pixel that decodes to
-    (x + a fraction, y + a fraction) is judged against, away from the mask's edges."""
-    # Summed-area table: sums[y][x] is the number of mask pixels above and left of (x, y).
-    sums = [[0] * (w + 1) for _ in range(h + 1)]
-    for y in range(h):
-        run = 0
-        for x in range(w):
-            run += mask[y][x]
-            sums[y + 1][x + 1] = sums[y][x + 1] + run
-    out = []
-    for y in range(h):
-        y0, y1 = max(0, y - margin), min(h - 1, y + margin + 1)
-        row = []
-        for x in range(w):
-            x0, x1 = max(0, x - margin), min(w - 1, x + margin + 1)
-            on = sums[y1 + 1][x1 + 1] - sums[y0][x1 + 1] - sums[y1 + 1][x0] + sums[y0][x0]
-            row.append(0 if on == 0 else 1 if on == (x1 - x0 + 1) * (y1 - y0 + 1) else None)
-        out.append(row)
-    return out
-
-
-def judge(pb, box, expected, w, h):
-    """Compares whether every photo pixel on screen (inside `box`) is dimmed with the mask (`expected`, its
-    interior_map). Returns (stats, None) when they agree, (stats, reason) when not."""
-    at = pixel_reader(pb)
-    x0, y0, x1, y1 = box
-    stats = {"photo_px": 0, "in_ok": 0, "in_bad": 0, "out_ok": 0, "out_bad": 0, "edge": 0}
-    us, vs = [], []
-    bad_examples = []
-    for sy in range(y0, y1, 2):
-        for sx in range(x0, x1, 2):
-            d = decode(at(sx, sy), w, h)
-            if d is None:
-                continue
-            u, v, dimmed = d
-            stats["photo_px"] += 1
-            us.append(u)
-            vs.append(v)
-            # Decoding is exact to ~1 photo pixel as it is, ~2 dimmed; scaling blends ~1 more: 3 pixels.
-            m = expected[int(v)][int(u)]
-            if m is None:
-                stats["edge"] += 1
-                continue
-            # The object shows as it is; everything else is dimmed.
-            key = ("in_" if m else "out_") + ("ok" if dimmed != bool(m) else "bad")
-            stats[key] += 1
-            if key.endswith("bad") and len(bad_examples) < 5:
-                bad_examples.append((sx, sy, at(sx, sy), round(u, 1), round(v, 1), m))
-    if not us:
-        return stats, "no photo pixel on screen"
-    stats["u_span"] = (round(min(us), 1), round(max(us), 1))
-    stats["v_span"] = (round(min(vs), 1), round(max(vs), 1))
-    inside = stats["in_ok"] + stats["in_bad"]
-    outside = stats["out_ok"] + stats["out_bad"]
-    if inside < 50 or outside < 50:
-        return stats, ("too few photo pixels away from the mask's edges to judge (inside %d, outside %d)"
-                       % (inside, outside))
-    if stats["in_ok"] < 0.99 * inside:
-        return stats, ("%d of %d on-screen pixels inside the mask are dimmed; e.g. (x, y, rgb, u, v, mask) %s"
-                       % (stats["in_bad"], inside, bad_examples))
-    if stats["out_ok"] < 0.99 * outside:
-        return stats, ("only %d of %d on-screen pixels outside the mask are dimmed; "
-                       "e.g. (x, y, rgb, u, v, mask) %s" % (stats["out_ok"], outside, bad_examples))
-    return stats, None
 
 
 def wait_for_screen(what, path, accept):

@@ -4,6 +4,7 @@
 tests/it/nautilus_plugin.rs inside a private session bus where a daemon serves org.photoseg.Photoseg1.
 
     nautilus_check.py --folder DIR --sibling DIR --expression EXPR [--calls LOG] [--display :N]
+    nautilus_check.py --thumbnails --folder DIR --expression EXPR --out DIR --display :N
 
 - the provider offers "Find in this folder…" on a local folder's background and on one selected
   folder, and nothing for a file, a remote location or several folders;
@@ -15,12 +16,25 @@ tests/it/nautilus_plugin.rs inside a private session bus where a daemon serves o
   refuses any other signature before our code sees it;
 - with --display, the menu item's action opens the result window and lists one row per photo found,
   and activating a row calls the daemon's Open with the photo and the expression.
+With --thumbnails (the real daemon, over a folder of photos that encode their own coordinates in their
+colour, tests/desktop/mask_judge.py), only the result window, as a person sees it:
+- each row shows a thumbnail of its photo (a Gtk.Picture), and a screenshot of the window (taken by
+  tests/desktop/window_shot.py, saved as --out/nautilus-results.png) shows in each thumbnail the photo
+  as it is where the daemon's own mask (GetMask) covers it and dimmed elsewhere, away from the mask's
+  edges (>= 99 % each);
+- activating a row opens the photo through the daemon with the expression: the daemon then answers
+  OpenedExpression for it with that expression, as it does for the eog plugin.
+It waits for states, never for fixed times: the window is looked at every POLL_S (GTK's main loop runs
+in between) until it shows the awaited state or a deadline passes, and fails with the last reason.
+
 Prints PASS or FAIL: reason; exit status 0 only on PASS.
 """
 import argparse
 import importlib.util
 import json
+import math
 import os
+import subprocess
 import sys
 import time
 
@@ -31,6 +45,14 @@ from gi.repository import Gio, GLib, Nautilus  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXT = os.path.join(HERE, "..", "..", "plugins", "nautilus", "photoseg-nautilus.py")
+sys.path.insert(0, HERE)
+from mask_judge import interior_map, judge  # noqa: E402
+
+BUS_NAME = "org.photoseg.Photoseg1"
+OBJECT_PATH = "/org/photoseg/Photoseg1"
+INTERFACE = "org.photoseg.Photoseg1"
+# How often a state being waited for is looked at again, in seconds (GTK's main loop runs meanwhile).
+POLL_S = 0.05
 
 
 def fail(msg):
@@ -62,14 +84,182 @@ def wait(pred, timeout):
     return True
 
 
+def wait_for(what, probe, timeout):
+    """Calls probe() every POLL_S, running GTK's main loop in between, until it returns (True, value), and
+    returns value; probe returns (False, reason) while the state is not there. Fails with `what` and the
+    last reason when `timeout` seconds pass first."""
+    ctx = GLib.MainContext.default()
+    deadline = time.monotonic() + timeout
+    while True:
+        done, value = probe()
+        if done:
+            return value
+        if time.monotonic() > deadline:
+            fail("%s: not within %ss; last: %s" % (what, timeout, value))
+        until = time.monotonic() + POLL_S
+        while time.monotonic() < until:  # the pause between two looks, with the main loop running
+            if not ctx.iteration(False):
+                time.sleep(0.005)
+
+
+def get_mask(bus, photo, expression):
+    """The daemon's own mask of `expression` in `photo` (GetMask, "png"): (width, height, rows of 0/1)."""
+    from gi.repository import GdkPixbuf
+
+    reply = bus.call_sync(BUS_NAME, OBJECT_PATH, INTERFACE, "GetMask", GLib.Variant("(sss)", (photo, expression, "png")),
+                          GLib.VariantType("(buuay)"), Gio.DBusCallFlags.NONE, 300_000, None)
+    found = reply.get_child_value(0).get_boolean()
+    w = reply.get_child_value(1).get_uint32()
+    h = reply.get_child_value(2).get_uint32()
+    if not found:
+        fail("the daemon finds nothing for %r in %s" % (expression, photo))
+    loader = GdkPixbuf.PixbufLoader.new_with_type("png")
+    loader.write(reply.get_child_value(3).get_data_as_bytes().get_data())
+    loader.close()
+    pb = loader.get_pixbuf()
+    px, n, stride = pb.get_pixels(), pb.get_n_channels(), pb.get_rowstride()
+    return w, h, [[1 if px[y * stride + x * n] >= 128 else 0 for x in range(w)] for y in range(h)]
+
+
+def pictures_in(widget):
+    """The Gtk.Picture widgets inside `widget`, depth first."""
+    from gi.repository import Gtk
+
+    found = [widget] if isinstance(widget, Gtk.Picture) else []
+    child = widget.get_first_child()
+    while child is not None:
+        found += pictures_in(child)
+        child = child.get_next_sibling()
+    return found
+
+
+def check_thumbnails(ext, a):
+    """The --thumbnails check (see the module's docstring)."""
+    gi.require_version("Gtk", "4.0")
+    gi.require_version("GdkX11", "4.0")
+    from gi.repository import GdkPixbuf, GdkX11, Gtk
+
+    if not a.display or not a.out:
+        fail("--thumbnails needs --display and --out")
+    os.makedirs(a.out, exist_ok=True)
+    bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    os.environ["PHOTOSEG_NAUTILUS_EXPRESSION"] = a.expression
+    if not Gtk.init_check():
+        fail("GTK cannot open %s" % a.display)
+    shooter = subprocess.Popen([sys.executable, os.path.join(HERE, "window_shot.py")], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        windows = ext.find_in_folder(a.folder)
+        if len(windows) != 1:
+            fail("the action opened %d result windows" % len(windows))
+        win = windows[0]
+        wait_for("the search's answer in the result window",
+                 lambda: (not win.status.get_text().startswith("Looking"), win.status.get_text()), 300)
+        rows = []
+        while win.list.get_row_at_index(len(rows)) is not None:
+            rows.append(win.list.get_row_at_index(len(rows)))
+        print("result window: %r, %d rows" % (win.status.get_text(), len(rows)), flush=True)
+        if not rows:
+            fail("the result window lists no photo: %s" % win.status.get_text())
+        # Each row: its photo, the thumbnail widget, and the daemon's mask judged at the thumbnail's scale.
+        judged = []
+        for i, row in enumerate(rows):
+            pictures = pictures_in(row)
+            if len(pictures) != 1:
+                fail("row %d (%s) shows %d pictures, not one thumbnail" % (i, win.paths[i], len(pictures)))
+            w, h, mask = get_mask(bus, win.paths[i], a.expression)
+            judged.append((win.paths[i], pictures[0], w, h, mask))
+        shot_path = os.path.join(a.out, "nautilus-results.png")
+
+        def shot():
+            surface = win.get_surface()
+            if surface is None or not win.get_mapped():
+                return None, "the result window is not on screen"
+            shooter.stdin.write("%d %s\n" % (GdkX11.X11Surface.get_xid(surface), shot_path))
+            shooter.stdin.flush()
+            answer = shooter.stdout.readline().strip()
+            if not answer.startswith("ok "):
+                fail("window_shot.py: %s" % (answer or "no answer"))
+            return GdkPixbuf.Pixbuf.new_from_file(shot_path), None
+
+        margins = {}
+
+        def thumbnails_show_the_masks():
+            pb, why = shot()
+            if pb is None:
+                return False, why
+            # Where the window's content lies in its X window (client-side decorations).
+            ox, oy = win.get_surface_transform()
+            for path, picture, w, h, mask in judged:
+                paintable = picture.get_paintable()
+                if paintable is None:
+                    return False, "%s: no thumbnail yet" % os.path.basename(path)
+                ok, rect = picture.compute_bounds(win)
+                if not ok:
+                    return False, "%s: its thumbnail has no place in the window" % os.path.basename(path)
+                box = (max(0, int(ox + rect.get_x())), max(0, int(oy + rect.get_y())),
+                       min(pb.get_width(), int(math.ceil(ox + rect.get_x() + rect.get_width()))),
+                       min(pb.get_height(), int(math.ceil(oy + rect.get_y() + rect.get_height()))))
+                # Away from the mask's edges by the ring's white half (RING_PX thumbnail pixels next to the
+                # object: white blended into the dimmed photo can read as a photo pixel as it is; the black
+                # half reads as dimmed or as no photo) and the blending of scaling (half a pixel), in photo
+                # pixels at the thumbnail's scale, plus 1 for decoding. A mask shifted by 6 thumbnail pixels
+                # either way, flipped, or scaled by 5 % from its corner fails.
+                if rect.get_width() < 1 or rect.get_height() < 1:
+                    return False, "%s: its thumbnail is not laid out yet" % os.path.basename(path)
+                # The thumbnail's scale as shown: the picture's size on screen over the photo's.
+                scale = min(rect.get_width() / w, rect.get_height() / h)
+                margin = int(math.ceil((ext.RING_PX + 0.5) / scale)) + 1
+                if margin not in margins:
+                    margins[margin] = interior_map(mask, w, h, margin)
+                stats, reason = judge(pb, box, margins[margin], w, h, step=1)
+                if reason is not None:
+                    return False, "%s (thumbnail at %s, scale %.2f): %s; %s" % (
+                        os.path.basename(path), box, scale, reason, stats)
+                stats["scale"] = round(scale, 3)
+                stats["box"] = box
+                lines.append("%s: %s" % (os.path.basename(path), stats))
+            return True, lines
+
+        lines = []
+        wait_for("thumbnails with the daemon's masks (%s)" % os.path.basename(shot_path),
+                 lambda: lines.clear() or thumbnails_show_the_masks(), 60)
+        print("\n".join(lines), flush=True)
+
+        # Activating a row opens the photo through the daemon with the expression (its opener is a no-op
+        # here); the daemon then hands the expression to the photo viewer, once.
+        path = win.paths[0]
+        win.list.emit("row-activated", rows[0])
+
+        def opened():
+            reply = bus.call_sync(BUS_NAME, OBJECT_PATH, INTERFACE, "OpenedExpression", GLib.Variant("(s)", (path,)),
+                                  GLib.VariantType("(bs)"), Gio.DBusCallFlags.NONE, 30_000, None)
+            found, expression = reply.unpack()
+            if found and expression != a.expression:
+                fail("the daemon opened %s with %r, not %r" % (path, expression, a.expression))
+            return found, "the daemon has not opened %s with an expression" % path
+
+        wait_for("the photo opened through the daemon with the expression", opened, 30)
+        print("thumbnails match the daemon's masks; activating a row opens %s with %r" % (path, a.expression),
+              flush=True)
+        win.destroy()
+    finally:
+        shooter.stdin.close()
+        shooter.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", required=True)
-    ap.add_argument("--sibling", required=True)
+    ap.add_argument("--sibling")
     ap.add_argument("--expression", required=True)
     ap.add_argument("--calls")
     ap.add_argument("--display")
+    ap.add_argument("--thumbnails", action="store_true")
+    ap.add_argument("--out")
     a = ap.parse_args()
+    if not a.thumbnails and not a.sibling:
+        fail("--sibling is needed")
 
     typelib = gi.Repository.get_default().get_typelib_path("Nautilus")
     print("Nautilus typelib: %s" % typelib, flush=True)
@@ -78,6 +268,11 @@ def main():
     spec.loader.exec_module(ext)
     if not issubclass(ext.PhotosegMenuProvider, Nautilus.MenuProvider):
         fail("PhotosegMenuProvider does not implement Nautilus.MenuProvider")
+
+    if a.thumbnails:
+        check_thumbnails(ext, a)
+        print("PASS", flush=True)
+        return
 
     provider = ext.PhotosegMenuProvider()
     folder = Info(Gio.File.new_for_path(a.folder), True)

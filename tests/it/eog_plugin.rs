@@ -5,14 +5,7 @@
 //! the fitted zoom, zoomed in and scrolled. tests/desktop/eog_overlay_check.py does the screen work and
 //! says how a screenshot is judged without trusting the plugin's geometry.
 
-use image::{Rgb, RgbImage};
-
-use crate::common::desktop::{have_tools, repo, World, PYTHON};
-
-/// The photo's coordinate code, read back by eog_overlay_check.py (keep in step).
-const LO: f64 = 20.0;
-const SPAN: f64 = 215.0;
-const BLUE: u8 = 128;
+use crate::common::desktop::{coded_photo, have_tools, keep_screenshot, repo, World, PYTHON};
 
 #[test]
 fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
@@ -26,14 +19,7 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
     let w = World::new();
     let (pw, ph) = (200u32, 120u32);
     let photo = w.path("photos/Walk/p.png");
-    std::fs::create_dir_all(photo.parent().unwrap()).unwrap();
-    RgbImage::from_fn(pw, ph, |x, y| {
-        let r = LO + SPAN * f64::from(x) / f64::from(pw - 1);
-        let g = LO + SPAN * f64::from(y) / f64::from(ph - 1);
-        Rgb([r.round() as u8, g.round() as u8, BLUE])
-    })
-    .save(&photo)
-    .unwrap();
+    coded_photo(&photo, pw, ph);
     // Every expression gets the same mask from this model, so the screenshots judge the overlay; the
     // check reads in eog's log that the plugin asked for this expression, the one the photo is opened with.
     let expression = "the red ball on the left";
@@ -70,4 +56,5 @@ fn eog_overlay_matches_the_daemons_mask_when_fitted_zoomed_and_scrolled() {
         panic!("eog overlay check failed (screenshots and logs kept in {})", kept.join("out").display());
     }
     assert!(text.contains("PASS: the overlay matches"), "no PASS line:\n{text}");
+    keep_screenshot(&out.join("1-fit.png"), "eog-overlay.png");
 }

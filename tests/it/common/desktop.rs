@@ -57,6 +57,50 @@ fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The test photos' coordinate code, read back by tests/desktop/mask_judge.py (keep in step): R = LO +
+/// SPAN x / (W - 1), G = LO + SPAN y / (H - 1), B = BLUE, so every pixel on screen says which photo pixel
+/// it shows and whether it is dimmed.
+const LO: f64 = 20.0;
+const SPAN: f64 = 215.0;
+const BLUE: u8 = 128;
+
+/// Writes a `width` x `height` photo in the coordinate code at `path`, creating its folder.
+pub fn coded_photo(path: &Path, width: u32, height: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let r = LO + SPAN * f64::from(x) / f64::from(width - 1);
+        let g = LO + SPAN * f64::from(y) / f64::from(height - 1);
+        image::Rgb([r.round() as u8, g.round() as u8, BLUE])
+    })
+    .save(path)
+    .unwrap();
+}
+
+/// Environment variable naming a folder where the desktop tests copy their screenshots when they pass
+/// (docs/desktop.md's pictures come from `PHOTOSEG_SCREENSHOTS=docs/img`).
+pub const SCREENSHOTS_ENV: &str = "PHOTOSEG_SCREENSHOTS";
+
+/// Copies the screenshot `from` to `$PHOTOSEG_SCREENSHOTS/name` when that variable is set, without the
+/// X server's black root window around the windows.
+pub fn keep_screenshot(from: &Path, name: &str) {
+    let Some(dir) = std::env::var_os(SCREENSHOTS_ENV).filter(|d| !d.is_empty()) else { return };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = image::open(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display())).to_rgb8();
+    let shown: Vec<(u32, u32)> =
+        shot.enumerate_pixels().filter(|(_, _, p)| p.0 != [0, 0, 0]).map(|(x, y, _)| (x, y)).collect();
+    let x0 = shown.iter().map(|p| p.0).min().unwrap_or(0);
+    let y0 = shown.iter().map(|p| p.1).min().unwrap_or(0);
+    let x1 = shown.iter().map(|p| p.0 + 1).max().unwrap_or(shot.width());
+    let y1 = shown.iter().map(|p| p.1 + 1).max().unwrap_or(shot.height());
+    let to = dir.join(name);
+    image::imageops::crop_imm(&shot, x0, y0, x1 - x0, y1 - y0)
+        .to_image()
+        .save(&to)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", to.display()));
+    eprintln!("screenshot: {}", to.display());
+}
+
 pub fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
