@@ -6,29 +6,15 @@
 use std::path::Path;
 
 use candle_core::Device;
-use photoseg::data::{Group, GroupPhoto, MaskSource};
 use photoseg::model::checkpoint;
-use photoseg::synth::{self, SynthConfig, SynthDataset};
+use photoseg::synth::{self, SynthConfig};
 
 #[test]
 fn builtin_model_finds_and_segments_unseen_synthetic_photos_and_rejects_most_negatives() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = SynthConfig { seed: 11, albums_train: 1, albums_val: 8, albums_heldout: 1, ..SynthConfig::default() };
     synth::generate(&cfg, tmp.path(), |_, _| {}).unwrap();
-    let groups: Vec<Group> = SynthDataset::open(tmp.path())
-        .unwrap()
-        .split("val")
-        .unwrap()
-        .into_iter()
-        .map(|g| Group {
-            expression: g.expression,
-            photos: g
-                .photos
-                .into_iter()
-                .map(|p| GroupPhoto { image: p.path, mask: p.mask.map(MaskSource::Png) })
-                .collect(),
-        })
-        .collect();
+    let groups = photoseg::data::format::synth_groups(tmp.path(), "val").unwrap();
     let model = checkpoint::load_model_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin"), &Device::Cpu)
         .unwrap();
     let r = photoseg::eval::run::evaluate(&model, &groups, |_, _| {}).unwrap();
