@@ -42,14 +42,11 @@ import gi
 
 gi.require_version("Gdk", "3.0")
 gi.require_version("GdkPixbuf", "2.0")
-from gi.repository import Gdk, GdkPixbuf, Gio, GLib  # noqa: E402
+from gi.repository import Gdk, Gio, GLib  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mask_judge import decode, interior_map, judge, pixel_reader  # noqa: E402
+from mask_judge import BUS_NAME, INTERFACE, OBJECT_PATH, daemon_mask, decode, interior_map, judge, pixel_reader  # noqa: E402
 
-BUS_NAME = "org.photoseg.Photoseg1"
-OBJECT_PATH = "/org/photoseg/Photoseg1"
-INTERFACE = "org.photoseg.Photoseg1"
 GREEN = (0, 255, 0)
 # How often a state being waited for is looked at again, in seconds.
 POLL_S = 0.05
@@ -170,27 +167,6 @@ def wait_for_name(bus, daemon, timeout):
     wait_for("%s on the bus" % BUS_NAME, probe, timeout)
 
 
-def get_mask(bus, photo, expression):
-    """(found, width, height, rows of 0/1) from the daemon's GetMask(..., "png")."""
-    reply = bus.call_sync(BUS_NAME, OBJECT_PATH, INTERFACE, "GetMask", GLib.Variant("(sss)", (photo, expression, "png")),
-                          GLib.VariantType("(buuay)"), Gio.DBusCallFlags.NONE, 300_000, None)
-    found = reply.get_child_value(0).get_boolean()
-    w = reply.get_child_value(1).get_uint32()
-    h = reply.get_child_value(2).get_uint32()
-    data = reply.get_child_value(3).get_data_as_bytes().get_data()
-    if not found:
-        return False, w, h, None
-    loader = GdkPixbuf.PixbufLoader.new_with_type("png")
-    loader.write(data)
-    loader.close()
-    pb = loader.get_pixbuf()
-    if (pb.get_width(), pb.get_height()) != (w, h):
-        fail("GetMask PNG is %dx%d, the reply says %dx%d" % (pb.get_width(), pb.get_height(), w, h))
-    px, n, stride = pb.get_pixels(), pb.get_n_channels(), pb.get_rowstride()
-    rows = [[1 if px[y * stride + x * n] >= 128 else 0 for x in range(w)] for y in range(h)]
-    return True, w, h, rows
-
-
 def screenshot(path):
     root = Gdk.get_default_root_window()
     pb = Gdk.pixbuf_get_from_window(root, 0, 0, root.get_width(), root.get_height())
@@ -247,9 +223,9 @@ def main():
         note("%s is on the bus" % BUS_NAME)
 
         expression = a.expression
-        found, w, h, mask = get_mask(bus, a.photo, expression)
-        if not found:
-            fail("the daemon finds nothing for %r in the photo" % expression)
+        w, h, mask, why = daemon_mask(bus, a.photo, expression)
+        if why:
+            fail(why)
         area = sum(map(sum, mask))
         note("expected mask: %r, %dx%d, %d pixels (%.1f%%)" % (expression, w, h, area, 100.0 * area / (w * h)))
         if not 0.03 * w * h <= area <= 0.90 * w * h:

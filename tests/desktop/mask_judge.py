@@ -12,6 +12,33 @@ edges (where scaling blends and the ring is drawn).
 # The photo's coordinate code (keep in step with tests/it/common/desktop.rs).
 LO, SPAN, BLUE = 20, 215, 128
 
+# The daemon whose mask is the truth a screenshot is judged against.
+BUS_NAME = "org.photoseg.Photoseg1"
+OBJECT_PATH = "/org/photoseg/Photoseg1"
+INTERFACE = "org.photoseg.Photoseg1"
+
+
+def daemon_mask(bus, photo, expression):
+    """The daemon's own mask of `expression` in `photo` (GetMask, "png"): (width, height, rows of 0/1,
+    None), or (width, height, None, why) when it finds nothing or its PNG is not the size it says."""
+    from gi.repository import GdkPixbuf, Gio, GLib
+
+    reply = bus.call_sync(BUS_NAME, OBJECT_PATH, INTERFACE, "GetMask", GLib.Variant("(sss)", (photo, expression, "png")),
+                          GLib.VariantType("(buuay)"), Gio.DBusCallFlags.NONE, 300_000, None)
+    found = reply.get_child_value(0).get_boolean()
+    w = reply.get_child_value(1).get_uint32()
+    h = reply.get_child_value(2).get_uint32()
+    if not found:
+        return w, h, None, "the daemon finds nothing for %r in %s" % (expression, photo)
+    loader = GdkPixbuf.PixbufLoader.new_with_type("png")
+    loader.write(reply.get_child_value(3).get_data_as_bytes().get_data())
+    loader.close()
+    pb = loader.get_pixbuf()
+    if (pb.get_width(), pb.get_height()) != (w, h):
+        return w, h, None, "GetMask PNG is %dx%d, the reply says %dx%d" % (pb.get_width(), pb.get_height(), w, h)
+    px, n, stride = pb.get_pixels(), pb.get_n_channels(), pb.get_rowstride()
+    return w, h, [[1 if px[y * stride + x * n] >= 128 else 0 for x in range(w)] for y in range(h)], None
+
 
 def pixel_reader(pb):
     px, n, stride = pb.get_pixels(), pb.get_n_channels(), pb.get_rowstride()

@@ -46,11 +46,8 @@ from gi.repository import Gio, GLib, Nautilus  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXT = os.path.join(HERE, "..", "..", "plugins", "nautilus", "photoseg-nautilus.py")
 sys.path.insert(0, HERE)
-from mask_judge import interior_map, judge  # noqa: E402
+from mask_judge import BUS_NAME, INTERFACE, OBJECT_PATH, daemon_mask, interior_map, judge  # noqa: E402
 
-BUS_NAME = "org.photoseg.Photoseg1"
-OBJECT_PATH = "/org/photoseg/Photoseg1"
-INTERFACE = "org.photoseg.Photoseg1"
 # How often a state being waited for is looked at again, in seconds (GTK's main loop runs meanwhile).
 POLL_S = 0.05
 
@@ -102,25 +99,6 @@ def wait_for(what, probe, timeout):
                 time.sleep(0.005)
 
 
-def get_mask(bus, photo, expression):
-    """The daemon's own mask of `expression` in `photo` (GetMask, "png"): (width, height, rows of 0/1)."""
-    from gi.repository import GdkPixbuf
-
-    reply = bus.call_sync(BUS_NAME, OBJECT_PATH, INTERFACE, "GetMask", GLib.Variant("(sss)", (photo, expression, "png")),
-                          GLib.VariantType("(buuay)"), Gio.DBusCallFlags.NONE, 300_000, None)
-    found = reply.get_child_value(0).get_boolean()
-    w = reply.get_child_value(1).get_uint32()
-    h = reply.get_child_value(2).get_uint32()
-    if not found:
-        fail("the daemon finds nothing for %r in %s" % (expression, photo))
-    loader = GdkPixbuf.PixbufLoader.new_with_type("png")
-    loader.write(reply.get_child_value(3).get_data_as_bytes().get_data())
-    loader.close()
-    pb = loader.get_pixbuf()
-    px, n, stride = pb.get_pixels(), pb.get_n_channels(), pb.get_rowstride()
-    return w, h, [[1 if px[y * stride + x * n] >= 128 else 0 for x in range(w)] for y in range(h)]
-
-
 def pictures_in(widget):
     """The Gtk.Picture widgets inside `widget`, depth first."""
     from gi.repository import Gtk
@@ -167,7 +145,9 @@ def check_thumbnails(ext, a):
             pictures = pictures_in(row)
             if len(pictures) != 1:
                 fail("row %d (%s) shows %d pictures, not one thumbnail" % (i, win.paths[i], len(pictures)))
-            w, h, mask = get_mask(bus, win.paths[i], a.expression)
+            w, h, mask, why = daemon_mask(bus, win.paths[i], a.expression)
+            if why:
+                fail(why)
             judged.append((win.paths[i], pictures[0], w, h, mask))
         shot_path = os.path.join(a.out, "nautilus-results.png")
 
