@@ -32,7 +32,7 @@ impl NormConv {
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
+        let y = super::ops::conv2d(&self.conv, x)?;
         let y = if training { self.norm.forward_train(&y)?.0 } else { self.norm.forward_eval(&y)? };
         y.relu()
     }

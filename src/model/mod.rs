@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod decoder;
+pub mod grad_kernels;
 pub mod dense;
 pub mod grser;
 pub mod head;

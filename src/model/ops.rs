@@ -7,6 +7,8 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::grad_kernels;
+
 /// A linear layer. For inference (weights that are not variables) it keeps the weight transposed and
 /// contiguous, `[in, out]`: gemm is about twice as fast on that layout as on candle-nn's transposed view
 /// (benches/model.rs). Inputs of any rank run as one `[rows, in]` product: candle-nn's `Linear` on
@@ -56,6 +58,13 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, c))?;
         let y = match self {
+            Self::Train(l) if grad_kernels::applies(&[&x2, l.weight()]) => {
+                let y = x2.matmul(&l.weight().t()?)?;
+                match l.bias() {
+                    Some(b) => grad_kernels::bias_add(&y, b)?,
+                    None => y,
+                }
+            }
             Self::Train(l) => l.forward(&x2)?,
             Self::Infer { wt, bias } => {
                 let y = x2.matmul(wt)?;
@@ -69,6 +78,16 @@ impl Module for Linear {
         out.push(y.dim(1)?);
         y.reshape(out)
     }
+}
+
+/// A candle-nn convolution's forward: im2col + gemm ([`grad_kernels::conv2d`]) while training on the
+/// CPU, candle's own otherwise.
+pub fn conv2d(conv: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    let cfg = conv.config();
+    if cfg.groups == 1 && cfg.dilation == 1 && grad_kernels::applies(&[x, conv.weight()]) {
+        return grad_kernels::conv2d(x, conv.weight(), conv.bias(), cfg.stride, cfg.padding);
+    }
+    conv.forward(x)
 }
 
 /// Exact-erf GELU: the fast CPU kernel at inference, candle's differentiable op otherwise.
@@ -103,6 +122,9 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if grad_kernels::applies(&[x, &self.weight, &self.bias]) {
+            return grad_kernels::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
             return layer_norm_composite(x, &self.weight, &self.bias, self.eps);
         }
@@ -210,6 +232,15 @@ impl BatchNorm2d {
     /// Normalised with this batch's statistics; also returns them (detached: mean, unbiased variance).
     pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
+        if grad_kernels::applies(&[x, &self.weight, &self.bias]) {
+            let y = grad_kernels::batch_norm(x, &self.weight, &self.bias, Self::EPS)?;
+            // The statistics alone, reduced over each channel's contiguous pixels first.
+            let flat = x.detach().reshape((n, c, h * w))?;
+            let count = (n * h * w) as f64;
+            let mean = (flat.sum_keepdim(2)?.sum_keepdim(0)? / count)?;
+            let var = (flat.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / (count - 1.0).max(1.0))?;
+            return Ok((y, mean.reshape(c)?, var.reshape(c)?));
+        }
         let over = |t: &Tensor| -> Result<Tensor> { t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3) };
         let mean = over(x)?;
         let centred = x.broadcast_sub(&mean)?;

@@ -83,8 +83,8 @@ impl Referent {
     pub fn embed(&self, dense: &Tensor) -> Result<Tensor> {
         let (n, _, h, w) = dense.dims4()?;
         let xy = coordinates(h, w, dense.device())?.broadcast_as((n, 2, h, w))?.to_dtype(dense.dtype())?;
-        let x = self.phi1.forward(&Tensor::cat(&[dense, &xy], 1)?)?.relu()?;
-        self.phi2.forward(&x)
+        let x = super::ops::conv2d(&self.phi1, &Tensor::cat(&[dense, &xy], 1)?)?.relu()?;
+        super::ops::conv2d(&self.phi2, &x)
     }
 
     /// Each expression's query `[B, dim + 1]` (vector, then bias) from its tokens' last hidden states

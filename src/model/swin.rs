@@ -19,6 +19,7 @@ use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::grad_kernels;
 use super::kernels;
 use super::ops::{gelu_erf, linear, linear_no_bias, softmax_last_dim, BatchNorm2d, LayerNorm, Linear};
 use super::relpos;
@@ -297,6 +298,8 @@ impl WindowAttention {
         let fast = !attn.track_op() && !bias.track_op() && attn.device().is_cpu() && attn.dtype() == DType::F32;
         let attn = if fast {
             kernels::bias_softmax(&attn, &bias, mask)?
+        } else if grad_kernels::applies(&[&attn, &bias]) {
+            grad_kernels::bias_softmax(&attn, &bias, mask)?
         } else {
             let attn = attn.broadcast_add(&bias)?;
             let attn = match mask {
@@ -576,7 +579,7 @@ impl Swin {
         let training = self.training.load(std::sync::atomic::Ordering::Relaxed) && !self.stem_bn.is_empty();
         let mut stats = Vec::new();
         for (i, conv) in self.stem.iter().enumerate() {
-            x = conv.forward(&x)?;
+            x = super::ops::conv2d(conv, &x)?;
             if let Some(bn) = self.stem_bn.get(i) {
                 x = if training {
                     let (y, mean, var) = bn.forward_train(&x)?;
@@ -591,7 +594,7 @@ impl Swin {
         if training {
             *self.batch_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
         }
-        let x = self.patch_proj.forward(&x)?.permute((0, 2, 3, 1))?; // [B, h, w, C]
+        let x = super::ops::conv2d(&self.patch_proj, &x)?.permute((0, 2, 3, 1))?; // [B, h, w, C]
         self.patch_norm.forward(&x)
     }
 

@@ -248,7 +248,7 @@ impl DenseDecoder {
     /// h4, w4]`, from Swin's stage outputs (NCHW, as [`crate::model::swin::Swin::forward_stages`])
     /// through `model`'s trunk (or the decoder's own), on the batch's statistics.
     pub fn forward(&self, model: Option<&DenseTrunk>, stages: &[Tensor]) -> Result<Tensor> {
-        Ok(self.classifier.forward(&self.trunk(model)?.forward(stages, true)?)?)
+        Ok(crate::model::ops::conv2d(&self.classifier, &self.trunk(model)?.forward(stages, true)?)?)
     }
 
     /// Colour + shape + size / 2 cross entropies per 1/4 cell (labels `[N, h4, w4]` each, on the

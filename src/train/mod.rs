@@ -268,7 +268,6 @@ impl Trainer {
             });
         }
         let stages = self.model.swin.forward_stages(&Tensor::stack(&images, 0)?.to_device(&dev)?)?;
-        let feats = self.model.neck.forward(&stages)?;
         let stack = |f: fn(&attributes::AttributeLabels) -> &Tensor| -> Result<Tensor> {
             Ok(Tensor::stack(&labels.iter().map(f).collect::<Vec<_>>(), 0)?.to_device(&dev)?)
         };
@@ -277,6 +276,8 @@ impl Trainer {
         let mut loss = dense.loss(self.model.dense.as_ref(), &stages, &color, &shape, &size)?;
         let mut attr_value = 0f32;
         if let Some(heads) = &self.attribute_heads {
+            // The neck runs only for its heads: the dense decoder reads the stage outputs.
+            let feats = self.model.neck.forward(&stages)?;
             let a = heads.loss(&feats, &labels.iter().collect::<Vec<_>>())?;
             attr_value = a.to_scalar::<f32>()?;
             loss = (loss + (a * self.cfg.attributes)?)?;
