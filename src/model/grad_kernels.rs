@@ -506,16 +506,20 @@ impl CustomOp1 for Col2Im {
         let (kk, l_out) = (g.k * g.k, g.ho * g.wo);
         let width = g.c * kk;
         let mut out = vec![0f32; g.n * g.c * g.h * g.w];
-        // One (photo, channel) plane per task: no two tasks write the same value.
-        out.par_chunks_mut(g.h * g.w).enumerate().for_each(|(p, plane)| {
-            let (img, ch) = (p / g.c, p % g.c);
+        // One photo per task, its rows read in order: no two tasks write the same value, and a photo's
+        // planes stay in cache while its rows stream past.
+        let plane = g.h * g.w;
+        out.par_chunks_mut(g.c * plane).enumerate().for_each(|(img, photo)| {
             for pos in 0..l_out {
                 let (oy, ox) = (pos / g.wo, pos % g.wo);
-                let r = &cols[(img * l_out + pos) * width + ch * kk..][..kk];
+                let row = &cols[(img * l_out + pos) * width..][..width];
                 for ky in 0..g.k {
                     for kx in 0..g.k {
                         if let Some(i) = g.source(oy, ox, ky, kx) {
-                            plane[i] += r[ky * g.k + kx];
+                            let tap = ky * g.k + kx;
+                            for ch in 0..g.c {
+                                photo[ch * plane + i] += row[ch * kk + tap];
+                            }
                         }
                     }
                 }
