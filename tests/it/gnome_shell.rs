@@ -12,7 +12,7 @@ fn gnome_shell_typed_search_lists_the_pasted_results_and_opens_eog_with_the_mask
     if !have_tools(
         "gnome_shell",
         &["gnome-shell", "eog", "dbus-daemon", "dbus-monitor", "dbus-run-session", "timeout", PYTHON],
-        &["Gdk:3.0", "GdkPixbuf:2.0"],
+        &["Gdk:3.0", "GdkPixbuf:2.0", "cairo"],
     ) {
         return;
     }
