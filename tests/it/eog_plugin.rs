@@ -120,6 +120,8 @@ fn opened_in_eog(via: &str, screenshot: &str) {
     );
     eprintln!("{text}");
     if !ok || !text.contains("PASS: ") {
+        // The kept folder says what happened on its own.
+        let _ = std::fs::write(out.join("check.log"), &text);
         let kept = w.tmp.keep();
         panic!(
             "opening from {via} into eog failed (screenshots and logs kept in {}):\n{text}",

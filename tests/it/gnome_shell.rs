@@ -54,6 +54,8 @@ fn gnome_shell_typed_search_lists_the_pasted_results_and_opens_eog_with_the_mask
     );
     eprintln!("{text}");
     if !ok || !text.contains("PASS: ") {
+        // The kept folder says what happened on its own.
+        let _ = std::fs::write(out.join("check.log"), &text);
         let kept = w.tmp.keep();
         panic!("GNOME Shell check failed (screenshots and logs kept in {}):\n{text}", kept.join("out").display());
     }
