@@ -22,8 +22,9 @@ that activates nothing):
    (the keys go through the shell's own input path to the search entry); waits until the overview
    lists the daemon's answer, and checks on the provider's calls (dbus-monitor) that typing went
    through GetSubsearchResultSet with an empty previous list;
-4. clears the search (Esc) and pastes the whole expression (the shell's clipboard, Ctrl+V): the overview
-   must list the same photos;
+4. clears the search (Esc) and pastes the whole expression (on the shell's clipboard; the cursor put in
+   the search entry, then Ctrl+V): the overview must list the same photos, after one
+   GetInitialResultSet of the whole expression;
 5. presses Enter on the first result: the shell calls ActivateResult, the daemon opens the photo with its
    opener, here a wrapper that starts eog (a Wayland client of this shell) with the plugin's debug log;
    the plugin gets the expression from the daemon (OpenedExpression) and draws the mask; a screenshot of
