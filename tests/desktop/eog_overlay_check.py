@@ -29,6 +29,9 @@ moves over it and fade out 3 s after it stops), eog's sharper redraw 200 ms afte
 photo halfway through a drag.
 
 Exit status 0 when every check passes; the reason otherwise. Screenshots stay in --out (each step's last).
+
+The other desktop checks (open_in_eog_check.py, gnome_shell_check.py) use its helpers: the processes,
+the waiting, the plugin's installation and settings, and the daemon's opener that starts eog.
 """
 import argparse
 import os
@@ -143,6 +146,92 @@ class Proc:
                 self.p.wait()
 
 
+# eog's settings for the checks: the plugin enabled, a pure green view background (green_box finds the
+# view by it), no side panes.
+EOG_SETTINGS = ("[org/gnome/eog/plugins]\nactive-plugins=['photoseg']\n\n"
+                "[org/gnome/eog/view]\nuse-background-color=true\nbackground-color='#00ff00'\n\n"
+                "[org/gnome/eog/ui]\nsidebar=false\nstatusbar=false\nimage-gallery=false\n")
+
+
+def install_plugin(plugin_dir):
+    """Copies the plugin (plugins/eog) into $XDG_DATA_HOME/eog/plugins/photoseg."""
+    plugin_dst = os.path.join(os.environ["XDG_DATA_HOME"], "eog", "plugins", "photoseg")
+    shutil.rmtree(plugin_dst, ignore_errors=True)
+    os.makedirs(plugin_dst)
+    for name in ("photoseg.plugin", "photoseg.py"):
+        shutil.copy(os.path.join(plugin_dir, name), plugin_dst)
+
+
+def write_keyfile(text):
+    """Writes the GSettings keyfile that programs run with GSETTINGS_BACKEND=keyfile read."""
+    settings = os.path.join(os.environ["XDG_CONFIG_HOME"], "glib-2.0", "settings")
+    os.makedirs(settings, exist_ok=True)
+    with open(os.path.join(settings, "keyfile"), "w") as f:
+        f.write(text)
+
+
+class LogFile:
+    """A log file another process appends to (eog started by the daemon's opener), read line by line."""
+
+    def __init__(self, name, path):
+        self.name, self.path = name, path
+
+    def lines(self):
+        try:
+            with open(self.path, errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_line(self, what, pred, timeout, start=0):
+        """(index, line) of the first line from `start` on that satisfies pred; fails, saying `what` was
+        awaited, when `timeout` seconds pass first."""
+        def probe():
+            lines = self.lines()
+            for i in range(start, len(lines)):
+                if pred(lines[i]):
+                    return True, (i, lines[i])
+            return False, "its last lines: %s" % (lines[-10:] or "none (not started)")
+
+        return wait_for("%s: %s" % (self.name, what), probe, timeout)
+
+
+def eog_opener(out):
+    """Writes out/open-with-eog.sh, a program for the daemon's $PHOTOSEG_OPENER: it starts eog on the photo
+    it is given, with the environment the daemon has, appending its pid to out/eog.pids, the photo to
+    out/opened.log and eog's output (the plugin's debug log) to out/eog.log. Returns its path. (The
+    product's opener is `gio open`, the desktop's default viewer; this one keeps eog's log.)"""
+    opener = os.path.join(out, "open-with-eog.sh")
+    with open(opener, "w") as f:
+        f.write("#!/bin/sh\n# The daemon's opener in the desktop checks (tests/desktop/eog_overlay_check.py).\n"
+                "echo $$ >>'%s'\necho \"$1\" >>'%s'\nexec eog \"$1\" >>'%s' 2>&1\n"
+                % (os.path.join(out, "eog.pids"), os.path.join(out, "opened.log"), os.path.join(out, "eog.log")))
+    os.chmod(opener, 0o755)
+    return opener
+
+
+def opened_photos(out):
+    """The photos the opener of eog_opener(out) was given, in order."""
+    try:
+        with open(os.path.join(out, "opened.log")) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def stop_opened(out):
+    """Ends the eog processes the opener of eog_opener(out) started."""
+    try:
+        pids = open(os.path.join(out, "eog.pids")).read().split()
+    except FileNotFoundError:
+        return
+    for pid in pids:
+        try:
+            os.kill(int(pid), 15)
+        except ProcessLookupError:
+            pass
+
+
 def start_xvfb():
     r, w = os.pipe()
     p = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
@@ -233,19 +322,8 @@ def main():
                  % (100.0 * area / (w * h)))
         expected = interior_map(mask, w, h, 3)
 
-        data_home = os.environ["XDG_DATA_HOME"]
-        config_home = os.environ["XDG_CONFIG_HOME"]
-        plugin_dst = os.path.join(data_home, "eog", "plugins", "photoseg")
-        shutil.rmtree(plugin_dst, ignore_errors=True)
-        os.makedirs(plugin_dst)
-        for name in ("photoseg.plugin", "photoseg.py"):
-            shutil.copy(os.path.join(a.plugin_dir, name), plugin_dst)
-        settings = os.path.join(config_home, "glib-2.0", "settings")
-        os.makedirs(settings, exist_ok=True)
-        with open(os.path.join(settings, "keyfile"), "w") as f:
-            f.write("[org/gnome/eog/plugins]\nactive-plugins=['photoseg']\n\n"
-                    "[org/gnome/eog/view]\nuse-background-color=true\nbackground-color='#00ff00'\n\n"
-                    "[org/gnome/eog/ui]\nsidebar=false\nstatusbar=false\nimage-gallery=false\n")
+        install_plugin(a.plugin_dir)
+        write_keyfile(EOG_SETTINGS)
 
         # The photo is opened as a desktop search result opens it: through the daemon, which remembers the
         # expression (its opener is a no-op here; this script starts eog itself, without the expression).

@@ -1,5 +1,6 @@
-"""How a screenshot of a masked photo is judged, shared by tests/desktop/eog_overlay_check.py and
-tests/desktop/nautilus_check.py (no GTK here: a screenshot is a GdkPixbuf, whichever GTK took it).
+"""How a screenshot of a masked photo is judged, shared by the desktop checks in tests/desktop/
+(eog_overlay_check.py, nautilus_check.py, open_in_eog_check.py, gnome_shell_check.py; no GTK here: a
+screenshot is a GdkPixbuf, whichever GTK or GNOME Shell took it).
 
 The test photo encodes its own coordinates in its colour: R = LO + SPAN x / (W - 1), G = LO + SPAN y /
 (H - 1), B = BLUE (tests/it/common/desktop.rs, coded_photo, writes it). A screen pixel showing the photo

@@ -4,7 +4,7 @@
 tests/it/nautilus_plugin.rs inside a private session bus where a daemon serves org.photoseg.Photoseg1.
 
     nautilus_check.py --folder DIR --sibling DIR --expression EXPR [--calls LOG] [--display :N]
-    nautilus_check.py --thumbnails --folder DIR --expression EXPR --out DIR --display :N
+    nautilus_check.py --thumbnails --folder DIR --expression EXPR --out DIR --display :N [--opened-log FILE]
 
 - the provider offers "Find in this folder…" on a local folder's background and on one selected
   folder, and nothing for a file, a remote location or several folders;
@@ -23,7 +23,9 @@ colour, tests/desktop/mask_judge.py), only the result window, as a person sees i
   as it is where the daemon's own mask (GetMask) covers it and dimmed elsewhere, away from the mask's
   edges (>= 99 % each);
 - activating a row opens the photo through the daemon with the expression: the daemon then answers
-  OpenedExpression for it with that expression, as it does for the eog plugin.
+  OpenedExpression for it with that expression, as it does for the eog plugin; with --opened-log (the
+  log of the daemon's opener, which tests/desktop/open_in_eog_check.py makes start eog), the check waits
+  for the photo in that log instead and leaves the answer to eog.
 It waits for states, never for fixed times: the window is looked at every POLL_S (GTK's main loop runs
 in between) until it shows the awaited state or a deadline passes, and fails with the last reason.
 
@@ -219,9 +221,23 @@ def check_thumbnails(ext, a):
                 fail("the daemon opened %s with %r, not %r" % (path, expression, a.expression))
             return found, "the daemon has not opened %s with an expression" % path
 
-        wait_for("the photo opened through the daemon with the expression", opened, 30)
-        print("thumbnails match the daemon's masks; activating a row opens %s with %r" % (path, a.expression),
-              flush=True)
+        def given_to_the_opener():
+            try:
+                with open(a.opened_log) as f:
+                    photos = f.read().splitlines()
+            except FileNotFoundError:
+                photos = []
+            return path in photos, "the daemon's opener got %s" % photos
+
+        if a.opened_log:
+            # A photo viewer takes the expression from the daemon (tests/desktop/open_in_eog_check.py): asking
+            # for it here would use up its one answer, so wait for the daemon's opener instead.
+            wait_for("the photo given to the daemon's opener", given_to_the_opener, 30)
+            print("thumbnails match the daemon's masks; activating a row opens %s" % path, flush=True)
+        else:
+            wait_for("the photo opened through the daemon with the expression", opened, 30)
+            print("thumbnails match the daemon's masks; activating a row opens %s with %r" % (path, a.expression),
+                  flush=True)
         win.destroy()
     finally:
         shooter.stdin.close()
@@ -237,6 +253,7 @@ def main():
     ap.add_argument("--display")
     ap.add_argument("--thumbnails", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--opened-log")
     a = ap.parse_args()
     if not a.thumbnails and not a.sibling:
         fail("--sibling is needed")

@@ -20,6 +20,7 @@ mod dbus_desktop;
 mod dbus_photoseg;
 mod eog_plugin;
 mod feature_codec;
+mod gnome_shell;
 mod grad_parity;
 mod gradcheck;
 mod head;

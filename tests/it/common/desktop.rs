@@ -179,6 +179,38 @@ impl World {
     /// that the drag brings into view), and that differs from its mirror images, so a flipped overlay
     /// fails. The stripes' long edges along both axes make an overlay shifted either way fail.
     pub fn model_with_stripes_mask(&self, photo: &Path) {
+        self.save_model(&self.stripes_model(photo).0);
+    }
+
+    /// [`Self::model_with_stripes_mask`] with a decision threshold that makes a photo positive for
+    /// `phrase` and negative for `prefix` (a start of it): what a person types first finds nothing, the
+    /// whole phrase finds every photo. Each token (words, `[CLS]` and `[SEP]`) adds the same amount to a
+    /// photo's score in this model, so the score grows with the number of tokens, and the threshold is
+    /// set halfway between the prefix's score and the phrase's.
+    pub fn model_with_stripes_mask_found_from(&self, photo: &Path, phrase: &str, prefix: &str) {
+        use photoseg::model::grser::Pairs;
+        let (mut model, feats) = self.stripes_model(photo);
+        let score = |model: &(VarMap, Config, tokenizers::Tokenizer, Grser), e: &str| -> f32 {
+            -model.3.answer(&feats, e, Pairs::TopK).unwrap()[0].d_pos
+        };
+        let (low, high) = (score(&model, prefix), score(&model, phrase));
+        assert!(high > low + 1.0, "the stripes model scores {prefix:?} {low} and {phrase:?} {high}");
+        let threshold = f64::from((low + high) / 2.0);
+        model.1.referent.as_mut().unwrap().threshold = threshold;
+        model.3.set_threshold(threshold);
+        for (e, positive) in [(prefix, false), (phrase, true)] {
+            let answer = model.3.answer(&feats, e, Pairs::TopK).unwrap();
+            assert_eq!(answer[0].positive, positive, "{e:?} with threshold {threshold}");
+        }
+        self.save_model(&model);
+    }
+
+    /// The stripes model of [`Self::model_with_stripes_mask`] (threshold 0: every expression finds every
+    /// photo) and `photo`'s features, after checking its mask of `photo`.
+    fn stripes_model(
+        &self,
+        photo: &Path,
+    ) -> ((VarMap, Config, tokenizers::Tokenizer, Grser), photoseg::model::neck::VisualFeatures) {
         use photoseg::model::grser::{Pairs, ReferentConfig};
         let mut cfg = Config::tiny(60);
         cfg.referent = Some(ReferentConfig { dim: 1, threshold: 0.0 });
@@ -216,8 +248,6 @@ impl World {
             set("referent.words.bias", &|_, b| b.copy_from_slice(&[4.0, -2.0]));
             set("referent.bias", &|_, _| {});
         }
-        self.save_model(&model);
-
         let img = photoseg::library::photo::load(photo).unwrap();
         let (w, h) = (img.width() as usize, img.height() as usize);
         let feats = photoseg::query::featurizer::featurize_image(&model.3, &img).unwrap();
@@ -245,6 +275,7 @@ impl World {
         };
         let (flip_x, flip_y) = (differs(&|x, y| y * w + w - 1 - x), differs(&|x, y| (h - 1 - y) * w + x));
         assert!(flip_x > 0.02 && flip_y > 0.02, "the stripes are nearly symmetric: {flip_x:.3}, {flip_y:.3}");
+        (model, feats)
     }
 
     /// A tiny model whose weights are drawn from `seed` ([`crate::common::seed_weights`]): the same draw, hence
