@@ -627,7 +627,9 @@ mod tests {
     #[test]
     fn conv2d_matches_candle_for_strides_and_padding() -> Result<()> {
         // Strided cases square: candle's own backward pads only by the height's remainder.
-        for (k, stride, pad, h, w) in [(3, 1, 1, 7, 6), (3, 2, 1, 9, 9), (3, 2, 1, 8, 8), (1, 1, 0, 5, 4), (2, 2, 0, 6, 6)] {
+        for (k, stride, pad, h, w) in
+            [(3, 1, 1, 7, 6), (3, 2, 1, 9, 9), (3, 2, 1, 8, 8), (1, 1, 0, 5, 4), (2, 2, 0, 6, 6)]
+        {
             let (x, wt, b) = (var(&[2, 3, h, w], 0.0)?, var(&[4, 3, k, k], 0.0)?, var(&[4], 0.0)?);
             let fused = conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), stride, pad)?;
             let composite = x

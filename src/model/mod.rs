@@ -4,8 +4,8 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod decoder;
-pub mod grad_kernels;
 pub mod dense;
+pub mod grad_kernels;
 pub mod grser;
 pub mod head;
 pub mod hierarchizer;
