@@ -1,4 +1,4 @@
-//! CPU training kernels that carry their own backward: bias add, LayerNorm, BatchNorm, the window
+//! CPU training kernels that carry their own backward: bias add, LayerNorm, BatchNorm, GELU, the window
 //! attention's biased softmax, and convolution as im2col + gemm (docs/model.md, "Training speed").
 //!
 //! Built from candle's elementary ops, each of these sums its gradient over broadcast leading
@@ -432,6 +432,56 @@ pub fn bias_softmax(scores: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Re
     scores.contiguous()?.apply_op2(&bias, BiasSoftmax { mask })
 }
 
+/// Exact-erf GELU whose backward is one pass too: d/dx = Φ(x) + x φ(x).
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = values(s, l)?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(16 * 1024).zip(x.par_chunks(16 * 1024)).for_each(|(d, s)| super::kernels::gelu_chunk(s, d));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&g.contiguous()?, &GeluBackward)?))
+    }
+}
+
+/// GELU's input gradient from (x, upstream gradient).
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "gelu-erf-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (values(s1, l1)?, values(s2, l2)?);
+        let mut out = vec![0f32; x.len()];
+        let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+        out.par_chunks_mut(16 * 1024).zip(x.par_chunks(16 * 1024).zip(g.par_chunks(16 * 1024))).for_each(
+            |(d, (xs, gs))| {
+                for ((o, &v), &gv) in d.iter_mut().zip(xs).zip(gs) {
+                    let cdf = 0.5 * (1.0 + super::kernels::erf_approx(v * std::f32::consts::FRAC_1_SQRT_2));
+                    let pdf = inv_sqrt_2pi * super::kernels::exp_approx(-0.5 * v * v);
+                    *o = gv * (cdf + v * pdf);
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Exact-erf GELU (PyTorch's `nn.GELU()`).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Gelu)
+}
+
 /// A convolution's geometry.
 #[derive(Clone, Copy)]
 struct Geometry {
@@ -622,6 +672,13 @@ mod tests {
             agree(&[x, b], &fused, &composite, 1e-4)?;
         }
         Ok(())
+    }
+
+    #[test]
+    fn gelu_matches_candle() -> Result<()> {
+        let x = var(&[3, 1000], 0.0)?;
+        let scaled = (x.as_tensor() * 3.0)?;
+        agree(&[x.clone()], &gelu_erf(&scaled)?, &scaled.gelu_erf()?, 1e-5)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 /// e^x for x in roughly [-87, 88] (clamped). 2^n * 2^f with a degree-6 polynomial for 2^f. Plain `a * b + c`,
 /// not `mul_add`: without FMA in the target, `mul_add` is a slow software call.
 #[inline(always)]
-fn exp_approx(x: f32) -> f32 {
+pub(super) fn exp_approx(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let t = x * std::f32::consts::LOG2_E;
     // Round to nearest without `round()` (which would not vectorise on baseline x86-64).
@@ -32,7 +32,7 @@ fn exp_approx(x: f32) -> f32 {
 
 /// erf(x), Abramowitz & Stegun 7.1.26.
 #[inline(always)]
-fn erf_approx(x: f32) -> f32 {
+pub(super) fn erf_approx(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let y = 1.061_405_4_f32;
@@ -57,7 +57,7 @@ unsafe fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
     gelu_slice(src, dst)
 }
 
-fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
+pub(super) fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected on this CPU just above.

@@ -90,10 +90,13 @@ pub fn conv2d(conv: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
     conv.forward(x)
 }
 
-/// Exact-erf GELU: the fast CPU kernel at inference, candle's differentiable op otherwise.
+/// Exact-erf GELU: the fast CPU kernel at inference, the fused one with its backward while training on the
+/// CPU, candle's differentiable op otherwise.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         super::kernels::gelu_erf(x)
+    } else if grad_kernels::applies(&[x]) {
+        grad_kernels::gelu_erf(x)
     } else {
         x.gelu_erf()
     }
