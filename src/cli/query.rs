@@ -46,6 +46,8 @@ pub fn run(args: QueryArgs) -> Result<()> {
     // decision, each positive's line (with its mask's area) and files as soon as its mask exists.
     let mut out = Streamed::new(masks, overlays, (!args.json).then_some(Stdout));
     let result = backend.query_streaming(&request, &mut out)?;
+    // On stderr, so the answer on stdout (text or JSON) stays the same whoever answers.
+    eprintln!("photoseg: answered by {}", backend.describe());
     if args.json {
         super::print_out(&(result.to_json()? + "\n"))
     } else {

@@ -174,6 +174,12 @@ impl Photoseg1 {
         self.library.backbone().to_string()
     }
 
+    /// What users call the model answering (`builtin`, an installed model's name, or its folder).
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn model_name(&self) -> String {
+        self.library.model_name().to_string()
+    }
+
     /// The cache file the daemon serves, so a client with another `XDG_CACHE_HOME` does not take
     /// this library's answers for its own.
     #[zbus(property(emits_changed_signal = "const"))]

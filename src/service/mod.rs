@@ -228,6 +228,11 @@ impl Library {
         &self.inner.backbone
     }
 
+    /// What users call the model answering (the `ModelName` property).
+    pub fn model_name(&self) -> &str {
+        &self.inner.model.name
+    }
+
     /// The cache file this daemon serves (the `CacheFile` property).
     pub fn cache_file(&self) -> &Path {
         &self.inner.cache_file
