@@ -26,21 +26,27 @@ pub fn resolve_model_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
+    let (dir, chosen) = active_model_dir()?;
+    if !chosen {
+        eprintln!(
+            "photoseg: no model installed ({} is empty); using the built-in demo model, which only knows \
+             photoseg's synthetic world of coloured shapes. Install one with `photoseg model install`, or \
+             pass --model DIR.",
+            Catalog::open()?.models_dir().display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The active model of the data directory ([`crate::catalog`]), else the built-in one, and whether
+/// anyone chose it (false: the built-in model because nothing is installed). The daemon asks again
+/// every few seconds to follow `photoseg model install` and `use`.
+pub fn active_model_dir() -> Result<(PathBuf, bool)> {
     let catalog = Catalog::open()?;
     match catalog.active()? {
-        Active::Installed(name) => Ok(catalog.model_dir(&name)),
-        Active::HandPlaced(dir) => Ok(dir),
-        Active::Builtin { chosen } => {
-            if !chosen {
-                eprintln!(
-                    "photoseg: no model installed ({} is empty); using the built-in demo model, which only knows \
-                     photoseg's synthetic world of coloured shapes. Install one with `photoseg model install`, or \
-                     pass --model DIR.",
-                    catalog.models_dir().display()
-                );
-            }
-            crate::builtin::model_dir()
-        }
+        Active::Installed(name) => Ok((catalog.model_dir(&name), true)),
+        Active::HandPlaced(dir) => Ok((dir, true)),
+        Active::Builtin { chosen } => Ok((crate::builtin::model_dir()?, chosen)),
     }
 }
 
@@ -56,6 +62,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The backbone id of this model's features in its own codec, as a query engine reads them.
+    pub fn own_backbone_id(&self) -> String {
+        self.backbone_id(self.codec())
+    }
+
     /// Loads `dir` on the GPU when photoseg was built with CUDA and one is present, else on the CPU.
     pub fn load(dir: &Path) -> Result<Self> {
         let device = Device::cuda_if_available(0)?;
@@ -76,6 +87,19 @@ impl LoadedModel {
     pub fn backbone_id(&self, codec: FeatureCodec) -> String {
         format!("grser-{}px-{}@{}", self.grser.cfg.image_size, codec.name(), &self.digest[..16])
     }
+}
+
+/// A model folder with the sizes and dates of its config and weights: what changes when another model
+/// is chosen or one is installed again under the same name, found without reading the weights.
+pub type ModelStamp = (PathBuf, Vec<Option<(u64, std::time::SystemTime)>>);
+
+/// The [`ModelStamp`] of `dir`.
+pub fn model_stamp(dir: &Path) -> ModelStamp {
+    let files = [CONFIG_FILE, WEIGHTS_FILE]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+        .collect();
+    (dir.to_path_buf(), files)
 }
 
 /// SHA-256 over `config.json` and `model.safetensors` (each length-prefixed), read in chunks so a

@@ -17,6 +17,7 @@ mod data_coco_mask;
 mod data_cosod;
 mod data_refcoco;
 mod dbus_desktop;
+mod dbus_model_switch;
 mod dbus_photoseg;
 mod eog_plugin;
 mod feature_codec;
