@@ -208,7 +208,15 @@ fn install(source: &str, name: Option<String>) -> Result<()> {
     if !cfg.description.is_empty() {
         println!("{name}: {}", cfg.description);
     }
-    println!("a running `photoseg daemon` re-indexes with it in the background");
+    if cfg.description.contains(pretrained::UNTRAINED) {
+        eprintln!(
+            "warning: {name}'s head is untrained, so it finds nothing yet; train it with `photoseg train --model`"
+        );
+    }
+    println!(
+        "run `photoseg index` to index the library for it (a running `photoseg daemon` started without --model \
+         does so by itself and switches to it when done)"
+    );
     Ok(())
 }
 

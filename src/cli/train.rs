@@ -189,7 +189,7 @@ fn train_model_dir(dir: &Path, recipe: &Recipe, source: &DataSource, args: &Trai
     let tok_path = dir.join(checkpoint::TOKENIZER_FILE);
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| anyhow::anyhow!("reading the tokenizer {}: {e}", tok_path.display()))?;
-    let base = model_cfg.description.split("; its head is freshly initialised").next().unwrap_or("").to_string();
+    let base = model_cfg.description.split(crate::train::pretrained::UNTRAINED).next().unwrap_or("").to_string();
     let name = args.data.file_name().map_or(args.data.display().to_string(), |n| n.to_string_lossy().into());
     let base = if base.is_empty() { format!("GRSer from {}", dir.display()) } else { base };
     model_cfg.description = format!("{base}, trained on the {} data set {name}", args.format);

@@ -23,6 +23,9 @@ use crate::model::{swin, text};
 
 /// The model card's file name.
 pub const CARD_FILE: &str = "README.md";
+/// How the description of a model this module wrote goes on after its origins; `photoseg train
+/// --model` drops it from the trained model's, `photoseg model install` warns on it.
+pub const UNTRAINED: &str = "; its head is freshly initialised";
 /// The seed of the head's initial weights: the same checkpoints give the same model.
 pub const HEAD_SEED: u64 = 0;
 
@@ -75,8 +78,8 @@ pub fn init_paper(swin: &Path, bert: &BertFiles, origins: &Origins, image_size: 
     cfg.bert = bert_cfg;
     cfg.image_size = image_size;
     cfg.description = format!(
-        "GRSer in the paper's shape, Swin from {} and BERT from {}; its head is freshly initialised (random, \
-         untrained): train it before use",
+        "GRSer in the paper's shape, Swin from {} and BERT from {}{UNTRAINED} (random, untrained): train it \
+         before use",
         origins.swin, origins.bert
     );
     let varmap = VarMap::new();

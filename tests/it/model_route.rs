@@ -39,6 +39,10 @@ fn model_route_from_public_checkpoints_on_a_hub_to_an_installed_model_answering_
     let args = ["model", "init", "--preset", "paper", "--swin", "test/swin-tiny", "--bert", "test/bert-tiny"];
     let (out, _) = home.ok(&[&args[..], &["--image-size", "64", "--out", &init]].concat(), &env);
     assert!(out.contains("untrained"), "{out}");
+    // Installing it as it is works, with a warning that it finds nothing yet.
+    let (_, err) = home.ok(&["model", "install", &init, "--name", "untrained"], &[]);
+    assert!(err.contains("untrained's head is untrained"), "{err}");
+    home.ok(&["model", "remove", "untrained", "--force"], &[]);
 
     let recipe = home.path("route.toml");
     std::fs::write(&recipe, ROUTE).unwrap();
