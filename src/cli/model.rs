@@ -222,7 +222,11 @@ fn install(source: &str, name: Option<String>) -> Result<()> {
 
 fn list() -> Result<()> {
     let catalog = Catalog::open()?;
-    let active = catalog.active()?;
+    // A choice that names a removed model is said, and the list still shown.
+    let active = catalog.active().unwrap_or_else(|e| {
+        eprintln!("photoseg: {e:#}");
+        Active::Builtin { chosen: false }
+    });
     let mark = |on: bool| if on { "*" } else { " " };
     let describe =
         |dir: &Path| checkpoint::read_config(dir).map(|c| c.description).unwrap_or_else(|e| format!("{e:#}"));
