@@ -35,7 +35,7 @@ fn dbus_model_switch_the_daemon_reindexes_for_a_newly_installed_model_and_answer
     w.ok(&["index", photos.to_str().unwrap(), "--model", &w.model("first", -1e9)]);
     w.ok(&["model", "install", &w.path("first").to_string_lossy(), "--name", "first"]);
     // The index above was made with the same files, so nothing is left to index for "first".
-    let mut daemon = w.daemon_with(&[], &[("PHOTOSEG_DAEMON_SWITCH_DELAY_MS", "4000")]);
+    let mut daemon = w.daemon_with(&[], &[("PHOTOSEG_DAEMON_SWITCH_DELAY_MS", "8000")]);
     w.wait_indexed(3);
     let first = property(&w, "Model");
     assert_eq!(property(&w, "ModelName"), "first");
