@@ -103,6 +103,11 @@ impl Hub {
                     self.endpoint
                 ),
                 Some(code) => bail!("the hub at {} answered {code} for {file} of {repo}", self.endpoint),
+                None if broke_off(&e) => bail!(
+                    "fetching {file} of {repo} from {} broke off ({e}); what arrived is kept in the hub's cache \
+                     (HF_HOME) and the same command goes on from it",
+                    self.endpoint
+                ),
                 None if unreachable(&e) => bail!(
                     "cannot reach the Hugging Face hub at {} to fetch {file} of {repo} ({e}); check the network \
                      (HF_ENDPOINT names another hub or a mirror), or give a local file or folder instead. A part \
@@ -131,13 +136,15 @@ fn status(e: &ApiError) -> Option<u16> {
     }
 }
 
-/// Whether the request never got an answer (no network, connection refused or dropped midway).
+/// Whether the request never got an answer (no network, a refused connection).
 fn unreachable(e: &ApiError) -> bool {
-    match e {
-        ApiError::RequestError(r) => matches!(r.as_ref(), ureq::Error::Transport(_)),
-        ApiError::TooManyRetries(_) | ApiError::IoError(_) => true,
-        _ => false,
-    }
+    matches!(e, ApiError::RequestError(r) if matches!(r.as_ref(), ureq::Error::Transport(_)))
+}
+
+/// Whether a download stopped midway, after every retry (the connection broke, or the cache could not
+/// be written).
+fn broke_off(e: &ApiError) -> bool {
+    matches!(e, ApiError::TooManyRetries(_) | ApiError::IoError(_))
 }
 
 #[cfg(test)]

@@ -262,3 +262,33 @@ fn model_init_killed_midway_through_a_download_goes_on_from_the_part() {
     assert!(hub.log().contains(&resumed), "no {resumed:?} in {:?}", hub.log());
     load_model_dir(&out, &Device::Cpu).unwrap();
 }
+
+/// A hub that breaks every connection to BERT's weights: after its retries photoseg says the download
+/// broke off and writes no model; the part it kept is where the next run, on a hub that works again,
+/// starts.
+#[test]
+fn model_init_says_when_a_download_keeps_breaking_off_and_goes_on_later() {
+    let (tmp, ck, outs) = setup();
+    let hub = TestHub::start();
+    publish(&hub, &ck);
+    let size = std::fs::metadata(ck.bert.join("model.safetensors")).unwrap().len() as usize;
+    hub.set_fault(Some(Fault::Cut { file: "model.safetensors".into(), after: size / 10 }));
+    let hf_home = tmp.path().join("hf");
+    let env = [("HF_ENDPOINT", hub.endpoint.as_str()), ("HF_HOME", s(&hf_home))];
+    let out = outs.join("a");
+    refused(
+        s(&ck.swin),
+        "test/bert-tiny",
+        &out,
+        &env,
+        &["model.safetensors of test/bert-tiny", "broke off", "goes on from it"],
+    );
+    let kept = hub.sent();
+    assert!(kept >= 2 * (size / 10), "only {kept} bytes sent: no retry from where it stopped");
+    hub.set_fault(None);
+    let o = init(s(&ck.swin), "test/bert-tiny", &out, &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed = format!("/test/bert-tiny/resolve/main/model.safetensors range=bytes={kept}-");
+    assert!(hub.log().contains(&resumed), "no {resumed:?} in {:?}", hub.log());
+    load_model_dir(&out, &Device::Cpu).unwrap();
+}

@@ -17,6 +17,8 @@ use sha2::Digest;
 pub enum Fault {
     /// Sends `after` bytes of `file`, then closes the connection (once).
     Drop { file: String, after: usize },
+    /// Sends `after` bytes of `file`, then closes the connection (every time).
+    Cut { file: String, after: usize },
     /// Sends `after` bytes of `file`, then waits without closing (every time).
     Stall { file: String, after: usize },
 }
@@ -155,7 +157,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let body = &bytes[start..=end];
     // Metadata probes (`bytes=0-0`) are never faulty.
     let faulty = match &fault {
-        Some(Fault::Drop { file: f, after } | Fault::Stall { file: f, after }) if *f == file && body.len() > 1 => {
+        Some(Fault::Drop { file: f, after } | Fault::Cut { file: f, after } | Fault::Stall { file: f, after })
+            if *f == file && body.len() > 1 =>
+        {
             Some((*after, matches!(fault, Some(Fault::Stall { .. }))))
         }
         _ => None,
@@ -168,7 +172,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             {
                 let mut s = state.lock().unwrap();
                 s.sent += n;
-                if !stall {
+                if matches!(s.fault, Some(Fault::Drop { .. })) {
                     s.fault = None;
                 }
             }
