@@ -269,11 +269,13 @@ impl Library {
     /// Starts answering with `model` once the library is indexed for it: the indexer indexes every
     /// watched folder with it in the background (the old model's features stay in the cache), and
     /// queries are answered by the current model and its features until [`Library::model_indexed`]
-    /// switches. The same model as now changes nothing.
+    /// switches. The model answering now changes nothing, unless another one is being indexed for:
+    /// then the indexer goes back to it.
     pub fn use_model(&self, model: LoadedModel) -> anyhow::Result<()> {
         let backbone = model.own_backbone_id();
-        if backbone == self.backbone() {
-            *lock(&self.inner.pending) = None;
+        // Back to the answering model while another was being indexed for: the indexer must index
+        // with it again (the switch is then to the same model); with nothing pending, nothing to do.
+        if backbone == self.backbone() && lock(&self.inner.pending).is_none() {
             return Ok(());
         }
         if self.inner.read_only {

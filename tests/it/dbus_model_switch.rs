@@ -73,3 +73,33 @@ fn dbus_model_switch_the_daemon_reindexes_for_a_newly_installed_model_and_answer
     let (model, _) = query(&w);
     assert_eq!(model, first);
 }
+
+/// Going back to the answering model while the daemon indexes for a new one: the indexer goes back to
+/// the old model too, so the photos that come later get its features, and the old model keeps
+/// answering throughout.
+#[test]
+fn dbus_model_switch_back_before_the_new_model_is_ready_indexes_with_the_old_one_again() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    for i in 0..3 {
+        w.photo(&format!("trip/{i}.png"), 64, 48, i);
+    }
+    let photos = w.photos();
+    w.ok(&["index", photos.to_str().unwrap(), "--model", &w.model("first", -1e9)]);
+    w.ok(&["model", "install", &w.path("first").to_string_lossy(), "--name", "first"]);
+    let mut daemon = w.daemon_with(&[], &[("PHOTOSEG_DAEMON_SWITCH_DELAY_MS", "3000")]);
+    w.wait_indexed(3);
+    w.ok(&["model", "install", &w.model("second", -1e9), "--name", "second"]);
+    daemon.wait_for_log("the active model is now second", WITHIN);
+    w.ok(&["model", "use", "first"]);
+    daemon.wait_for_log("the active model is now first", WITHIN);
+    daemon.wait_for_log("now answering with the model first", WITHIN);
+    assert_eq!(property(&w, "ModelName"), "first");
+    // A photo added now is indexed for the first model (Status counts its features).
+    w.photo("trip/new.png", 64, 48, 9);
+    w.wait_indexed(4);
+    let (_, err) = query(&w);
+    assert!(err.contains("with the model first"), "{err}");
+}
