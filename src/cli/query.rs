@@ -29,7 +29,7 @@ pub struct QueryArgs {
     /// must be outside the watched folders.
     #[arg(long, value_name = "DIR")]
     pub overlays: Option<PathBuf>,
-    /// Model directory (default: $PHOTOSEG_MODEL, else the installed model).
+    /// Model directory (default: $PHOTOSEG_MODEL, else the active installed model, `photoseg model list`).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
 }

@@ -569,7 +569,7 @@ pub async fn run(conn: zbus::Connection, opts: Options) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     // `--model` or `$PHOTOSEG_MODEL` fix the model; otherwise the daemon follows the active one.
-    let opts_fixed_model = opts.model_dir.is_some() || std::env::var_os(MODEL_ENV).is_some_and(|v| !v.is_empty());
+    let fixed_model = opts.model_dir.is_some() || std::env::var_os(MODEL_ENV).is_some_and(|v| !v.is_empty());
     let (library, signals) = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
     dbus::serve(&conn, library.clone(), signals).await.context("cannot serve on the session bus")?;
     eprintln!(
@@ -578,8 +578,7 @@ pub async fn run(conn: zbus::Connection, opts: Options) -> anyhow::Result<()> {
         library.backbone(),
         library.model_dir().display()
     );
-    let fixed = opts_fixed_model;
-    if !fixed {
+    if !fixed_model {
         tokio::spawn(follow_active_model(library.clone()));
     }
     tokio::select! {
