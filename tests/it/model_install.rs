@@ -162,6 +162,13 @@ fn model_install_refuses_a_broken_model_and_leaves_nothing() {
         assert!(!home.path("data/photoseg/active-model").exists());
     };
     refuse(&home.path("nowhere"), &["no folder", "nowhere"]);
+    // A repo id with the hub offline.
+    let offline = crate::common::hub::offline_endpoint();
+    let hf_home = home.path("hf");
+    let env = [("HF_ENDPOINT", offline.as_str()), ("HF_HOME", hf_home.to_str().unwrap())];
+    let err = home.fails(&["model", "install", "test/grser"], &env);
+    assert!(err.contains("cannot reach the Hugging Face hub") && err.contains(&offline), "{err}");
+    assert!(names_in(&home.models()).is_empty() && !home.path("data/photoseg/active-model").exists());
     let dir = home.path("m");
     tiny_model(&dir, 4);
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
