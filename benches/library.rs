@@ -593,7 +593,12 @@ fn paper(root: &Path) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     println!("  random weights made in {:.1} s", t.elapsed().as_secs_f64());
-    let loaded = LoadedModel { grser: Arc::new(model), dir: root.join("paper-model"), digest: "0".repeat(64) };
+    let loaded = LoadedModel {
+        grser: Arc::new(model),
+        dir: root.join("paper-model"),
+        name: "paper-model".into(),
+        digest: "0".repeat(64),
+    };
 
     // Indexing: the whole `library::index` path (read, hash, decode, resize, Swin-B + neck, encode, SQLite).
     let lib = root.join("paper-library");

@@ -17,9 +17,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("data", &["synth"]),
     ("synth", &[]),
     ("builtin", &["library", "model"]),
+    // The installed models and the active one: files in the data directory, checked by loading them.
+    ("catalog", &["library", "model"]),
+    // Files of Hugging Face hub repos, through the hub's own cache: knows nothing of models.
+    ("hub", &[]),
     ("eval", &["data", "library", "model"]),
     ("train", &["data", "library", "model", "synth"]),
-    ("query", &["builtin", "data", "library", "model"]),
+    ("query", &["builtin", "catalog", "data", "library", "model"]),
     // The daemon: D-Bus around `query`, no tensor maths of its own.
     ("service", &["library", "query"]),
 ];

@@ -12,7 +12,8 @@ use crate::service::{self, Options, BUS_NAME};
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// Model directory (default: $PHOTOSEG_MODEL, else the installed model, else the built-in one).
+    /// Model directory (default: $PHOTOSEG_MODEL, else the active installed model, else the built-in one;
+    /// without either the daemon follows `photoseg model install` and `use`, docs/daemon.md).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// How long a folder must be quiet, in milliseconds, before its changes are indexed.

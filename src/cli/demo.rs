@@ -90,7 +90,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     // 2. The model and a private index of the library.
     let model_dir = resolve_model_dir(args.model.as_deref())?;
     let model = LoadedModel::load(&model_dir)?;
-    println!("model: {}", model_dir.display());
+    println!("model: {} ({})", model.name, model_dir.display());
     if !model.grser.cfg.description.is_empty() {
         println!("       {}", model.grser.cfg.description);
     }

@@ -34,7 +34,7 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Measure a model on a data set (mIoU, positive / negative accuracy, Co-SOD metrics).
     Eval(eval::EvalArgs),
-    /// Inspect a GRSer model directory.
+    /// Inspect, make, fetch, install and choose GRSer models.
     #[command(subcommand)]
     Model(model::ModelCommand),
     /// Write a synthetic data set: albums of generated scenes, referring expressions, exact masks.

@@ -29,7 +29,7 @@ pub struct QueryArgs {
     /// must be outside the watched folders.
     #[arg(long, value_name = "DIR")]
     pub overlays: Option<PathBuf>,
-    /// Model directory (default: $PHOTOSEG_MODEL, else the installed model).
+    /// Model directory (default: $PHOTOSEG_MODEL, else the active installed model, `photoseg model list`).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
 }
@@ -46,6 +46,8 @@ pub fn run(args: QueryArgs) -> Result<()> {
     // decision, each positive's line (with its mask's area) and files as soon as its mask exists.
     let mut out = Streamed::new(masks, overlays, (!args.json).then_some(Stdout));
     let result = backend.query_streaming(&request, &mut out)?;
+    // On stderr, so the answer on stdout (text or JSON) stays the same whoever answers.
+    eprintln!("photoseg: answered by {}", backend.describe());
     if args.json {
         super::print_out(&(result.to_json()? + "\n"))
     } else {

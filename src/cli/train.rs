@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// stage trained without `referent` (its training-only trunk, `aux.dense.`).
     #[arg(long, value_name = "DIR")]
     pub init: Option<PathBuf>,
+    /// Train this model directory (its config, tokenizer and weights), e.g. one `photoseg model init`
+    /// wrote from public checkpoints: the recipe's [model] section is not used, its stages are.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["init", "swin_weights", "bert_weights", "tokenizer"])]
+    pub model: Option<PathBuf>,
     /// Public Swin weights to start from (timm safetensors or Microsoft .pth; a "paper" preset recipe).
     #[arg(long, value_name = "FILE")]
     pub swin_weights: Option<PathBuf>,
@@ -121,6 +125,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     let source = DataSource::new(args.format, &args.data, args.images.as_deref())?;
+    if let Some(dir) = &args.model {
+        if recipe.init.is_some() {
+            bail!("--model {} and the init of {origin} both name the model to start from; give one", dir.display());
+        }
+        return train_model_dir(dir, &recipe, &source, &args);
+    }
     let tokenizer = match &args.tokenizer {
         Some(path) => tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow::anyhow!("reading the tokenizer {}: {e}", path.display()))?,
@@ -169,6 +179,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     run_recipe(&recipe, &model_cfg, tokenizer, init, &set, &args, &dev)
+}
+
+/// `photoseg train --model DIR`: the recipe's stages on the model of `dir`, in its own shape and
+/// vocabulary. Its description keeps where its backbones came from and says what it was trained on (an
+/// untrained head's note, from `photoseg model init`, no longer holds).
+fn train_model_dir(dir: &Path, recipe: &Recipe, source: &DataSource, args: &TrainArgs) -> Result<()> {
+    let mut model_cfg = checkpoint::read_config(dir)?;
+    let tok_path = dir.join(checkpoint::TOKENIZER_FILE);
+    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| anyhow::anyhow!("reading the tokenizer {}: {e}", tok_path.display()))?;
+    let base = model_cfg.description.split(crate::train::pretrained::UNTRAINED).next().unwrap_or("").to_string();
+    let name = args.data.file_name().map_or(args.data.display().to_string(), |n| n.to_string_lossy().into());
+    let base = if base.is_empty() { format!("GRSer from {}", dir.display()) } else { base };
+    model_cfg.description = format!("{base}, trained on the {} data set {name}", args.format);
+    eprintln!("training the model {} in its own shape (the recipe's [model] is not used)", dir.display());
+    let dev = device(args.cuda)?;
+    let set = training_set(source, recipe, model_cfg.image_size)?;
+    let init = Some(read_weights(dir, &dev)?);
+    run_recipe(recipe, &model_cfg, tokenizer, init, &set, args, &dev)
 }
 
 /// The training split of `source`, indexed for streaming; with the synthetic world's attribute labels

@@ -120,6 +120,27 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<crate::model::grser
     load_model(&cfg, tokenizer, tensors, device).with_context(|| format!("loading model from {}", dir.display()))
 }
 
+/// Loads a model directory and checks that its parts agree: [`load_model_dir`] finds every tensor the
+/// config needs with its shape, and this also asks that the tokenizer's vocabulary is the size of BERT's
+/// word embeddings (a tokenizer of another checkpoint would read words as the wrong rows, or past the
+/// table). `photoseg model install` runs it before a model can be chosen.
+pub fn check_model_dir(dir: &Path, device: &Device) -> Result<crate::model::grser::Grser> {
+    let model = load_model_dir(dir, device)?;
+    let tok_path = dir.join(TOKENIZER_FILE);
+    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| anyhow::anyhow!("reading tokenizer {}: {e}", tok_path.display()))?;
+    let tokens = tokenizer.get_vocab_size(true);
+    if tokens != model.cfg.bert.vocab_size {
+        bail!(
+            "the tokenizer of {} has {tokens} tokens but its config.json says BERT's vocabulary has {} \
+             (bert.vocab_size): the tokenizer belongs to another checkpoint",
+            dir.display(),
+            model.cfg.bert.vocab_size
+        );
+    }
+    Ok(model)
+}
+
 /// Writes a model directory: weights of `varmap`, `cfg` as JSON and the tokenizer. Each file is written to a
 /// temporary name and renamed, so a crash never leaves a half-written model behind.
 pub fn save_model_dir(

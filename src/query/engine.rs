@@ -446,7 +446,7 @@ fn vanished(path: &Path) -> anyhow::Error {
 
 impl QueryBackend for Engine {
     fn describe(&self) -> String {
-        format!("in-process, model {}", self.model.dir.display())
+        format!("this process with the model {} ({}, {})", self.model.name, self.backbone, self.model.dir.display())
     }
 
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult> {

@@ -59,6 +59,9 @@ trait Photoseg1 {
     fn model(&self) -> zbus::Result<String>;
 
     #[zbus(property)]
+    fn model_name(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
     fn cache_file(&self) -> zbus::Result<String>;
 }
 
@@ -67,6 +70,8 @@ pub struct DaemonClient {
     runtime: tokio::runtime::Runtime,
     proxy: Photoseg1Proxy<'static>,
     model: String,
+    /// What users call the model (empty from a daemon too old to say).
+    model_name: String,
 }
 
 impl std::fmt::Debug for DaemonClient {
@@ -110,13 +115,14 @@ impl DaemonClient {
                 let proxy =
                     Photoseg1Proxy::builder(&conn).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
                 let model = proxy.model().await?;
+                let model_name = proxy.model_name().await.unwrap_or_default();
                 let cache = proxy.cache_file().await?;
-                Ok(Some((proxy, model, cache)))
+                Ok(Some((proxy, model, model_name, cache)))
             })
             .await
             .map_err(|_| anyhow!("the session bus did not answer within {FIND_TIMEOUT:?}"))?
         })?;
-        let Some((proxy, model, cache)) = found else { return Ok(None) };
+        let Some((proxy, model, model_name, cache)) = found else { return Ok(None) };
         let ours = paths::cache_file()?;
         if !same_file(Path::new(&cache), &ours) {
             bail!("the daemon serves the cache {cache}, this process uses {}", ours.display());
@@ -130,7 +136,7 @@ impl DaemonClient {
                 bail!("the daemon answers with the model {model}, not {}", dir.display());
             }
         }
-        Ok(Some(DaemonClient { runtime, proxy, model }))
+        Ok(Some(DaemonClient { runtime, proxy, model, model_name }))
     }
 
     /// The backbone id of the daemon's model.
@@ -141,7 +147,7 @@ impl DaemonClient {
 
 impl QueryBackend for DaemonClient {
     fn describe(&self) -> String {
-        format!("daemon {BUS_NAME}, model {}", self.model)
+        format!("the daemon {BUS_NAME} with the model {} ({})", self.model_name, self.model)
     }
 
     fn query(&mut self, request: &QueryRequest) -> Result<QueryResult> {

@@ -168,10 +168,17 @@ impl Photoseg1 {
         rle_counts: &str,
     ) -> zbus::Result<()>;
 
-    /// The model answering queries (its backbone id).
-    #[zbus(property(emits_changed_signal = "const"))]
+    /// The model answering queries (its backbone id); changes when the daemon switches to a newly
+    /// installed model.
+    #[zbus(property)]
     async fn model(&self) -> String {
         self.library.backbone().to_string()
+    }
+
+    /// What users call the model answering (`builtin`, an installed model's name, or its folder).
+    #[zbus(property)]
+    async fn model_name(&self) -> String {
+        self.library.model_name().to_string()
     }
 
     /// The cache file the daemon serves, so a client with another `XDG_CACHE_HOME` does not take
@@ -231,6 +238,7 @@ pub async fn serve(
     mut signals: tokio::sync::mpsc::UnboundedReceiver<Signal>,
 ) -> anyhow::Result<()> {
     let server = conn.object_server();
+    let switcher = library.clone();
     server.at(OBJECT_PATH, Photoseg1 { library: library.clone() }).await?;
     let desktop = Desktop::new(library);
     server.at(SEARCH_PROVIDER_PATH, SearchProvider::new(desktop.clone())).await?;
@@ -244,6 +252,15 @@ pub async fn serve(
                     Photoseg1::index_progress(emitter, done, total, &path_string(&path)).await
                 }
                 Signal::Finished { featurized, failed } => Photoseg1::index_finished(emitter, featurized, failed).await,
+                Signal::ModelIndexed { backbone } => match switcher.model_indexed(&backbone) {
+                    Some(name) => {
+                        tracing::info!("now answering with the model {name} ({backbone})");
+                        let me = iface.get().await;
+                        let changed = me.model_changed(emitter).await;
+                        changed.and(me.model_name_changed(emitter).await)
+                    }
+                    None => Ok(()),
+                },
             };
             if let Err(e) = sent {
                 tracing::warn!("cannot emit an indexing signal: {e}");

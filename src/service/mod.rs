@@ -32,7 +32,7 @@ use anyhow::Context;
 
 use crate::library::config::{Config, RootAdded};
 use crate::library::{paths, Cache};
-use crate::query::model::{resolve_model_dir, LoadedModel};
+use crate::query::model::{active_model_dir, model_stamp, resolve_model_dir, LoadedModel, MODEL_ENV};
 use crate::query::{self, Engine, QueryBackend, QueryProgress, QueryRequest, QueryResult};
 use arguments::{absolute, lexically_normal};
 pub use arguments::{
@@ -76,20 +76,22 @@ pub struct Library {
 
 impl std::fmt::Debug for Library {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Library").field("backbone", &self.inner.backbone).finish_non_exhaustive()
+        f.debug_struct("Library").field("backbone", &self.backbone()).finish_non_exhaustive()
     }
 }
 
 struct Inner {
-    backbone: String,
-    model: LoadedModel,
     cache_file: PathBuf,
     config_file: PathBuf,
     engines: Engines,
-    /// The watched folders as the engines should see them (album names are relative to the roots),
-    /// with a version number: an engine built for an older version is rebuilt by the next query that
-    /// takes it, so a root change never waits for a running query.
-    query_roots: Mutex<(u64, Vec<PathBuf>)>,
+    /// What the engines should answer with: the model and the watched folders (album names are
+    /// relative to the roots), with a version number: an engine built for an older version is rebuilt
+    /// by the next query that takes it, so neither a root change nor a new model waits for a running
+    /// query.
+    view: Mutex<View>,
+    /// A model the indexer is indexing the library for; queries switch to it when that is done
+    /// ([`Library::use_model`]).
+    pending: Mutex<Option<LoadedModel>>,
     /// For `Status` and argument checks: never blocked by a query (WAL lets readers run alongside the
     /// indexer's writes).
     reader: Mutex<Cache>,
@@ -105,6 +107,22 @@ struct Inner {
     /// The cache could not be opened for writing: no indexer, and the watched folders cannot change.
     read_only: bool,
 }
+
+/// The model answering and the folders, as of `version`.
+#[derive(Clone)]
+struct View {
+    version: u64,
+    roots: Vec<PathBuf>,
+    model: LoadedModel,
+    backbone: String,
+}
+
+/// How often the daemon looks for a newly installed or chosen model (when no `--model` or
+/// `$PHOTOSEG_MODEL` fixed it): reading a small file and two file dates, cheap enough to do often.
+pub const MODEL_POLL: Duration = Duration::from_secs(2);
+/// Test hook: the indexer waits this many milliseconds before it indexes the library for a new model,
+/// so tests can show that queries are answered by the old model meanwhile.
+pub const SWITCH_DELAY_ENV: &str = "PHOTOSEG_DAEMON_SWITCH_DELAY_MS";
 
 /// How long an opened photo's expression waits for the viewer to ask for it (eog's start on a busy
 /// machine takes seconds, not minutes).
@@ -179,13 +197,13 @@ impl Library {
         };
         let query_delay = delay_from_env(QUERY_DELAY_ENV);
         let mask_delay = delay_from_env(MASK_DELAY_ENV);
+        let view = View { version: 0, roots: roots.clone(), model, backbone };
         let inner = Inner {
-            backbone,
-            model,
             cache_file,
             config_file,
             engines: Engines::new(engines),
-            query_roots: Mutex::new((0, roots.clone())),
+            view: Mutex::new(view),
+            pending: Mutex::new(None),
             reader: Mutex::new(reader),
             roots: Mutex::new(roots),
             worker: Mutex::new(worker),
@@ -224,8 +242,13 @@ impl Library {
     }
 
     /// The backbone id of the model answering (the `Model` property).
-    pub fn backbone(&self) -> &str {
-        &self.inner.backbone
+    pub fn backbone(&self) -> String {
+        lock(&self.inner.view).backbone.clone()
+    }
+
+    /// What users call the model answering (the `ModelName` property).
+    pub fn model_name(&self) -> String {
+        lock(&self.inner.view).model.name.clone()
     }
 
     /// The cache file this daemon serves (the `CacheFile` property).
@@ -239,8 +262,49 @@ impl Library {
     }
 
     /// The model directory.
-    pub fn model_dir(&self) -> &Path {
-        &self.inner.model.dir
+    pub fn model_dir(&self) -> PathBuf {
+        lock(&self.inner.view).model.dir.clone()
+    }
+
+    /// Starts answering with `model` once the library is indexed for it: the indexer indexes every
+    /// watched folder with it in the background (the old model's features stay in the cache), and
+    /// queries are answered by the current model and its features until [`Library::model_indexed`]
+    /// switches. The model answering now changes nothing, unless another one is being indexed for:
+    /// then the indexer goes back to it.
+    pub fn use_model(&self, model: LoadedModel) -> anyhow::Result<()> {
+        let backbone = model.own_backbone_id();
+        // Back to the answering model while another was being indexed for: the indexer must index
+        // with it again (the switch is then to the same model); with nothing pending, nothing to do.
+        if backbone == self.backbone() && lock(&self.inner.pending).is_none() {
+            return Ok(());
+        }
+        if self.inner.read_only {
+            anyhow::bail!(
+                "the cache {} cannot be written, so the library cannot be indexed for the model {}; the daemon \
+                 keeps answering with {}",
+                self.inner.cache_file.display(),
+                model.name,
+                self.model_name()
+            );
+        }
+        *lock(&self.inner.pending) = Some(model.clone());
+        self.tell_worker(worker::Command::NewModel(model)).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The indexer finished a full run for `backbone`: when that is the pending model's, queries are
+    /// answered by it from now on. Returns its name then.
+    pub fn model_indexed(&self, backbone: &str) -> Option<String> {
+        let mut pending = lock(&self.inner.pending);
+        if pending.as_ref().is_none_or(|m| m.own_backbone_id() != backbone) {
+            return None;
+        }
+        let model = pending.take()?;
+        let name = model.name.clone();
+        let mut view = lock(&self.inner.view);
+        view.version += 1;
+        view.backbone = backbone.to_string();
+        view.model = model;
+        Some(name)
     }
 
     /// Answers `expression` over every album or those named by `albums` (`photoseg query`) for
@@ -289,11 +353,11 @@ impl Library {
             return Ok(None);
         }
         tracing::debug!("query {:?} has the engine", request.expression);
-        let (version, roots) = lock(&self.inner.query_roots).clone();
+        let view = lock(&self.inner.view).clone();
         let (engine, built_for) = lease.engine.as_mut().expect("a lease holds its engine until dropped");
-        if *built_for != version {
-            *engine = build_engine(&self.inner.model, &self.inner.cache_file, &roots).map_err(Error::failed)?;
-            *built_for = version;
+        if *built_for != view.version {
+            *engine = build_engine(&view.model, &self.inner.cache_file, &view.roots).map_err(Error::failed)?;
+            *built_for = view.version;
         }
         if !self.inner.query_delay.is_zero() {
             std::thread::sleep(self.inner.query_delay);
@@ -315,11 +379,12 @@ impl Library {
                 .photo_id(&photo)
                 .map_err(Error::failed)?
                 .ok_or_else(|| Error::UnknownPhoto(unknown_photo(&photo)))?;
-            if !reader.has_features(id, &self.inner.backbone).map_err(Error::failed)? {
+            let backbone = self.backbone();
+            if !reader.has_features(id, &backbone).map_err(Error::failed)? {
                 return Err(Error::NotIndexed(format!(
                     "{} has no features for the model {} yet; the daemon indexes it once its folder can be read, ask again later",
                     photo.display(),
-                    self.inner.backbone
+                    backbone
                 )));
             }
         }
@@ -344,11 +409,12 @@ impl Library {
 
     /// Photos known, photos with features for this model, albums, and whether indexing runs.
     pub fn status(&self) -> Result<Status> {
+        let backbone = self.backbone();
         let reader = lock(&self.inner.reader);
         let albums = reader.albums().map_err(Error::failed)?;
         let (mut photos, mut indexed) = (0u32, 0u32);
         for a in &albums {
-            let entries = reader.album_entries(a.id, &self.inner.backbone).map_err(Error::failed)?;
+            let entries = reader.album_entries(a.id, &backbone).map_err(Error::failed)?;
             photos += entries.len() as u32;
             indexed += entries.iter().filter(|e| e.has_features).count() as u32;
         }
@@ -392,8 +458,9 @@ impl Library {
 
     /// The engines see `roots` from their next query on.
     fn roots_changed(&self, roots: Vec<PathBuf>) {
-        let mut query_roots = lock(&self.inner.query_roots);
-        *query_roots = (query_roots.0 + 1, roots);
+        let mut view = lock(&self.inner.view);
+        view.version += 1;
+        view.roots = roots;
     }
 
     /// Checks that `path` names a photo the cache knows, inside a watched folder; returns it as the
@@ -501,9 +568,19 @@ pub async fn run(conn: zbus::Connection, opts: Options) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    // `--model` or `$PHOTOSEG_MODEL` fix the model; otherwise the daemon follows the active one.
+    let fixed_model = opts.model_dir.is_some() || std::env::var_os(MODEL_ENV).is_some_and(|v| !v.is_empty());
     let (library, signals) = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
     dbus::serve(&conn, library.clone(), signals).await.context("cannot serve on the session bus")?;
-    eprintln!("photoseg daemon: serving {BUS_NAME} (model {}, {})", library.backbone(), library.model_dir().display());
+    eprintln!(
+        "photoseg daemon: serving {BUS_NAME} (model {}, {}, {})",
+        library.model_name(),
+        library.backbone(),
+        library.model_dir().display()
+    );
+    if !fixed_model {
+        tokio::spawn(follow_active_model(library.clone()));
+    }
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
@@ -514,4 +591,40 @@ pub async fn run(conn: zbus::Connection, opts: Options) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || lib.shutdown(Duration::from_secs(3))).await?;
     eprintln!("photoseg daemon: stopped");
     Ok(())
+}
+
+/// Follows the active model (`photoseg model install`, `photoseg model use`): every [`MODEL_POLL`] it
+/// looks at which model is active and at its files' sizes and dates; when they change it loads that
+/// model and hands it to [`Library::use_model`], which re-indexes in the background and switches when
+/// done. A model that does not load is logged and the current one keeps answering.
+async fn follow_active_model(library: Library) {
+    let mut seen = model_stamp(&library.model_dir());
+    loop {
+        tokio::time::sleep(MODEL_POLL).await;
+        let dir = match tokio::task::spawn_blocking(active_model_dir).await {
+            Ok(Ok((dir, _))) => dir,
+            Ok(Err(e)) => {
+                tracing::debug!("cannot tell the active model: {e:#}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let files = model_stamp(&dir);
+        if files == seen {
+            continue;
+        }
+        seen = files;
+        let lib = library.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let model = LoadedModel::load(&dir)?;
+            tracing::info!("the active model is now {} ({}); indexing the library for it", model.name, dir.display());
+            lib.use_model(model)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("not switching to the new active model: {e:#}"),
+            Err(e) => tracing::warn!("not switching to the new active model: {e}"),
+        }
+    }
 }

@@ -38,8 +38,20 @@ const GATHER_MAX: usize = 4096;
 /// signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    Progress { done: u32, total: u32, path: PathBuf },
-    Finished { featurized: u32, failed: u32 },
+    Progress {
+        done: u32,
+        total: u32,
+        path: PathBuf,
+    },
+    Finished {
+        featurized: u32,
+        failed: u32,
+    },
+    /// Every watched folder is indexed for the model of this backbone id, handed over by
+    /// [`Command::NewModel`].
+    ModelIndexed {
+        backbone: String,
+    },
 }
 
 /// Orders from the D-Bus side.
@@ -52,6 +64,9 @@ pub(super) enum Command {
     },
     /// A root removed from the config: stop watching it and forget its photos.
     RemoveRoot(PathBuf),
+    /// Index with this model from now on, every watched folder first ([`Signal::ModelIndexed`] once
+    /// they all are).
+    NewModel(LoadedModel),
     Stop,
 }
 
@@ -86,6 +101,7 @@ pub(super) fn spawn(setup: Setup) -> Result<(mpsc::Sender<Command>, JoinHandle<(
                 signals: setup.signals,
                 indexing: setup.indexing,
                 retry: None,
+                pending_model: None,
             };
             w.run(watcher, events, rx);
         })
@@ -103,6 +119,8 @@ struct Worker {
     /// and the wait after that one if it fails too. The watcher's events of a failed run are lost, so
     /// only a full run brings the library back in line.
     retry: Option<(Instant, Duration)>,
+    /// The backbone id of a new model whose full run has not succeeded yet.
+    pending_model: Option<String>,
 }
 
 impl Worker {
@@ -131,6 +149,18 @@ impl Worker {
                     }
                     self.roots.push(root.clone());
                     self.index(&[root]);
+                    continue;
+                }
+                Ok(Command::NewModel(model)) => {
+                    let backbone = model.own_backbone_id();
+                    if let Some(ms) = std::env::var(super::SWITCH_DELAY_ENV).ok().and_then(|v| v.parse().ok()) {
+                        std::thread::sleep(Duration::from_millis(ms));
+                    }
+                    tracing::info!("indexing every watched folder for the model {} ({backbone})", model.name);
+                    self.featurizer = ModelFeaturizer::new(&model, model.codec());
+                    self.pending_model = Some(backbone);
+                    let roots = self.roots.clone();
+                    self.index(&roots);
                     continue;
                 }
                 Ok(Command::RemoveRoot(root)) => {
@@ -181,6 +211,9 @@ impl Worker {
         self.finish(result, "indexing");
         if complete {
             self.retry = None; // every root is in line again
+            if let Some(backbone) = self.pending_model.take() {
+                let _ = self.signals.send(Signal::ModelIndexed { backbone });
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod data;
 pub mod init;
 pub mod loss;
 pub mod optim;
+pub mod pretrained;
 pub mod recipe;
 pub mod vocab;
 

@@ -36,7 +36,12 @@ fn model_with(margin: f64, edit: impl FnOnce(&mut Config)) -> LoadedModel {
     edit(&mut cfg);
     let grser = Grser::new(&cfg, tok, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
     common::seed_weights(&varmap, 7);
-    LoadedModel { grser: Arc::new(grser), dir: PathBuf::from("/nonexistent"), digest: "ab".repeat(32) }
+    LoadedModel {
+        grser: Arc::new(grser),
+        dir: PathBuf::from("/nonexistent"),
+        name: "test".into(),
+        digest: "ab".repeat(32),
+    }
 }
 
 fn photo(seed: u32) -> RgbImage {

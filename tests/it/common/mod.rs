@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: fixture loading and tensor comparison.
+pub mod checkpoints;
 pub mod desktop;
+pub mod hub;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

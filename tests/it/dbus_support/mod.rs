@@ -144,6 +144,7 @@ impl World {
             .env_remove("PHOTOSEG_OPENER")
             .env_remove("PHOTOSEG_DAEMON_QUERY_DELAY_MS")
             .env_remove("PHOTOSEG_DAEMON_MASK_DELAY_MS")
+            .env_remove("PHOTOSEG_DAEMON_SWITCH_DELAY_MS")
             .env_remove("RUST_LOG");
         c
     }
@@ -196,7 +197,12 @@ impl World {
 
     /// Starts `photoseg daemon --model MODEL --settle 300` with `env` added; waits until it owns its name.
     pub fn daemon(&self, model: &str, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = self.cmd(&["daemon", "--model", model, "--settle", "300"]);
+        self.daemon_with(&["--model", model], env)
+    }
+
+    /// Starts `photoseg daemon ARGS --settle 300` with `env` added; waits until it owns its name.
+    pub fn daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = self.cmd(&[&["daemon"], args, &["--settle", "300"]].concat());
         for (k, v) in env {
             cmd.env(k, v);
         }
