@@ -506,8 +506,19 @@ impl Geometry {
     }
 }
 
-/// `[N, C, H, W]` -> `[N * Ho * Wo, C * k * k]`: each output position's receptive field as a row.
+/// `[N, C, H, W]` -> `[N * Ho * Wo, k * k * C]`: each output position's receptive field as a row, tap
+/// by tap with the channels of a tap together (so a tap is one contiguous copy from the photo turned
+/// to `[H, W, C]`, and its adjoint one contiguous add).
 struct Im2Col(Geometry);
+
+/// A photo's planes `[C, H * W]` turned to `[H * W, C]`.
+fn to_hwc(planes: &[f32], c: usize, hw: usize, out: &mut [f32]) {
+    for (ch, plane) in planes.chunks_exact(hw).enumerate() {
+        for (i, &v) in plane.iter().enumerate() {
+            out[i * c + ch] = v;
+        }
+    }
+}
 
 impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
@@ -517,18 +528,20 @@ impl CustomOp1 for Im2Col {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = values(s, l)?;
         let g = self.0;
-        let (kk, l_out) = (g.k * g.k, g.ho * g.wo);
+        let (kk, l_out, hw) = (g.k * g.k, g.ho * g.wo, g.h * g.w);
         let cols = g.c * kk;
         let mut out = vec![0f32; g.n * l_out * cols];
-        out.par_chunks_mut(cols).enumerate().for_each(|(row, r)| {
-            let (img, pos) = (row / l_out, row % l_out);
-            let (oy, ox) = (pos / g.wo, pos % g.wo);
-            for ch in 0..g.c {
-                let plane = &x[(img * g.c + ch) * g.h * g.w..(img * g.c + ch + 1) * g.h * g.w];
+        // One photo per task.
+        out.par_chunks_mut(l_out * cols).zip(x.par_chunks(g.c * hw)).for_each(|(rows, planes)| {
+            let mut hwc = vec![0f32; hw * g.c];
+            to_hwc(planes, g.c, hw, &mut hwc);
+            for (pos, r) in rows.chunks_exact_mut(cols).enumerate() {
+                let (oy, ox) = (pos / g.wo, pos % g.wo);
                 for ky in 0..g.k {
                     for kx in 0..g.k {
                         if let Some(i) = g.source(oy, ox, ky, kx) {
-                            r[ch * kk + ky * g.k + kx] = plane[i];
+                            let tap = ky * g.k + kx;
+                            r[tap * g.c..(tap + 1) * g.c].copy_from_slice(&hwc[i * g.c..(i + 1) * g.c]);
                         }
                     }
                 }
@@ -553,25 +566,29 @@ impl CustomOp1 for Col2Im {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let cols = values(s, l)?;
         let g = self.0;
-        let (kk, l_out) = (g.k * g.k, g.ho * g.wo);
+        let (kk, l_out, hw) = (g.k * g.k, g.ho * g.wo, g.h * g.w);
         let width = g.c * kk;
-        let mut out = vec![0f32; g.n * g.c * g.h * g.w];
-        // One photo per task, its rows read in order: no two tasks write the same value, and a photo's
-        // planes stay in cache while its rows stream past.
-        let plane = g.h * g.w;
-        out.par_chunks_mut(g.c * plane).enumerate().for_each(|(img, photo)| {
-            for pos in 0..l_out {
+        let mut out = vec![0f32; g.n * g.c * hw];
+        // One photo per task, summed in `[H * W, C]` and turned back at the end.
+        out.par_chunks_mut(g.c * hw).zip(cols.par_chunks(l_out * width)).for_each(|(planes, rows)| {
+            let mut hwc = vec![0f32; hw * g.c];
+            for (pos, row) in rows.chunks_exact(width).enumerate() {
                 let (oy, ox) = (pos / g.wo, pos % g.wo);
-                let row = &cols[(img * l_out + pos) * width..][..width];
                 for ky in 0..g.k {
                     for kx in 0..g.k {
                         if let Some(i) = g.source(oy, ox, ky, kx) {
                             let tap = ky * g.k + kx;
-                            for ch in 0..g.c {
-                                photo[ch * plane + i] += row[ch * kk + tap];
+                            let (dst, src) = (&mut hwc[i * g.c..(i + 1) * g.c], &row[tap * g.c..(tap + 1) * g.c]);
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d += v;
                             }
                         }
                     }
+                }
+            }
+            for (ch, plane) in planes.chunks_exact_mut(hw).enumerate() {
+                for (i, v) in plane.iter_mut().enumerate() {
+                    *v = hwc[i * g.c + ch];
                 }
             }
         });
@@ -591,7 +608,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let wo = (w + 2 * pad - k) / stride + 1;
     let geo = Geometry { n, c, h, w, k, stride, pad, ho, wo };
     let cols = x.contiguous()?.apply_op1(Im2Col(geo))?;
-    let y = cols.matmul(&weight.reshape((co, c * k * k))?.t()?)?;
+    // The kernel in the rows' order: `[Co, k, k, C]`.
+    let y = cols.matmul(&weight.permute((0, 2, 3, 1))?.reshape((co, k * k * c))?.t()?)?;
     let y = match bias {
         Some(b) => bias_add(&y, b)?,
         None => y,
