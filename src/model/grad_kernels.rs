@@ -696,7 +696,7 @@ mod tests {
     fn gelu_matches_candle() -> Result<()> {
         let x = var(&[3, 1000], 0.0)?;
         let scaled = (x.as_tensor() * 3.0)?;
-        agree(&[x.clone()], &gelu_erf(&scaled)?, &scaled.gelu_erf()?, 1e-5)
+        agree(std::slice::from_ref(&x), &gelu_erf(&scaled)?, &scaled.gelu_erf()?, 1e-5)
     }
 
     #[test]
