@@ -168,7 +168,14 @@ pub struct Grser {
     pub referent: Option<Referent>,
     pub cfg: Config,
     pub device: Device,
+    /// The last expressions encoded, newest last ([`Grser::encode_expression`]).
+    expressions: std::sync::Mutex<std::collections::VecDeque<(String, EncodedExpression)>>,
 }
+
+/// Expressions [`Grser::encode_expression`] keeps: the daemon answers the same text again and again (a
+/// search box re-asks while a person types, a viewer asks for each photo's mask), and on a paper-shaped
+/// model each encoding is a BERT-base forward.
+pub const EXPRESSIONS_KEPT: usize = 64;
 
 impl Grser {
     pub fn new(cfg: &Config, tokenizer: tokenizers::Tokenizer, vb: VarBuilder) -> Result<Self> {
@@ -196,6 +203,7 @@ impl Grser {
             referent,
             cfg: cfg.clone(),
             device,
+            expressions: Default::default(),
         })
     }
 
@@ -239,6 +247,32 @@ impl Grser {
 
     /// L and L_anti of `expression` (BERT, once per query): every album of a query reuses them.
     pub fn encode_expression(&self, expression: &str) -> anyhow::Result<EncodedExpression> {
+        if self.text.bert.is_trained_now() {
+            return self.encode_expression_uncached(expression);
+        }
+        let mut kept = self.expressions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = kept.iter().position(|(text, _)| text == expression) {
+            let hit = kept.remove(i).expect("found above");
+            kept.push_back(hit.clone());
+            return Ok(hit.1);
+        }
+        drop(kept);
+        let encoded = self.encode_expression_uncached(expression)?;
+        let mut kept = self.expressions.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= EXPRESSIONS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((expression.to_string(), encoded.clone()));
+        Ok(encoded)
+    }
+
+    /// How many encoded expressions are kept now (at most [`EXPRESSIONS_KEPT`]).
+    pub fn expressions_kept(&self) -> usize {
+        self.expressions.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// [`Grser::encode_expression`] without the kept ones: the text encoder's forward.
+    pub fn encode_expression_uncached(&self, expression: &str) -> anyhow::Result<EncodedExpression> {
         if let Some(r) = &self.referent {
             let batch = self.text.tokenize(&[expression])?;
             let hidden = self.text.bert.forward(&batch.ids, &batch.types, &batch.mask)?;

@@ -175,6 +175,11 @@ pub struct Bert {
 }
 
 impl Bert {
+    /// Whether the weights are a training run's variables, whose values change between two calls.
+    pub fn is_trained_now(&self) -> bool {
+        self.embeddings.word.embeddings().is_variable()
+    }
+
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         if cfg.hidden_size % cfg.num_attention_heads != 0 {
             bail!("bert config: hidden_size {} not divisible by {} heads", cfg.hidden_size, cfg.num_attention_heads);

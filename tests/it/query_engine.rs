@@ -337,3 +337,38 @@ fn photos_removed_between_decision_and_masks_still_get_their_masks() {
     };
     assert!(format!("{err:#}").contains("the library is empty"), "{err:#}");
 }
+
+/// A model loaded for answering keeps its last [`EXPRESSIONS_KEPT`] encoded expressions, newest kept,
+/// each equal to a fresh encoding; a model whose weights are a training run's variables keeps none.
+#[test]
+fn a_loaded_model_keeps_its_last_expressions_and_a_training_one_none() {
+    use photoseg::model::grser::EXPRESSIONS_KEPT;
+    let varmap = VarMap::new();
+    let tok = tokenizers::Tokenizer::from_file(common::fixture("tokenizer/tokenizer.json")).unwrap();
+    let cfg = Config::tiny(60);
+    let training = Grser::new(&cfg, tok.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    common::seed_weights(&varmap, 7);
+    training.encode_expression("the red ball").unwrap();
+    assert_eq!(training.expressions_kept(), 0, "weights that change between calls must be encoded each time");
+
+    let weights: std::collections::HashMap<String, candle_core::Tensor> =
+        varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+    let loaded = Grser::new(&cfg, tok, VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu)).unwrap();
+    let values = |t: &candle_core::Tensor| t.to_vec1::<f32>().unwrap();
+    let first = loaded.encode_expression("the red ball").unwrap();
+    let again = loaded.encode_expression("the red ball").unwrap();
+    assert_eq!(loaded.expressions_kept(), 1);
+    let fresh = loaded.encode_expression_uncached("the red ball").unwrap();
+    assert_eq!(values(&again.l), values(&fresh.l));
+    assert_eq!(values(&first.anti), values(&fresh.anti));
+    assert_ne!(values(&loaded.encode_expression("the blue cube").unwrap().l), values(&fresh.l));
+    for i in 0..EXPRESSIONS_KEPT + 6 {
+        loaded.encode_expression(&format!("the red ball {i}")).unwrap();
+    }
+    assert_eq!(loaded.expressions_kept(), EXPRESSIONS_KEPT);
+    let last = format!("the red ball {}", EXPRESSIONS_KEPT + 5);
+    assert_eq!(
+        values(&loaded.encode_expression(&last).unwrap().l),
+        values(&loaded.encode_expression_uncached(&last).unwrap().l)
+    );
+}
