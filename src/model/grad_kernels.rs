@@ -227,28 +227,13 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
 }
 
-/// BatchNorm over NCHW with the batch's statistics (biased variance), weight and bias `[C]`.
+/// BatchNorm over NCHW with given per-channel statistics (mean, reciprocal standard deviation), weight
+/// and bias `[C]`: [`batch_norm`] measures the statistics once, and the forward, the backward and the
+/// running statistics all read them.
 struct BatchNormOp {
-    eps: f32,
-    /// Photos and pixels per photo.
-    n: usize,
+    stats: std::sync::Arc<Vec<(f32, f32)>>,
+    /// Pixels per photo.
     hw: usize,
-}
-
-impl BatchNormOp {
-    /// Each channel's mean and reciprocal standard deviation.
-    fn stats(&self, x: &[f32], c: usize) -> Vec<(f32, f32)> {
-        let m = (self.n * self.hw) as f32;
-        (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let planes = (0..self.n).map(|i| &x[(i * c + ch) * self.hw..(i * c + ch + 1) * self.hw]);
-                let mean = planes.clone().map(|p| p.iter().sum::<f32>()).sum::<f32>() / m;
-                let var = planes.map(|p| p.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>()).sum::<f32>() / m;
-                (mean, 1.0 / (var + self.eps).sqrt())
-            })
-            .collect()
-    }
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -267,11 +252,10 @@ impl CustomOp3 for BatchNormOp {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (values(s1, l1)?, values(s2, l2)?, values(s3, l3)?);
         let c = w.len();
-        let stats = self.stats(x, c);
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(self.hw).zip(x.par_chunks(self.hw)).enumerate().for_each(|(plane, (y, xp))| {
             let ch = plane % c;
-            let (mean, rstd) = stats[ch];
+            let (mean, rstd) = self.stats[ch];
             let (scale, shift) = (rstd * w[ch], b[ch] - mean * rstd * w[ch]);
             for (o, &v) in y.iter_mut().zip(xp) {
                 *o = v * scale + shift;
@@ -288,7 +272,7 @@ impl CustomOp3 for BatchNormOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let op = BatchNormBackward { eps: self.eps, n: self.n, hw: self.hw };
+        let op = BatchNormBackward { stats: self.stats.clone(), hw: self.hw };
         let packed = x.apply_op3_no_bwd(w, &g.contiguous()?, &op)?;
         let len = x.elem_count();
         let c = w.dim(0)?;
@@ -299,8 +283,7 @@ impl CustomOp3 for BatchNormOp {
 
 /// BatchNorm's gradients from (x, weight, upstream gradient), flat: dx, then dw and db.
 struct BatchNormBackward {
-    eps: f32,
-    n: usize,
+    stats: std::sync::Arc<Vec<(f32, f32)>>,
     hw: usize,
 }
 
@@ -320,9 +303,9 @@ impl CustomOp3 for BatchNormBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, g) = (values(s1, l1)?, values(s2, l2)?, values(s3, l3)?);
         let c = w.len();
-        let fwd = BatchNormOp { eps: self.eps, n: self.n, hw: self.hw };
-        let stats = fwd.stats(x, c);
-        let m = (self.n * self.hw) as f32;
+        let n = x.len() / (c * self.hw);
+        let stats = &self.stats;
+        let m = (n * self.hw) as f32;
         let plane = |i: usize, ch: usize| (i * c + ch) * self.hw..(i * c + ch + 1) * self.hw;
         // Per channel: sum of g (db) and of g * xhat (dw).
         let sums: Vec<(f32, f32)> = (0..c)
@@ -330,7 +313,7 @@ impl CustomOp3 for BatchNormBackward {
             .map(|ch| {
                 let (mean, rstd) = stats[ch];
                 let (mut sg, mut sgx) = (0f32, 0f32);
-                for i in 0..self.n {
+                for i in 0..n {
                     for (&gv, &xv) in g[plane(i, ch)].iter().zip(&x[plane(i, ch)]) {
                         sg += gv;
                         sgx += gv * (xv - mean) * rstd;
@@ -360,11 +343,21 @@ impl CustomOp3 for BatchNormBackward {
     }
 }
 
-/// BatchNorm of `x` `[N, C, H, W]` with its own statistics, weight and bias `[C]`.
-pub fn batch_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let op = BatchNormOp { eps: eps as f32, n, hw: h * w };
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
+/// BatchNorm of `x` `[N, C, H, W]` with its own statistics, weight and bias `[C]`; also returns those
+/// statistics, detached: each channel's mean and biased variance, `[C]`.
+pub fn batch_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = x.dims4()?;
+    // Reduced over each channel's contiguous pixels first: candle's fast path.
+    let flat = x.detach().reshape((n, c, h * w))?;
+    let count = (n * h * w) as f64;
+    let mean = (flat.sum_keepdim(2)?.sum_keepdim(0)? / count)?;
+    let var = (flat.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / count)?;
+    let (mean, var) = (mean.reshape(c)?, var.reshape(c)?);
+    let stats = mean.to_vec1::<f32>()?.into_iter().zip(var.to_vec1::<f32>()?);
+    let stats = stats.map(|(m, v)| (m, 1.0 / (v + eps as f32).sqrt())).collect();
+    let op = BatchNormOp { stats: std::sync::Arc::new(stats), hw: h * w };
+    let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    Ok((y, mean, var))
 }
 
 /// Softmax over the last dimension of window attention scores `[B*nW, heads, N, N]` with the relative
@@ -388,25 +381,8 @@ impl CustomOp2 for BiasSoftmax {
         out.par_chunks_mut(per_window).zip(x.par_chunks(per_window)).enumerate().for_each(|(bw, (y, xw))| {
             let mask = self.mask.as_ref().map(|(m, nw)| &m[(bw % nw) * n * n..(bw % nw + 1) * n * n]);
             for (r, (yr, xr)) in y.chunks_exact_mut(n).zip(xw.chunks_exact(n)).enumerate() {
-                let br = &bias[r * n..(r + 1) * n];
-                let mut max = f32::NEG_INFINITY;
-                for i in 0..n {
-                    let mut v = xr[i] + br[i];
-                    if let Some(m) = mask {
-                        v += m[(r % n) * n + i];
-                    }
-                    yr[i] = v;
-                    max = max.max(v);
-                }
-                let mut sum = 0f32;
-                for v in yr.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                for v in yr.iter_mut() {
-                    *v *= inv;
-                }
+                let row = (r % n) * n..(r % n + 1) * n;
+                super::kernels::softmax_row(xr, &bias[r * n..(r + 1) * n], mask.map(|m| &m[row]), yr);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -441,10 +417,8 @@ impl CustomOp1 for Gelu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = values(s, l)?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(16 * 1024).zip(x.par_chunks(16 * 1024)).for_each(|(d, s)| super::kernels::gelu_chunk(s, d));
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        // The inference kernel's forward: the backward below is what this op adds.
+        super::kernels::Gelu.cpu_fwd(s, l)
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -661,7 +635,7 @@ mod tests {
     #[test]
     fn batch_norm_matches_the_composite() -> Result<()> {
         let (x, w, b) = (var(&[3, 5, 6, 7], 0.5)?, var(&[5], 1.0)?, var(&[5], 0.0)?);
-        let fused = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)?;
+        let (fused, mean, var) = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)?;
         let xt = x.as_tensor();
         let over = |t: &Tensor| -> Result<Tensor> { t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3) };
         let centred = xt.broadcast_sub(&over(xt)?)?;
@@ -669,6 +643,9 @@ mod tests {
         let composite = normed
             .broadcast_mul(&w.as_tensor().reshape((1, 5, 1, 1))?)?
             .broadcast_add(&b.as_tensor().reshape((1, 5, 1, 1))?)?;
+        let (want_mean, want_var) = (over(xt)?.flatten_all()?, over(&centred.sqr()?)?.flatten_all()?);
+        assert!((mean - want_mean)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5, "batch mean");
+        assert!((var - want_var)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4, "batch variance");
         agree(&[x, w, b], &fused, &composite, 1e-4)
     }
 

@@ -5,7 +5,8 @@
 //! written so LLVM vectorises them (AVX2 + FMA when the CPU has them, chosen at run time), with
 //! polynomial `exp` (relative error < 2e-7) and Abramowitz-Stegun 7.1.26 `erf` (absolute error < 1.5e-7, plus f32 rounding),
 //! split across threads with rayon. No backward: callers use them only when no input tracks gradients
-//! (see [`super::ops`]), and only on CPU.
+//! (see [`super::ops`]), and only on CPU; [`super::grad_kernels`] reuses the GELU and softmax-row
+//! forwards under the backward it adds for training.
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -57,7 +58,7 @@ unsafe fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
     gelu_slice(src, dst)
 }
 
-pub(super) fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
+fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected on this CPU just above.
@@ -68,7 +69,7 @@ pub(super) fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
 
 const CHUNK: usize = 16 * 1024;
 
-struct Gelu;
+pub(super) struct Gelu;
 
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
@@ -100,7 +101,7 @@ struct BiasSoftmax {
 }
 
 #[inline(always)]
-fn softmax_row(src: &[f32], bias: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
+pub(super) fn softmax_row(src: &[f32], bias: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
     match mask {
         Some(m) => {

@@ -235,21 +235,16 @@ impl BatchNorm2d {
     /// Normalised with this batch's statistics; also returns them (detached: mean, unbiased variance).
     pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
+        let count = (n * h * w) as f64;
         if grad_kernels::applies(&[x, &self.weight, &self.bias]) {
-            let y = grad_kernels::batch_norm(x, &self.weight, &self.bias, Self::EPS)?;
-            // The statistics alone, reduced over each channel's contiguous pixels first.
-            let flat = x.detach().reshape((n, c, h * w))?;
-            let count = (n * h * w) as f64;
-            let mean = (flat.sum_keepdim(2)?.sum_keepdim(0)? / count)?;
-            let var = (flat.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / (count - 1.0).max(1.0))?;
-            return Ok((y, mean.reshape(c)?, var.reshape(c)?));
+            let (y, mean, var) = grad_kernels::batch_norm(x, &self.weight, &self.bias, Self::EPS)?;
+            return Ok((y, mean, (var * (count / (count - 1.0).max(1.0)))?));
         }
         let over = |t: &Tensor| -> Result<Tensor> { t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3) };
         let mean = over(x)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = over(&centred.sqr()?)?;
         let y = self.affine(&centred.broadcast_div(&(&var + Self::EPS)?.sqrt()?)?)?;
-        let count = (n * h * w) as f64;
         let unbiased = (var.detach().reshape(c)? * (count / (count - 1.0).max(1.0)))?;
         Ok((y, mean.detach().reshape(c)?, unbiased))
     }
