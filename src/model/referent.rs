@@ -4,14 +4,15 @@
 //! Per photo, a small per-cell network φ turns the dense map (and the cell's position, so "left" and
 //! "top" have something to match) into an embedding E that does not depend on the expression: the
 //! indexer caches it. Per expression, every token's last hidden state goes through one linear layer to a
-//! query vector and a bias, and the expression's query is their sum. A cell's mask logit is E · q + b:
-//! a sum of word matches, so "red circle" is high only where both "red" and "circle" match, at the
-//! object itself. A photo holds the referent when the peak of its logit map, averaged over 2 x 2 cells
-//! (1/8 of the input), is above a threshold chosen on validation albums.
+//! query vector and a bias. A cell's logit combines the words' matches E · q_t + b_t ([`WordMatch`]):
+//! their sum, or the logit of the product of their sigmoids, which is high only where every word
+//! matches, at the object itself. A photo holds the referent when the peak of the map of E averaged over
+//! 2 x 2 cells (1/8 of the input) is above a threshold chosen on validation albums.
 //!
-//! Because the map is linear in E, the decision can read E averaged to 1/8 (a quarter of the values) and
-//! get exactly the averaged map; the masks read E itself, for the positives only.
-use candle_core::{Module, Result, Tensor, D};
+//! The decision reads E averaged to 1/8 (a quarter of the values: what a query loads for every photo;
+//! under [`WordMatch::Sum`] its map is exactly the averaged map); the masks read E itself, for the
+//! positives only.
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -24,14 +25,36 @@ pub struct ReferentConfig {
     pub dim: usize,
     /// A photo is positive when its peak score is above this (set on validation albums after training).
     pub threshold: f64,
+    /// How a cell's word matches combine into its logit.
+    #[serde(default)]
+    pub words: WordMatch,
+}
+
+/// How the words' matches at a cell make the cell's logit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WordMatch {
+    /// Their sum, E · Σ q_t + b: a strong match of one word can outweigh a mismatch of another.
+    #[default]
+    Sum,
+    /// Every word must match: the cell's probability is the product of the words' sigmoids, so one
+    /// mismatched word (a red square asked for "red circle") keeps the cell out whatever the others say.
+    All,
 }
 
 impl Default for ReferentConfig {
     /// 32 channels (64 KB a photo in f16 at 128 px); threshold 0 (a logit: even odds) until calibrated.
     fn default() -> Self {
-        Self { dim: 32, threshold: 0.0 }
+        Self { dim: 32, threshold: 0.0, words: WordMatch::Sum }
     }
 }
+
+/// A padding token's bias under [`WordMatch::All`]: its sigmoid is 1 to f32 precision, so it matches
+/// everywhere and leaves the product alone.
+const PAD_BIAS: f64 = 30.0;
+/// Under [`WordMatch::All`], how close the product may come to 1 before the logit is cut (logit 9.2):
+/// the logit of a product of 1 is infinite.
+const ALL_EPS: f64 = 1e-4;
 
 /// Width of φ's hidden layer.
 const HIDDEN: usize = 64;
@@ -87,40 +110,191 @@ impl Referent {
         super::ops::conv2d(&self.phi2, &x)
     }
 
-    /// Each expression's query `[B, dim + 1]` (vector, then bias) from its tokens' last hidden states
-    /// `[B, T, C_l]` and mask `[B, T]` (1 = token): the sum of the tokens' projections.
+    /// Each expression's query from its tokens' last hidden states `[B, T, C_l]` and mask `[B, T]` (1 =
+    /// token). [`WordMatch::Sum`]: `[B, dim + 1]` (vector, then bias), the sum of the tokens' projections.
+    /// [`WordMatch::All`]: `[B, T, dim + 1]`, one row a token, padding turned into a word that matches
+    /// everywhere.
     pub fn query(&self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let per_token = self.words.forward(hidden)?; // [B, T, dim + 1]
         let m = mask.to_dtype(per_token.dtype())?.unsqueeze(D::Minus1)?;
-        let q = per_token.broadcast_mul(&m)?.sum(1)?; // [B, dim + 1]
         let dim = self.cfg.dim;
+        if self.cfg.words == WordMatch::All {
+            let kept = per_token.broadcast_mul(&m)?;
+            let pad = ((1.0 - &m)? * PAD_BIAS)?; // [B, T, 1]
+            let b = (kept.narrow(2, dim, 1)? + pad)?;
+            return Tensor::cat(&[&kept.narrow(2, 0, dim)?, &b], 2);
+        }
+        let q = per_token.broadcast_mul(&m)?.sum(1)?; // [B, dim + 1]
         let b = q.narrow(1, dim, 1)?.broadcast_add(&self.bias)?;
         Tensor::cat(&[&q.narrow(1, 0, dim)?, &b], 1)
     }
 
-    /// Logit maps `[N, h, w]` of embeddings `e` `[N, dim, h, w]` against queries `q` `[N, dim + 1]` (row n
-    /// for photo n).
+    /// Logit maps `[N, h, w]` of embeddings `e` `[N, dim, h, w]` against queries `q` (row n for photo n:
+    /// `[N, dim + 1]`, or `[N, T, dim + 1]` under [`WordMatch::All`]).
     pub fn logits(&self, e: &Tensor, q: &Tensor) -> Result<Tensor> {
         let (n, dim, h, w) = e.dims4()?;
+        let flat = e.reshape((n, dim, h * w))?;
+        if self.cfg.words == WordMatch::All {
+            let t = q.dim(1)?;
+            let vec = q.narrow(2, 0, dim)?.contiguous()?; // [N, T, dim]
+            let bias = q.narrow(2, dim, 1)?; // [N, T, 1]
+            let s = vec.matmul(&flat)?.broadcast_add(&bias)?; // [N, T, hw]
+                                                              // log Π σ(s_t) = -Σ softplus(-s_t) = -u; the product's logit is -log(e^u - 1), written
+                                                              // -u - log(1 - e^-u) so that neither it nor its gradient overflows for a large u.
+            let u = softplus(&s.neg()?)?.sum(1)?.maximum(ALL_EPS)?;
+            let logit = (u.neg()? - (1.0 - u.neg()?.exp()?)?.log()?)?;
+            debug_assert_eq!(logit.dims(), &[n, h * w], "{t} words");
+            return logit.broadcast_add(&self.bias)?.reshape((n, h, w));
+        }
         let vec = q.narrow(1, 0, dim)?.reshape((n, 1, dim))?;
         let bias = q.narrow(1, dim, 1)?.reshape((n, 1, 1))?;
-        let flat = e.reshape((n, dim, h * w))?;
         vec.matmul(&flat)?.broadcast_add(&bias)?.reshape((n, h, w))
     }
 
-    /// Each photo's score: the peak of its logit map averaged over 2 x 2 cells. `pooled`: E averaged
-    /// over 2 x 2 cells ([`pool`]), `[N, dim, h8, w8]`; `q`: one query `[dim + 1]` for all.
+    /// Each photo's score `[N]`: the peak of the logit map of E averaged over 2 x 2 cells (under
+    /// [`WordMatch::Sum`], the logit map averaged). `pooled`: [`pool`]ed E, `[N, dim, h8, w8]`; `q`: one
+    /// query for all.
     pub fn scores(&self, pooled: &Tensor, q: &Tensor) -> Result<Tensor> {
-        self.logits(pooled, &repeat(q, pooled.dim(0)?)?)?.flatten_from(1)?.max(1)
+        if self.cfg.words == WordMatch::All && pooled.device().is_cpu() && pooled.dtype() == DType::F32 {
+            return self.all_words_scores_cpu(pooled, q);
+        }
+        self.peaks(pooled, &repeat(q, pooled.dim(0)?)?)
+    }
+
+    /// [`Referent::scores`] under [`WordMatch::All`] in one pass a photo (what a library query runs on
+    /// every cached photo): the words' matches of a cell as a small matrix product, then
+    /// u = Σ softplus(-s_t) as Σ max(-s_t, 0) + ln Π (1 + e^-|s_t|) (each factor in (1, 2], so one
+    /// logarithm a cell and no overflow), and the logit of the smallest u, the peak.
+    fn all_words_scores_cpu(&self, pooled: &Tensor, q: &Tensor) -> Result<Tensor> {
+        let (n, dim, h, w) = pooled.dims4()?;
+        let cells = h * w;
+        let e: Vec<f32> = pooled.flatten_all()?.to_vec1()?;
+        let (_, width) = q.dims2()?;
+        if width != dim + 1 {
+            candle_core::bail!("query of width {width} for an embedding of {dim}");
+        }
+        let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
+        let bias = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?[0];
+        let mut out = Vec::with_capacity(n);
+        let (mut linear, mut product, mut s) = (vec![0f32; cells], vec![1f32; cells], vec![0f32; cells]);
+        for photo in e.chunks_exact(dim * cells) {
+            linear.fill(0.0);
+            product.fill(1.0);
+            for row in q.chunks_exact(width) {
+                s.fill(row[dim]);
+                for (d, &qd) in row[..dim].iter().enumerate() {
+                    for (sc, &ec) in s.iter_mut().zip(&photo[d * cells..(d + 1) * cells]) {
+                        *sc += qd * ec;
+                    }
+                }
+                for ((l, p), &sc) in linear.iter_mut().zip(product.iter_mut()).zip(&s) {
+                    *l += (-sc).max(0.0);
+                    *p *= 1.0 + super::kernels::exp_approx(-sc.abs());
+                }
+            }
+            let u = linear.iter().zip(&product).map(|(l, p)| l + p.ln()).fold(f32::INFINITY, f32::min);
+            let u = u.max(ALL_EPS as f32);
+            out.push(-u - (1.0 - (-u).exp()).ln() + bias);
+        }
+        Tensor::from_vec(out, n, pooled.device())
+    }
+
+    /// [`Referent::scores`] with a query row a photo, as [`Referent::logits`] takes them (training).
+    pub fn peaks(&self, pooled: &Tensor, q: &Tensor) -> Result<Tensor> {
+        self.logits(pooled, q)?.flatten_from(1)?.max(1)
     }
 }
 
-/// One query `[dim + 1]` as the rows of `n` photos, `[n, dim + 1]` ([`Referent::logits`] reads a row a photo).
+/// One query (`[dim + 1]`, or `[T, dim + 1]`) as the rows of `n` photos ([`Referent::logits`] reads a
+/// row a photo).
 pub fn repeat(q: &Tensor, n: usize) -> Result<Tensor> {
-    q.unsqueeze(0)?.broadcast_as((n, q.dim(0)?))?.contiguous()
+    let mut dims = vec![n];
+    dims.extend_from_slice(q.dims());
+    q.unsqueeze(0)?.broadcast_as(dims)?.contiguous()
+}
+
+/// `log(1 + exp(x))`, stable for any x.
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?)
 }
 
 /// E averaged over 2 x 2 cells: what the decision reads.
 pub fn pool(e: &Tensor) -> Result<Tensor> {
     e.avg_pool2d(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use candle_nn::VarMap;
+
+    fn head(words: WordMatch) -> Referent {
+        let cfg = ReferentConfig { dim: 2, threshold: 0.0, words };
+        Referent::new(&cfg, 1, 2, VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu)).unwrap()
+    }
+
+    /// One word's product is its own sigmoid, so its logit is its match: both ways agree on it.
+    #[test]
+    fn one_word_scores_the_same_summed_or_all_required() {
+        let dev = Device::Cpu;
+        let e = Tensor::new(&[0.5f32, -1.0, 2.0, 0.25, 3.0, -2.0], &dev).unwrap().reshape((1, 2, 1, 3)).unwrap();
+        let sum = head(WordMatch::Sum).logits(&e, &Tensor::new(&[[1.5f32, -0.5, 0.2]], &dev).unwrap()).unwrap();
+        let all = head(WordMatch::All).logits(&e, &Tensor::new(&[[[1.5f32, -0.5, 0.2]]], &dev).unwrap()).unwrap();
+        let (sum, all): (Vec<f32>, Vec<f32>) =
+            (sum.flatten_all().unwrap().to_vec1().unwrap(), all.flatten_all().unwrap().to_vec1().unwrap());
+        for (s, a) in sum.iter().zip(&all) {
+            assert!((s - a).abs() < 1e-4, "sum {sum:?} all {all:?}");
+        }
+    }
+
+    /// Every word required: one word far off keeps the cell out however well the others match, and
+    /// matches and mismatches of any size give finite logits and finite gradients.
+    #[test]
+    fn all_words_required_keeps_out_a_cell_with_one_mismatch_and_stays_finite() {
+        let dev = Device::Cpu;
+        let r = head(WordMatch::All);
+        // Cell 0 matches both words strongly; cell 1 matches the first by 500 and misses the second by 500.
+        let e = Var::from_tensor(
+            &Tensor::new(&[100f32, 100.0, 100.0, -100.0], &dev).unwrap().reshape((1, 2, 1, 2)).unwrap(),
+        )
+        .unwrap();
+        let q = Tensor::new(&[[[5f32, 0.0, 0.0], [0.0, 5.0, 0.0]]], &dev).unwrap();
+        let logits = r.logits(e.as_tensor(), &q).unwrap();
+        let v: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v[0] > 9.0 && v[1] < -400.0, "{v:?}");
+        let grads = logits.sum_all().unwrap().backward().unwrap();
+        let g: Vec<f32> = grads.get(e.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(g.iter().all(|x| x.is_finite()), "{g:?}");
+    }
+
+    /// The one-pass CPU scores a library query reads are the peaks of the composite map.
+    #[test]
+    fn all_words_scores_in_one_pass_match_the_composite_peaks() {
+        let dev = Device::Cpu;
+        let r = head(WordMatch::All);
+        let e = Tensor::randn(0f32, 2.0, (3, 2, 4, 4), &dev).unwrap();
+        let q = Tensor::new(&[[1.5f32, -0.5, 0.2], [-2.0, 3.0, 1.0], [0.1, 0.1, -4.0]], &dev).unwrap();
+        let fused: Vec<f32> = r.scores(&e, &q).unwrap().to_vec1().unwrap();
+        let composite: Vec<f32> = r.peaks(&e, &repeat(&q, 3).unwrap()).unwrap().to_vec1().unwrap();
+        for (a, b) in fused.iter().zip(&composite) {
+            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{fused:?} {composite:?}");
+        }
+    }
+
+    /// A padded token of a batch's shorter expression matches everywhere: the expression scores as alone.
+    #[test]
+    fn padding_leaves_an_all_words_query_unchanged() {
+        let dev = Device::Cpu;
+        let r = head(WordMatch::All);
+        let hidden = Tensor::new(&[[[0.3f32, -0.7], [1.1, 0.4], [9.0, -9.0]]], &dev).unwrap();
+        let e = Tensor::new(&[0.5f32, -1.0, 2.0, 0.25], &dev).unwrap().reshape((1, 2, 1, 2)).unwrap();
+        let padded = r.query(&hidden, &Tensor::new(&[[1u32, 1, 0]], &dev).unwrap()).unwrap();
+        let alone = r.query(&hidden.narrow(1, 0, 2).unwrap(), &Tensor::new(&[[1u32, 1]], &dev).unwrap()).unwrap();
+        let a: Vec<f32> = r.logits(&e, &padded).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = r.logits(&e, &alone).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} {b:?}");
+        }
+    }
 }

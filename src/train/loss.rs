@@ -109,7 +109,8 @@ mod tests {
         let dev = Device::Cpu;
         let logits = candle_core::Var::new(&[[[-200f32, -90.0], [95.0, 300.0]]], &dev)?;
         let target = Tensor::new(&[[[0u32, 0], [1, 1]]], &dev)?;
-        let parts = referent(logits.as_tensor(), &target, &Tensor::new(&[1f32], &dev)?)?;
+        let score = logits.as_tensor().flatten_from(1)?.max(1)?;
+        let parts = referent(logits.as_tensor(), &score, &target, &Tensor::new(&[1f32], &dev)?)?;
         assert!(parts.total.to_scalar::<f32>()?.is_finite());
         let grads = parts.total.backward()?;
         let g = grads.get(logits.as_tensor()).expect("a gradient").flatten_all()?.to_vec1::<f32>()?;
@@ -199,10 +200,10 @@ pub struct ReferentLoss {
 
 /// The referent head's objective over N photos (docs/model.md, "The referent head"): per-cell binary
 /// cross entropy (object cells weighted [`REFERENT_POS_WEIGHT`]; a negative's target is all
-/// background), soft Dice on the positives, and binary cross entropy of each photo's score, the peak of
-/// its map averaged over 2 x 2 cells (what the decision reads), against whether it holds the referent.
-/// `logits`, `target` (0 / 1): `[N, h, w]`; `positive`: `[N]` of 1.0 / 0.0.
-pub fn referent(logits: &Tensor, target: &Tensor, positive: &Tensor) -> Result<ReferentLoss> {
+/// background), soft Dice on the positives, and binary cross entropy of each photo's score (what the
+/// decision reads, `Referent::peaks`) against whether it holds the referent.
+/// `logits`, `target` (0 / 1): `[N, h, w]`; `score`, `positive` (1.0 / 0.0): `[N]`.
+pub fn referent(logits: &Tensor, score: &Tensor, target: &Tensor, positive: &Tensor) -> Result<ReferentLoss> {
     let y = target.to_dtype(logits.dtype())?;
     let cell = ((&y * REFERENT_POS_WEIGHT)?.mul(&softplus(&logits.neg()?)?)? + (1.0 - &y)?.mul(&softplus(logits)?)?)?;
     let cells = cell.mean_all()?;
@@ -214,7 +215,6 @@ pub fn referent(logits: &Tensor, target: &Tensor, positive: &Tensor) -> Result<R
     let per_photo = (1.0 - ((inter * 2.0)? + 1.0)?.div(&(denom + 1.0)?)?)?;
     let n_pos = positive.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1.0);
     let dice = ((per_photo * positive)?.sum_all()? / n_pos)?;
-    let score = logits.unsqueeze(1)?.avg_pool2d(2)?.flatten_from(1)?.max(1)?;
     let decision = ((positive * softplus(&score.neg()?)?)? + (1.0 - positive)?.mul(&softplus(&score)?)?)?.mean_all()?;
     let total = ((&cells + &dice)? + (&decision * REFERENT_DECISION_WEIGHT)?)?;
     let value = |t: &Tensor| -> Result<f32> { t.to_dtype(DType::F32)?.to_scalar() };

@@ -387,7 +387,9 @@ impl Trainer {
         let hidden = self.model.text.bert.forward(&batch.ids, &batch.types, &batch.mask)?;
         let q = r.query(&hidden, &batch.mask)?.index_select(&Tensor::new(group_of.as_slice(), &dev)?, 0)?;
         let logits = r.logits(&e, &q)?;
-        let parts = loss::referent(&logits, &Tensor::stack(&targets, 0)?, &Tensor::new(positive.as_slice(), &dev)?)?;
+        let score = r.peaks(&crate::model::referent::pool(&e)?, &q)?;
+        let parts =
+            loss::referent(&logits, &score, &Tensor::stack(&targets, 0)?, &Tensor::new(positive.as_slice(), &dev)?)?;
         let grads = parts.total.backward()?;
         self.opt.step(&grads, self.cfg.lr_at(t))?;
         self.step += 1;

@@ -96,6 +96,10 @@ pub struct ModelRecipe {
     /// model trains in stages, `features` then `head`.
     #[serde(default)]
     pub referent: bool,
+    /// How the referent head combines the words' matches at a cell (`referent.words`: `sum` or `all`;
+    /// `sum` when absent).
+    #[serde(default)]
+    pub referent_words: Option<crate::model::referent::WordMatch>,
 }
 
 /// One stage: a name (its folder) and its training settings.
@@ -212,7 +216,10 @@ impl Recipe {
             cfg.head.decision = d;
         }
         if m.referent {
-            cfg.referent = Some(crate::model::referent::ReferentConfig::default());
+            let words = m.referent_words.unwrap_or_default();
+            cfg.referent = Some(crate::model::referent::ReferentConfig { words, ..Default::default() });
+        } else if m.referent_words.is_some() {
+            bail!("[model] referent_words without referent = true: only the referent head matches words");
         }
         if let Some(codec) = &m.cache_codec {
             if FeatureCodec::from_name(codec).is_none() {
@@ -352,6 +359,7 @@ mod tests {
             cache_codec: Some("lr8".into()),
             decision: Some(DecisionInput::Maps),
             referent: true,
+            referent_words: Some(crate::model::referent::WordMatch::All),
         };
         let recipe = Recipe { init: None, model, stages: vec![StageRecipe { name: "only".into(), train }] };
         let text = toml::to_string(&recipe).unwrap();
@@ -359,7 +367,8 @@ mod tests {
         let cfg = recipe.model_config(30522).unwrap();
         assert_eq!((cfg.image_size, cfg.swin.img_size, cfg.head.position_grid), (384, Some(384), Some(24)));
         assert_eq!((cfg.head.lateral, cfg.cache_codec.as_deref(), cfg.swin.conv_stem), (4, Some("lr8"), Some(16)));
-        assert!(cfg.head.center_v && cfg.referent.is_some() && cfg.swin.stem_batch_norm);
+        assert!(cfg.head.center_v && cfg.swin.stem_batch_norm);
+        assert_eq!(cfg.referent.map(|r| r.words), Some(crate::model::referent::WordMatch::All));
     }
 
     const ONE_STAGE: &str = r#"

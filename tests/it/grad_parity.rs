@@ -169,16 +169,20 @@ fn referent_stage(dtype: DType, fixture: &HashMap<String, Tensor>) -> (VarMap, l
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
     let bert = text::Bert::new(&bert_config(), vb.pp("text")).unwrap();
-    let referent = Referent::new(&ReferentConfig { dim: 8, threshold: 0.0 }, 48, 16, vb.pp("referent")).unwrap();
+    let referent =
+        Referent::new(&ReferentConfig { dim: 8, threshold: 0.0, ..Default::default() }, 48, 16, vb.pp("referent"))
+            .unwrap();
     load_weights(&varmap, fixture);
     let input = |k: &str| fixture[&format!("input.{k}")].clone();
     let u32s = |k: &str| input(k).to_dtype(DType::U32).unwrap();
     let hidden = bert.forward(&u32s("ids"), &u32s("types"), &u32s("mask")).unwrap();
     let q = referent.query(&hidden, &u32s("mask")).unwrap().index_select(&u32s("group_of"), 0).unwrap();
     let dense = input("dense").to_dtype(dtype).unwrap();
-    let logits = referent.logits(&referent.embed(&dense).unwrap(), &q).unwrap();
+    let e = referent.embed(&dense).unwrap();
+    let logits = referent.logits(&e, &q).unwrap();
+    let score = referent.peaks(&photoseg::model::referent::pool(&e).unwrap(), &q).unwrap();
     let positive = input("positive").to_dtype(dtype).unwrap();
-    (varmap, loss::referent(&logits, &u32s("target"), &positive).unwrap())
+    (varmap, loss::referent(&logits, &score, &u32s("target"), &positive).unwrap())
 }
 
 #[test]

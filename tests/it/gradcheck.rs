@@ -10,6 +10,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use photoseg::model::grser::{Config, DecisionInput, Grser, Pairs};
+use photoseg::model::referent::{self, WordMatch};
 use photoseg::synth;
 use photoseg::train::{attributes, loss, vocab};
 
@@ -206,16 +207,26 @@ fn every_gradient_of_the_features_stage_matches_finite_differences() {
 }
 
 /// The referent head's objective ([`loss::referent`]: per-cell BCE, Dice, the decision on the peak of
-/// the 2 x 2-averaged map) through φ, the word projection and BERT, on a kept dense map as in the
-/// head stage.
+/// the map of the 2 x 2-averaged E) through φ, the word projection and BERT, on a kept dense map as in
+/// the head stage, with the words' matches summed.
 #[test]
 fn every_gradient_of_the_referent_objective_matches_finite_differences() {
+    referent_objective_gradients(WordMatch::Sum);
+}
+
+/// The same with every word required to match (the product of the words' sigmoids).
+#[test]
+fn every_gradient_of_the_all_words_referent_objective_matches_finite_differences() {
+    referent_objective_gradients(WordMatch::All);
+}
+
+fn referent_objective_gradients(words: WordMatch) {
     let tok = vocab::wordpiece_tokenizer(&synth::vocabulary()).unwrap();
     let mut cfg = Config::tiny(tok.get_vocab_size(true));
     cfg.bert.hidden_size = 8;
     cfg.bert.intermediate_size = 16;
     cfg.bert.num_attention_heads = 2;
-    cfg.referent = Some(photoseg::model::grser::ReferentConfig { dim: 4, threshold: 0.0 });
+    cfg.referent = Some(photoseg::model::grser::ReferentConfig { dim: 4, threshold: 0.0, words });
     let all = VarMap::new();
     let model = Grser::new(&cfg, tok, VarBuilder::from_varmap(&all, DType::F64, &Device::Cpu)).unwrap();
     let r = model.referent.as_ref().unwrap();
@@ -229,8 +240,10 @@ fn every_gradient_of_the_referent_objective_matches_finite_differences() {
         let batch = model.text.tokenize(&["the red circle", "a blue star"]).map_err(candle_core::Error::wrap)?;
         let hidden = model.text.bert.forward(&batch.ids, &batch.types, &batch.mask)?;
         let q = r.query(&hidden, &batch.mask)?.index_select(&Tensor::new(&[0u32, 0, 1], &dev)?, 0)?;
-        let logits = r.logits(&r.embed(&dense)?, &q)?;
-        Ok(loss::referent(&logits, &target, &positive)?.total)
+        let e = r.embed(&dense)?;
+        let logits = r.logits(&e, &q)?;
+        let score = r.peaks(&referent::pool(&e)?, &q)?;
+        Ok(loss::referent(&logits, &score, &target, &positive)?.total)
     };
     let inside = VarMap::new();
     {

@@ -213,7 +213,7 @@ impl World {
     ) -> ((VarMap, Config, tokenizers::Tokenizer, Grser), photoseg::model::neck::VisualFeatures) {
         use photoseg::model::grser::{Pairs, ReferentConfig};
         let mut cfg = Config::tiny(60);
-        cfg.referent = Some(ReferentConfig { dim: 1, threshold: 0.0 });
+        cfg.referent = Some(ReferentConfig { dim: 1, threshold: 0.0, ..Default::default() });
         let model = self.build_model(cfg, 0);
         {
             let data = model.0.data().lock().unwrap();
