@@ -215,7 +215,7 @@ pub fn referent(logits: &Tensor, score: &Tensor, target: &Tensor, positive: &Ten
     let per_photo = (1.0 - ((inter * 2.0)? + 1.0)?.div(&(denom + 1.0)?)?)?;
     let n_pos = positive.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1.0);
     let dice = ((per_photo * positive)?.sum_all()? / n_pos)?;
-    let decision = ((positive * softplus(&score.neg()?)?)? + (1.0 - positive)?.mul(&softplus(&score)?)?)?.mean_all()?;
+    let decision = ((positive * softplus(&score.neg()?)?)? + (1.0 - positive)?.mul(&softplus(score)?)?)?.mean_all()?;
     let total = ((&cells + &dice)? + (&decision * REFERENT_DECISION_WEIGHT)?)?;
     let value = |t: &Tensor| -> Result<f32> { t.to_dtype(DType::F32)?.to_scalar() };
     Ok(ReferentLoss { cells: value(&cells)?, dice: value(&dice)?, decision: value(&decision)?, total })
