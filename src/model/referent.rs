@@ -162,40 +162,31 @@ impl Referent {
     }
 
     /// [`Referent::scores`] under [`WordMatch::All`] in one pass a photo (what a library query runs on
-    /// every cached photo): the words' matches of a cell as a small matrix product, then
-    /// u = Σ softplus(-s_t) as Σ max(-s_t, 0) + ln Π (1 + e^-|s_t|) (each factor in (1, 2], so one
-    /// logarithm a cell and no overflow), and the logit of the smallest u, the peak.
+    /// every cached photo), reading the tensor's memory in place: [`all_words_min_u`].
     fn all_words_scores_cpu(&self, pooled: &Tensor, q: &Tensor) -> Result<Tensor> {
         let (n, dim, h, w) = pooled.dims4()?;
         let cells = h * w;
-        let e: Vec<f32> = pooled.flatten_all()?.to_vec1()?;
         let (_, width) = q.dims2()?;
         if width != dim + 1 {
             candle_core::bail!("query of width {width} for an embedding of {dim}");
         }
         let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
         let bias = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?[0];
-        let mut out = Vec::with_capacity(n);
-        let (mut linear, mut product, mut s) = (vec![0f32; cells], vec![1f32; cells], vec![0f32; cells]);
-        for photo in e.chunks_exact(dim * cells) {
-            linear.fill(0.0);
-            product.fill(1.0);
-            for row in q.chunks_exact(width) {
-                s.fill(row[dim]);
-                for (d, &qd) in row[..dim].iter().enumerate() {
-                    for (sc, &ec) in s.iter_mut().zip(&photo[d * cells..(d + 1) * cells]) {
-                        *sc += qd * ec;
-                    }
-                }
-                for ((l, p), &sc) in linear.iter_mut().zip(product.iter_mut()).zip(&s) {
-                    *l += (-sc).max(0.0);
-                    *p *= 1.0 + super::kernels::exp_approx(-sc.abs());
-                }
-            }
-            let u = linear.iter().zip(&product).map(|(l, p)| l + p.ln()).fold(f32::INFINITY, f32::min);
-            let u = u.max(ALL_EPS as f32);
-            out.push(-u - (1.0 - (-u).exp()).ln() + bias);
-        }
+        let pooled = pooled.contiguous()?;
+        let (storage, layout) = pooled.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+            candle_core::bail!("the one-pass score reads f32 on the CPU");
+        };
+        let e = &values[layout.start_offset()..layout.start_offset() + n * dim * cells];
+        let mut scratch = vec![0f32; 3 * cells];
+        let out: Vec<f32> = e
+            .chunks_exact(dim * cells)
+            .map(|photo| {
+                let u = all_words_min_u(photo, &q, dim, &mut scratch).max(ALL_EPS as f32);
+                -u - (1.0 - (-u).exp()).ln() + bias
+            })
+            .collect();
+        drop(storage);
         Tensor::from_vec(out, n, pooled.device())
     }
 
@@ -211,6 +202,52 @@ pub fn repeat(q: &Tensor, n: usize) -> Result<Tensor> {
     let mut dims = vec![n];
     dims.extend_from_slice(q.dims());
     q.unsqueeze(0)?.broadcast_as(dims)?.contiguous()
+}
+
+/// The smallest u = Σ_t softplus(-s_t) over one photo's cells (`photo`: `[dim, cells]`; `q`: rows of
+/// `dim + 1`): the words' matches as a small matrix product, then u = l + ln p with l = Σ max(-s_t, 0)
+/// and p = Π (1 + e^-|s_t|) (each factor in (1, 2], so no overflow). The smallest u is the largest
+/// e^-l / p, so one logarithm a photo; only where every cell misses by more than e^-87 does each cell
+/// take its own. AVX2 + FMA when the CPU has them, as [`super::kernels`].
+fn all_words_min_u(photo: &[f32], q: &[f32], dim: usize, scratch: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features were detected on this CPU just above.
+        return unsafe { all_words_min_u_avx2(photo, q, dim, scratch) };
+    }
+    all_words_min_u_plain(photo, q, dim, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn all_words_min_u_avx2(photo: &[f32], q: &[f32], dim: usize, scratch: &mut [f32]) -> f32 {
+    all_words_min_u_plain(photo, q, dim, scratch)
+}
+
+#[inline(always)]
+fn all_words_min_u_plain(photo: &[f32], q: &[f32], dim: usize, scratch: &mut [f32]) -> f32 {
+    let cells = photo.len() / dim;
+    let (s, rest) = scratch.split_at_mut(cells);
+    let (linear, product) = rest.split_at_mut(cells);
+    linear.fill(0.0);
+    product.fill(1.0);
+    for row in q.chunks_exact(dim + 1) {
+        s.fill(row[dim]);
+        for (d, &qd) in row[..dim].iter().enumerate() {
+            for (sc, &ec) in s.iter_mut().zip(&photo[d * cells..(d + 1) * cells]) {
+                *sc += qd * ec;
+            }
+        }
+        for ((l, p), &sc) in linear.iter_mut().zip(product.iter_mut()).zip(s.iter()) {
+            *l += (-sc).max(0.0);
+            *p *= 1.0 + super::kernels::exp_approx(-sc.abs());
+        }
+    }
+    let best = linear.iter().zip(product.iter()).map(|(l, p)| super::kernels::exp_approx(-l) / p).fold(0f32, f32::max);
+    if best > 1e-30 {
+        return -best.ln();
+    }
+    linear.iter().zip(product.iter()).map(|(l, p)| l + p.ln()).fold(f32::INFINITY, f32::min)
 }
 
 /// `log(1 + exp(x))`, stable for any x.
@@ -273,7 +310,9 @@ mod tests {
     fn all_words_scores_in_one_pass_match_the_composite_peaks() {
         let dev = Device::Cpu;
         let r = head(WordMatch::All);
-        let e = Tensor::randn(0f32, 2.0, (3, 2, 4, 4), &dev).unwrap();
+        // The third photo misses every word everywhere by far: its cells take the exact logarithm.
+        let far = Tensor::full(-60f32, (1, 2, 4, 4), &dev).unwrap();
+        let e = Tensor::cat(&[&Tensor::randn(0f32, 2.0, (2, 2, 4, 4), &dev).unwrap(), &far], 0).unwrap();
         let q = Tensor::new(&[[1.5f32, -0.5, 0.2], [-2.0, 3.0, 1.0], [0.1, 0.1, -4.0]], &dev).unwrap();
         let fused: Vec<f32> = r.scores(&e, &q).unwrap().to_vec1().unwrap();
         let composite: Vec<f32> = r.peaks(&e, &repeat(&q, 3).unwrap()).unwrap().to_vec1().unwrap();
