@@ -90,6 +90,11 @@ pub fn conv2d(conv: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
     conv.forward(x)
 }
 
+/// `log(1 + exp(x))`, written `max(x, 0) + log(1 + exp(-|x|))` so it is stable for any x.
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?)
+}
+
 /// Exact-erf GELU: the fast CPU kernel at inference, the fused one with its backward while training on the
 /// CPU, candle's differentiable op otherwise.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {

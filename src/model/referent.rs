@@ -16,7 +16,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::ops::{linear, Linear};
+use super::ops::{linear, softplus, Linear};
 
 /// The referent head's choices, in the model's config.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +135,6 @@ impl Referent {
         let (n, dim, h, w) = e.dims4()?;
         let flat = e.reshape((n, dim, h * w))?;
         if self.cfg.words == WordMatch::All {
-            let t = q.dim(1)?;
             let vec = q.narrow(2, 0, dim)?.contiguous()?; // [N, T, dim]
             let bias = q.narrow(2, dim, 1)?; // [N, T, 1]
             let s = vec.matmul(&flat)?.broadcast_add(&bias)?; // [N, T, hw]
@@ -143,7 +142,6 @@ impl Referent {
                                                               // -u - log(1 - e^-u) so that neither it nor its gradient overflows for a large u.
             let u = softplus(&s.neg()?)?.sum(1)?.maximum(ALL_EPS)?;
             let logit = (u.neg()? - (1.0 - u.neg()?.exp()?)?.log()?)?;
-            debug_assert_eq!(logit.dims(), &[n, h * w], "{t} words");
             return logit.broadcast_add(&self.bias)?.reshape((n, h, w));
         }
         let vec = q.narrow(1, 0, dim)?.reshape((n, 1, dim))?;
@@ -248,11 +246,6 @@ fn all_words_min_u_plain(photo: &[f32], q: &[f32], dim: usize, scratch: &mut [f3
         return -best.ln();
     }
     linear.iter().zip(product.iter()).map(|(l, p)| l + p.ln()).fold(f32::INFINITY, f32::min)
-}
-
-/// `log(1 + exp(x))`, stable for any x.
-fn softplus(x: &Tensor) -> Result<Tensor> {
-    x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?)
 }
 
 /// E averaged over 2 x 2 cells: what the decision reads.

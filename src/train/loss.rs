@@ -7,6 +7,8 @@
 //! would be the whole photo, a target the decoder is never asked for at query time (the paper is silent).
 use candle_core::{DType, Result, Tensor};
 
+use crate::model::ops::softplus;
+
 /// Pixel-wise two-class cross entropy: `logits` `[M, 2, h, w]`, `target` `[M, h, w]` (u32, 0 or 1).
 pub fn pixel_ce(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let (m, c, h, w) = logits.dims4()?;
@@ -54,9 +56,8 @@ pub const LANGUAGE_MAP_OFFSET: f64 = -5.0;
 /// `map`: `[N, h, w]` cosines; `target`: `[N, h, w]` in [0, 1].
 pub fn language_map(map: &Tensor, target: &Tensor) -> Result<Tensor> {
     let x = map.affine(LANGUAGE_MAP_GAIN, LANGUAGE_MAP_OFFSET)?;
-    // softplus(x) - y x, with softplus written stably: max(x, 0) + log(1 + exp(-|x|)).
-    let softplus = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    (softplus - (target.to_dtype(x.dtype())? * &x)?)?.mean_all()
+    // softplus(x) - y x.
+    (softplus(&x)? - (target.to_dtype(x.dtype())? * &x)?)?.mean_all()
 }
 
 /// The share of object in each `f x f` cell of `masks` (`[M, h4, w4]`, u32 0/1) -> `[M, h4 / f, w4 / f]`.
@@ -183,11 +184,6 @@ mod tests {
 const REFERENT_POS_WEIGHT: f64 = 3.0;
 /// Weight of [`referent`]'s decision term.
 const REFERENT_DECISION_WEIGHT: f64 = 0.5;
-
-/// `log(1 + exp(x))`, stable for any x.
-fn softplus(x: &Tensor) -> Result<Tensor> {
-    x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?)
-}
 
 /// The referent head's objective, terms of one step (the total and its parts, for the log).
 #[derive(Debug)]
