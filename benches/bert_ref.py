@@ -1,13 +1,14 @@
-"""PyTorch timing of BERT-base on a 20-token sentence, 2 threads, fp32, eager: the reference figure
+"""PyTorch timing of BERT-base on a 20-token sentence, PHOTOSEG_BENCH_THREADS threads (default 2), fp32, eager: the reference figure
 printed beside photoseg's by `cargo bench --bench model`. Not project code; needs torch + transformers."""
 import json
+import os
 import statistics
 import time
 
 import torch
 from transformers import BertConfig, BertModel
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("PHOTOSEG_BENCH_THREADS", "2")))
 torch.manual_seed(0)
 model = BertModel(BertConfig(), add_pooling_layer=False).eval()
 ids = torch.arange(1000, 1020).unsqueeze(0)

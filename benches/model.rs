@@ -5,13 +5,16 @@
 //! process tree right after, and the ratio photoseg / PyTorch time is printed (< 1 means photoseg is faster).
 //!
 //! Swin geometry matches the reference script: window 13 at 416 px (no padding); Swin-B with the paper's
-//! window 12 is also timed, for the cost of padding.
+//! window 12 is also timed, for the cost of padding. Then Swin-B's forward split by kind of operation
+//! ([`photoseg::model::profile`]) beside PyTorch's profiler on timm's (`benches/swin_profile.py`).
+//! Threads: `RAYON_NUM_THREADS` when set, else every core, on both sides.
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use photoseg::model::profile::{self, Op};
 use photoseg::model::{swin, text};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -55,6 +58,78 @@ fn swin_seconds(cfg: swin::Config, iters: usize) -> f64 {
     })
 }
 
+/// Seconds per image of each kind of operation in a Swin forward at 416 px, and the wall time of those
+/// forwards ([`profile`]).
+fn swin_breakdown(cfg: swin::Config, iters: usize) -> (Vec<(Op, f64)>, f64) {
+    let cfg = swin::Config { img_size: Some(416), ..cfg };
+    let vb = inference_weights(|vb| {
+        swin::Swin::new(&cfg, vb).unwrap();
+    });
+    let model = swin::Swin::new(&cfg, vb).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (1, 3, 416, 416), &Device::Cpu).unwrap();
+    model.forward_stages(&x).unwrap();
+    profile::enable();
+    let t = Instant::now();
+    for _ in 0..iters {
+        model.forward_stages(&x).unwrap();
+    }
+    let wall = t.elapsed().as_secs_f64() / iters as f64;
+    let ops = profile::disable().into_iter().map(|(op, s)| (op, s / iters as f64)).collect();
+    (ops, wall)
+}
+
+/// The breakdown's rows: a name, photoseg's operations in it, and the category of
+/// `benches/swin_profile.py` (PyTorch's aten ops) it is compared with.
+const BREAKDOWN: [(&str, &[Op], &str); 7] = [
+    ("linear layers (gemm, bias)", &[Op::Gemm, Op::Bias], "linear"),
+    ("attention (q.k, bias, softmax, .v)", &[Op::Attention], "attention"),
+    ("copies (windows, roll, pad, merge, NCHW)", &[Op::Partition, Op::Merge, Op::Output], "copies"),
+    ("layer norm", &[Op::LayerNorm], "layer_norm"),
+    ("gelu", &[Op::Gelu], "gelu"),
+    ("residual adds", &[Op::Residual], "residual"),
+    ("patch embedding", &[Op::PatchEmbed], "patch_embed"),
+];
+
+/// Prints photoseg's per-op breakdown of Swin-B 416 beside PyTorch's (`reference`: the categories'
+/// seconds per image, `None` without torch).
+fn print_breakdown(ops: &[(Op, f64)], wall: f64, reference: Option<&serde_json::Value>) {
+    let get = |op: Op| ops.iter().find(|(o, _)| *o == op).map_or(0.0, |(_, s)| *s);
+    let ref_of = |cat: &str| reference.and_then(|r| r[cat].as_f64());
+    println!("swin-b 416 (window 13) per-op breakdown, ms per image   photoseg | pytorch | ratio");
+    let mut timed = 0.0;
+    let mut ref_timed = 0.0;
+    for (name, parts, cat) in BREAKDOWN {
+        let ours: f64 = parts.iter().map(|&op| get(op)).sum();
+        timed += ours;
+        match ref_of(cat) {
+            Some(r) => {
+                ref_timed += r;
+                println!("  {name:<50} {:>8.1} | {:>7.1} | {:.2}", ours * 1e3, r * 1e3, ours / r)
+            }
+            None => println!("  {name:<50} {:>8.1} |", ours * 1e3),
+        }
+        if parts.len() > 1 {
+            for &op in parts {
+                println!("    {:<48} {:>8.1}", op.name(), get(op) * 1e3);
+            }
+        }
+    }
+    match (ref_of("other"), ref_of("wall_profiled")) {
+        (Some(other), Some(ref_wall)) => {
+            println!("  {:<50} {:>8.1} | {:>7.1} |", "other (untimed)", (wall - timed) * 1e3, other * 1e3);
+            println!(
+                "  {:<50} {:>8.1} | {:>7.1} | {:.2}",
+                "wall, profiled",
+                wall * 1e3,
+                ref_wall * 1e3,
+                wall / ref_wall
+            );
+            let _ = ref_timed;
+        }
+        _ => println!("  {:<50} {:>8.1}", "other (untimed)", (wall - timed) * 1e3),
+    }
+}
+
 fn bert_seconds(iters: usize) -> f64 {
     let dev = Device::Cpu;
     let cfg = text::Config::bert_base_uncased();
@@ -72,7 +147,12 @@ fn bert_seconds(iters: usize) -> f64 {
 
 /// Runs a Python script and parses its last line of JSON.
 fn python_json(python: &str, script: &Path, args: &[&str]) -> Option<serde_json::Value> {
-    let out = Command::new(python).arg(script).args(args).output().ok()?;
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .env("PHOTOSEG_BENCH_THREADS", threads().to_string())
+        .output()
+        .ok()?;
     if !out.status.success() {
         eprintln!(
             "reference {} failed: {}",
@@ -84,17 +164,27 @@ fn python_json(python: &str, script: &Path, args: &[&str]) -> Option<serde_json:
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// The threads both sides run with: `RAYON_NUM_THREADS` (what candle's kernels use) when set, else
+/// every core. The PyTorch references get the same number (`PHOTOSEG_BENCH_THREADS`).
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
 fn main() {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = threads();
     println!("photoseg model benchmark: CPU, {threads} threads, fp32, batch 1, random weights");
     let swin_t_w13 = swin::Config { window_size: 13, ..swin::Config::swin_t() };
     let swin_b_w13 = swin::Config { window_size: 13, ..swin::Config::swin_b() };
     let t_t = swin_seconds(swin_t_w13, 5);
     println!("swin-t 416 (window 13)  photoseg {t_t:.3} s/image");
-    let t_b = swin_seconds(swin_b_w13, 3);
+    let t_b = swin_seconds(swin_b_w13.clone(), 3);
     println!("swin-b 416 (window 13)  photoseg {t_b:.3} s/image");
     let t_b12 = swin_seconds(swin::Config::swin_b(), 3);
     println!("swin-b 416 (window 12, padded)  photoseg {t_b12:.3} s/image");
+    let (ops, wall) = swin_breakdown(swin_b_w13.clone(), 2);
     let t_bert = bert_seconds(10);
     println!("bert-base 20 tokens     photoseg {t_bert:.4} s/sentence");
 
@@ -106,6 +196,7 @@ fn main() {
         .unwrap_or(false);
     if !has_torch {
         println!("pytorch reference: skipped ({python} lacks torch/timm/transformers; set PHOTOSEG_TORCH_PYTHON)");
+        print_breakdown(&ops, wall, None);
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -118,6 +209,8 @@ fn main() {
     } else {
         println!("pytorch swin reference: {} not runnable", anchor.display());
     }
+    let reference = python_json(&python, &root.join("benches/swin_profile.py"), &[]);
+    print_breakdown(&ops, wall, reference.as_ref());
     if let Some(r) = python_json(&python, &root.join("benches/bert_ref.py"), &[]) {
         let ref_bert = r["bert_base_20_tokens_s"].as_f64().unwrap_or(f64::NAN);
         println!("bert-base   pytorch {ref_bert:.4} s/sentence photoseg/pytorch time ratio {:.2}", t_bert / ref_bert);

@@ -1,6 +1,6 @@
 """Reference GRSer in PyTorch (a plain reading of the paper), used only to measure
 anchor speeds of a PyTorch implementation on the same hardware. Not project code."""
-import time, sys, json, torch, torch.nn as nn, torch.nn.functional as F, timm
+import os, time, sys, json, torch, torch.nn as nn, torch.nn.functional as F, timm
 from transformers import BertConfig, BertModel
 
 class GRSerRef(nn.Module):
@@ -91,7 +91,7 @@ if __name__ == "__main__":
     dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"
     out = {}
     if dev == "cpu":
-        torch.set_num_threads(2)
+        torch.set_num_threads(int(os.environ.get("PHOTOSEG_BENCH_THREADS", "2")))
         out["index_swinT_416_fp32_b1_img_s"] = bench_index("cpu", "tiny", 416, 1, 5, torch.float32)
         out["index_swinB_416_fp32_b1_img_s"] = bench_index("cpu", "base", 416, 1, 3, torch.float32)
         out["train_swinT_128_fp32_1x4_img_s"] = bench("cpu", "tiny", 128, 1, 4, 2, torch.float32)

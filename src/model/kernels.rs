@@ -91,15 +91,6 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&Gelu)
 }
 
-/// Softmax over the last dim of `[B * nW, heads, N, N]` scores after adding the relative-position bias
-/// `[heads, N, N]` and, for shifted windows, the mask `[nW, N, N]` (window index = batch index mod nW).
-struct BiasSoftmax {
-    bias: Vec<f32>,
-    mask: Option<(usize, Vec<f32>)>,
-    heads: usize,
-    n: usize,
-}
-
 #[inline(always)]
 pub(super) fn softmax_row(src: &[f32], bias: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
@@ -129,65 +120,233 @@ pub(super) fn softmax_row(src: &[f32], bias: &[f32], mask: Option<&[f32]>, dst: 
     }
 }
 
-impl BiasSoftmax {
-    /// One `[N, N]` attention matrix (batch-window `bw`, head `h`).
+/// Window attention of one layer in one pass a (window, head): softmax(scale · q kᵀ + bias [+ mask]) v,
+/// with q, k and v read in place from the qkv projection `[B*nW, N, 3C]` and each head's output written
+/// in place into `[B*nW, N, C]`. The `[B*nW, heads, N, N]` score tensor of the unfused path is never
+/// built (a 169 x 169 matrix a head stays in cache), and neither are the head split and merge copies.
+/// `bias`: `[1, heads, N, N]`; `mask`: `[nW, N, N]` (window index = batch index mod nW). f32 CPU
+/// inference only.
+pub fn window_attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (bw, n, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    if c3 % 3 != 0 || c % heads != 0 || bias.elem_count() != heads * n * n {
+        bail!("window attention: qkv {:?}, {heads} heads and bias {:?} do not match", qkv.dims(), bias.dims());
+    }
+    let qkv = qkv.contiguous()?;
+    let bias = bias.contiguous()?;
+    let mask = mask.map(|m| m.contiguous()).transpose()?;
+    let (qkv_s, qkv_l) = qkv.storage_and_layout();
+    let (bias_s, bias_l) = bias.storage_and_layout();
+    let mask_sl = mask.as_ref().map(|m| m.storage_and_layout());
+    let f32_slice = |s: &candle_core::Storage, l: &Layout| -> Result<*const f32> {
+        match s {
+            candle_core::Storage::Cpu(CpuStorage::F32(v)) => Ok(v[l.start_offset()..].as_ptr()),
+            _ => bail!("window attention: f32 on the CPU only"),
+        }
+    };
+    let op = WindowAttention {
+        qkv: f32_slice(&qkv_s, qkv_l)?,
+        bias: f32_slice(&bias_s, bias_l)?,
+        mask: match &mask_sl {
+            Some((s, l)) => Some((f32_slice(s, l)?, mask.as_ref().map_or(1, |m| m.dim(0).unwrap_or(1)))),
+            None => None,
+        },
+        heads,
+        n,
+        c,
+        scale,
+    };
+    let mut out = vec![0f32; bw * n * c];
+    let dst = SendPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    (0..bw * heads).into_par_iter().for_each_init(Vec::new, |scratch, k| {
+        let (w, h) = (k / heads, k % heads);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the features were detected on this CPU above; see `WindowAttention::head`.
+            return unsafe { window_attention_avx2(&op, w, h, scratch, dst) };
+        }
+        // SAFETY: see `WindowAttention::head`.
+        unsafe { op.head(w, h, scratch, dst) }
+    });
+    drop((qkv_s, bias_s, mask_sl));
+    Tensor::from_vec(out, (bw, n, c), qkv.device())
+}
+
+/// A pointer the threads of [`window_attention`] write through: each (window, head) owns its own
+/// columns of its own rows, so no two threads write the same element.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: writes through it are disjoint (see the type's comment); the buffer outlives the threads.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// [`window_attention`]'s inputs, read in place.
+struct WindowAttention {
+    qkv: *const f32,
+    bias: *const f32,
+    /// The mask and its window count.
+    mask: Option<(*const f32, usize)>,
+    heads: usize,
+    n: usize,
+    c: usize,
+    scale: f32,
+}
+// SAFETY: read-only pointers into tensors that [`window_attention`] keeps alive while its threads run.
+unsafe impl Send for WindowAttention {}
+unsafe impl Sync for WindowAttention {}
+
+impl WindowAttention {
+    /// Window `w`, head `h`. Every Swin here has 32 channels a head: q, kᵀ and v are gathered into
+    /// zero-padded blocks and multiplied 4 rows by 16 columns (scores) and 2 rows by 32 channels (output)
+    /// at a time, so the accumulators stay in registers; other head widths take plain loops.
+    /// (gemm's packing costs more than a 169 x 169 x 32 product takes.)
+    ///
+    /// # Safety
+    /// The pointers must cover `[bw, n, 3c]`, `[heads, n, n]`, `[nW, n, n]` and the `[bw, n, c]` output.
     #[inline(always)]
-    fn matrix(&self, bw: usize, h: usize, src: &[f32], dst: &mut [f32]) {
-        let n = self.n;
-        let bias = &self.bias[h * n * n..(h + 1) * n * n];
-        let mask = self.mask.as_ref().map(|(nw, m)| &m[(bw % nw) * n * n..(bw % nw + 1) * n * n]);
+    unsafe fn head(&self, w: usize, h: usize, scratch: &mut Vec<f32>, dst: SendPtr) {
+        let (n, c) = (self.n, self.c);
+        let hd = c / self.heads;
+        let row = 3 * c;
+        // Rows padded to a multiple of 4 (q) and columns to a multiple of 16 (kᵀ, scores).
+        let (nr, nc) = (n.div_ceil(4) * 4, n.div_ceil(16) * 16);
+        scratch.resize(nr * hd + hd * nc + nr * nc + n * hd, 0.0);
+        let (qs, rest) = scratch.split_at_mut(nr * hd);
+        let (kt, rest) = rest.split_at_mut(hd * nc);
+        let (scores, vs) = rest.split_at_mut(nr * nc);
+        // The scratch holds the last head's values: zero the padding (the rest is overwritten).
+        qs[n * hd..].fill(0.0);
+        kt.chunks_exact_mut(nc).for_each(|k| k[n..].fill(0.0));
+        let base = self.qkv.add(w * n * row + h * hd);
+        for j in 0..n {
+            let t = |part: usize| std::slice::from_raw_parts(base.add(j * row + part * c), hd);
+            qs[j * hd..(j + 1) * hd].iter_mut().zip(t(0)).for_each(|(d, &x)| *d = x * self.scale);
+            for (d, &x) in t(1).iter().enumerate() {
+                kt[d * nc + j] = x;
+            }
+            vs[j * hd..(j + 1) * hd].copy_from_slice(t(2));
+        }
+        if hd == HEAD {
+            scores_blocked(qs, kt, scores, nr, nc);
+        } else {
+            for i in 0..n {
+                let s = &mut scores[i * nc..i * nc + n];
+                s.fill(0.0);
+                for (d, &qd) in qs[i * hd..(i + 1) * hd].iter().enumerate() {
+                    s.iter_mut().zip(&kt[d * nc..d * nc + n]).for_each(|(v, k)| *v += qd * k);
+                }
+            }
+        }
+        let bias = std::slice::from_raw_parts(self.bias.add(h * n * n), n * n);
+        let mask = self.mask.map(|(m, nw)| std::slice::from_raw_parts(m.add((w % nw) * n * n), n * n));
         for i in 0..n {
-            let r = i * n..(i + 1) * n;
-            softmax_row(&src[r.clone()], &bias[r.clone()], mask.map(|m| &m[r.clone()]), &mut dst[r]);
+            let s = &mut scores[i * nc..i * nc + n];
+            s.iter_mut().zip(&bias[i * n..(i + 1) * n]).for_each(|(v, b)| *v += b);
+            if let Some(m) = mask {
+                s.iter_mut().zip(&m[i * n..(i + 1) * n]).for_each(|(v, m)| *v += m);
+            }
+            softmax_in_place(s);
+        }
+        let out = |i: usize| std::slice::from_raw_parts_mut(dst.0.add((w * n + i) * c + h * hd), hd);
+        if hd == HEAD {
+            let mut i = 0;
+            while i + 2 <= n {
+                let acc = output_rows(&scores[i * nc..i * nc + n], &scores[(i + 1) * nc..(i + 1) * nc + n], vs);
+                out(i).copy_from_slice(&acc[0]);
+                out(i + 1).copy_from_slice(&acc[1]);
+                i += 2;
+            }
+            if i < n {
+                let acc = output_rows(&scores[i * nc..i * nc + n], &scores[i * nc..i * nc + n], vs);
+                out(i).copy_from_slice(&acc[0]);
+            }
+        } else {
+            for i in 0..n {
+                let o = out(i);
+                o.fill(0.0);
+                for (j, &p) in scores[i * nc..i * nc + n].iter().enumerate() {
+                    o.iter_mut().zip(&vs[j * hd..(j + 1) * hd]).for_each(|(a, v)| *a += p * v);
+                }
+            }
         }
     }
 }
 
+/// The head width of every Swin configuration here (embed / heads = 32), which has the blocked path.
+const HEAD: usize = 32;
+
+/// scores `[nr, nc]` = q `[nr, 32]` · kᵀ `[32, nc]`, 4 rows by 16 columns at a time.
+#[inline(always)]
+fn scores_blocked(q: &[f32], kt: &[f32], scores: &mut [f32], nr: usize, nc: usize) {
+    for i0 in (0..nr).step_by(4) {
+        for j0 in (0..nc).step_by(16) {
+            let mut acc = [[0f32; 16]; 4];
+            for d in 0..HEAD {
+                let k: &[f32; 16] = kt[d * nc + j0..d * nc + j0 + 16].try_into().expect("16 columns");
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let qv = q[(i0 + r) * HEAD + d];
+                    for (x, &kv) in a.iter_mut().zip(k) {
+                        *x += qv * kv;
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                scores[(i0 + r) * nc + j0..(i0 + r) * nc + j0 + 16].copy_from_slice(a);
+            }
+        }
+    }
+}
+
+/// Two output rows `p0 · v` and `p1 · v` (v `[n, 32]`).
+#[inline(always)]
+fn output_rows(p0: &[f32], p1: &[f32], v: &[f32]) -> [[f32; HEAD]; 2] {
+    let mut acc = [[0f32; HEAD]; 2];
+    for ((&a, &b), vj) in p0.iter().zip(p1).zip(v.chunks_exact(HEAD)) {
+        let vj: &[f32; HEAD] = vj.try_into().expect("32 channels");
+        for d in 0..HEAD {
+            acc[0][d] += a * vj[d];
+            acc[1][d] += b * vj[d];
+        }
+    }
+    acc
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bias_softmax_avx2(op: &BiasSoftmax, bw: usize, h: usize, src: &[f32], dst: &mut [f32]) {
-    op.matrix(bw, h, src, dst)
+unsafe fn window_attention_avx2(op: &WindowAttention, w: usize, h: usize, scratch: &mut Vec<f32>, dst: SendPtr) {
+    op.head(w, h, scratch, dst)
 }
 
-impl CustomOp1 for BiasSoftmax {
-    fn name(&self) -> &'static str {
-        "photoseg-bias-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(src) = storage else { bail!("softmax kernel: f32 only") };
-        let Some((a, b)) = layout.contiguous_offsets() else { bail!("softmax kernel: input must be contiguous") };
-        let src = &src[a..b];
-        let nn = self.n * self.n;
-        let mut dst = vec![0f32; src.len()];
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        dst.par_chunks_mut(nn).zip(src.par_chunks(nn)).enumerate().for_each(|(k, (d, s))| {
-            let (bw, h) = (k / self.heads, k % self.heads);
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the features were detected on this CPU above.
-                return unsafe { bias_softmax_avx2(self, bw, h, s, d) };
-            }
-            self.matrix(bw, h, s, d)
-        });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
+/// Softmax of one row, in place. The maximum and the sum run in 16 lanes: a plain float reduction is
+/// sequential (its order is part of its result), which would keep the whole loop, `exp` included, scalar.
+#[inline(always)]
+fn softmax_in_place(row: &mut [f32]) {
+    let max = lanes(row, f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+    let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// softmax(scores + bias [+ mask]) for window attention; `scores` `[B*nW, heads, N, N]`, `bias`
-/// `[1, heads, N, N]`, `mask` `[nW, N, N]`. f32 CPU inference only.
-pub fn bias_softmax(scores: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let (_, heads, n, n2) = scores.dims4()?;
-    if n != n2 || bias.elem_count() != heads * n * n {
-        bail!("bias softmax: scores {:?} and bias {:?} do not match", scores.dims(), bias.dims());
+/// `x` folded with `f` in 16 independent lanes, then across them.
+#[inline(always)]
+fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
     }
-    let bias = bias.flatten_all()?.to_vec1::<f32>()?;
-    let mask = match mask {
-        Some(m) => Some((m.dim(0)?, m.flatten_all()?.to_vec1::<f32>()?)),
-        None => None,
-    };
-    scores.contiguous()?.apply_op1_no_bwd(&BiasSoftmax { bias, mask, heads, n })
+    tail.iter().fold(acc.into_iter().fold(init, f), |a, &v| f(a, v))
 }
 
 #[cfg(test)]
@@ -236,22 +395,32 @@ mod tests {
     }
 
     #[test]
-    fn bias_softmax_matches_composite() -> Result<()> {
+    fn fused_window_attention_matches_the_unfused_ops() -> Result<()> {
         let dev = Device::Cpu;
-        let (b, nw, heads, n) = (2, 3, 2, 5);
-        let s = Tensor::randn(0f32, 2.0, (b * nw, heads, n, n), &dev)?;
+        // Window 5 x 5 (N = 25: padded blocks), 2 windows of 2 photos, 3 heads of 4 channels (plain
+        // loops) or 32 (blocked); with and without a mask.
+        let (b, nw, heads, n) = (2, 2, 3, 25);
         let bias = Tensor::randn(0f32, 1.0, (1, heads, n, n), &dev)?;
-        let mask = Tensor::randn(0f32, 1.0, (nw, n, n), &dev)?.ge(0.0)?.to_dtype(candle_core::DType::F32)?;
-        let mask = (mask * -100.0)?;
-        let want = s
-            .broadcast_add(&bias)?
-            .reshape((b, nw, heads, n, n))?
-            .broadcast_add(&mask.unsqueeze(1)?.unsqueeze(0)?)?
-            .reshape((b * nw, heads, n, n))?;
-        let want = candle_nn::ops::softmax(&want, D::Minus1)?;
-        let got = bias_softmax(&s, &bias, Some(&mask))?;
-        let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(d < 1e-6, "{d}");
+        let mask = (Tensor::randn(0f32, 1.0, (nw, n, n), &dev)?.ge(0.0)?.to_dtype(candle_core::DType::F32)? * -100.0)?;
+        let scale = 0.5f32;
+        for (hd, m) in [(4, None), (4, Some(&mask)), (32, None), (32, Some(&mask))] {
+            let c = heads * hd;
+            let qkv = Tensor::randn(0f32, 1.0, (b * nw, n, 3 * c), &dev)?;
+            let split = qkv.reshape((b * nw, n, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+            let q = (split.get(0)?.contiguous()? * scale as f64)?;
+            let k = split.get(1)?.contiguous()?;
+            let v = split.get(2)?.contiguous()?;
+            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
+            let scores = match m {
+                Some(m) => scores.reshape((b, nw, heads, n, n))?.broadcast_add(&m.unsqueeze(1)?.unsqueeze(0)?)?,
+                None => scores,
+            };
+            let attn = candle_nn::ops::softmax(&scores.reshape((b * nw, heads, n, n))?, D::Minus1)?;
+            let want = attn.matmul(&v)?.transpose(1, 2)?.reshape((b * nw, n, c))?;
+            let got = window_attention(&qkv, heads, scale, &bias, m)?;
+            let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "fused and unfused window attention differ by {d} (head {hd}, mask: {})", m.is_some());
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod neck;
 pub mod ops;
 pub mod preprocess;
+pub mod profile;
 pub mod referent;
 pub mod relpos;
 pub mod swin;

@@ -8,6 +8,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::grad_kernels;
+use super::profile::{time, Op};
 
 /// A linear layer. For inference (weights that are not variables) it keeps the weight transposed and
 /// contiguous, `[in, out]`: gemm is about twice as fast on that layout as on candle-nn's transposed view
@@ -67,9 +68,9 @@ impl Module for Linear {
             }
             Self::Train(l) => l.forward(&x2)?,
             Self::Infer { wt, bias } => {
-                let y = x2.matmul(wt)?;
+                let y = time(Op::Gemm, || x2.matmul(wt))?;
                 match bias {
-                    Some(b) => y.broadcast_add(b)?,
+                    Some(b) => time(Op::Bias, || y.broadcast_add(b))?,
                     None => y,
                 }
             }
@@ -99,7 +100,7 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 /// CPU, candle's differentiable op otherwise.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        super::kernels::gelu_erf(x)
+        time(Op::Gelu, || super::kernels::gelu_erf(x))
     } else if grad_kernels::applies(&[x]) {
         grad_kernels::gelu_erf(x)
     } else {
@@ -136,8 +137,7 @@ impl Module for LayerNorm {
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
             return layer_norm_composite(x, &self.weight, &self.bias, self.eps);
         }
-        let x = x.contiguous()?;
-        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32)
+        time(Op::LayerNorm, || candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32))
     }
 }
 

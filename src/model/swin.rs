@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::grad_kernels;
 use super::kernels;
 use super::ops::{gelu_erf, linear, linear_no_bias, softmax_last_dim, BatchNorm2d, LayerNorm, Linear};
+use super::profile::{time, Op};
 use super::relpos;
 
 fn default_eps() -> f64 {
@@ -289,16 +290,21 @@ impl WindowAttention {
     fn forward(&self, x: &Tensor, win: (usize, usize), mask: Option<&Tensor>) -> Result<Tensor> {
         let (bw, n, c) = x.dims3()?;
         let hd = c / self.num_heads;
+        let bias = self.bias(win, x.device())?;
+        // Inference on the CPU: one fused kernel ([`kernels::window_attention`]).
+        if !x.track_op() && !bias.track_op() && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let qkv = self.qkv_forward(x)?;
+            let y = time(Op::Attention, || {
+                kernels::window_attention(&qkv, self.num_heads, self.scale as f32, &bias, mask)
+            })?;
+            return self.proj.forward(&y);
+        }
         let qkv = self.qkv_forward(x)?.reshape((bw, n, 3, self.num_heads, hd))?.permute((2, 0, 3, 1, 4))?; // [3, B*nW, heads, N, hd]
         let q = (qkv.get(0)?.contiguous()? * self.scale)?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let attn = q.matmul(&k.t()?)?; // [B*nW, heads, N, N]
-        let bias = self.bias(win, x.device())?;
-        let fast = !attn.track_op() && !bias.track_op() && attn.device().is_cpu() && attn.dtype() == DType::F32;
-        let attn = if fast {
-            kernels::bias_softmax(&attn, &bias, mask)?
-        } else if grad_kernels::applies(&[&attn, &bias]) {
+        let attn = if grad_kernels::applies(&[&attn, &bias]) {
             grad_kernels::bias_softmax(&attn, &bias, mask)?
         } else {
             let attn = attn.broadcast_add(&bias)?;
@@ -397,32 +403,37 @@ impl Block {
     fn attention(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
         let (win, shift) = window_and_shift(&self.cfg, self.shifted, h, w);
-        // Cyclic shift first, then pad to a multiple of the window (timm's order).
-        let x = if shift != (0, 0) { x.roll(-(shift.0 as i32), 1)?.roll(-(shift.1 as i32), 2)? } else { x.clone() };
         let (hp, wp) = (h.div_ceil(win.0) * win.0, w.div_ceil(win.1) * win.1);
-        let x = x.pad_with_zeros(1, 0, hp - h)?.pad_with_zeros(2, 0, wp - w)?;
         let (nh, nw) = (hp / win.0, wp / win.1);
         let n = win.0 * win.1;
-        // Partition: [B, nh, wh, nw, ww, C] -> [B*nW, N, C].
-        let windows =
-            x.reshape((b, nh, win.0, nw, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b * nh * nw, n, c))?;
+        let windows = time(Op::Partition, || -> Result<Tensor> {
+            // Cyclic shift first, then pad to a multiple of the window (timm's order).
+            let x = if shift != (0, 0) { x.roll(-(shift.0 as i32), 1)?.roll(-(shift.1 as i32), 2)? } else { x.clone() };
+            let x = x.pad_with_zeros(1, 0, hp - h)?.pad_with_zeros(2, 0, wp - w)?;
+            // Partition: [B, nh, wh, nw, ww, C] -> [B*nW, N, C].
+            x.reshape((b, nh, win.0, nw, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b * nh * nw, n, c))
+        })?;
         let mask = if shift != (0, 0) { Some(self.mask(hp, wp, win, shift, x.device())?) } else { None };
         let y = self.attn.forward(&windows, win, mask.as_ref())?;
-        // Reverse the partition, crop the padding, undo the shift.
-        let y = y.reshape((b, nh, nw, win.0, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, hp, wp, c))?;
-        let y = if hp != h || wp != w { y.narrow(1, 0, h)?.narrow(2, 0, w)? } else { y };
-        if shift != (0, 0) {
-            y.roll(shift.0 as i32, 1)?.roll(shift.1 as i32, 2)
-        } else {
-            Ok(y)
-        }
+        time(Op::Partition, || {
+            // Reverse the partition, crop the padding, undo the shift.
+            let y = y.reshape((b, nh, nw, win.0, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, hp, wp, c))?;
+            let y = if hp != h || wp != w { y.narrow(1, 0, h)?.narrow(2, 0, w)? } else { y };
+            if shift != (0, 0) {
+                y.roll(shift.0 as i32, 1)?.roll(shift.1 as i32, 2)
+            } else {
+                Ok(y)
+            }
+        })
     }
 }
 
 impl Module for Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention(&self.norm1.forward(x)?)?)?;
-        &x + self.mlp.forward(&self.norm2.forward(&x)?)?
+        let a = self.attention(&self.norm1.forward(x)?)?;
+        let x = time(Op::Residual, || x + a)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        time(Op::Residual, || &x + m)
     }
 }
 
@@ -448,7 +459,9 @@ impl Module for PatchMerging {
         let x = x.pad_with_zeros(1, 0, h % 2)?.pad_with_zeros(2, 0, w % 2)?;
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
         // [B, H/2, 2(h), W/2, 2(w), C] -> [B, H/2, W/2, 2(w), 2(h), C]: neighbours in Microsoft's x0..x3 order.
-        let x = x.reshape((b, h2, 2, w2, 2, c))?.permute((0, 1, 3, 4, 2, 5))?.reshape((b, h2, w2, 4 * c))?;
+        let x = time(Op::Merge, || {
+            x.reshape((b, h2, 2, w2, 2, c))?.permute((0, 1, 3, 4, 2, 5))?.reshape((b, h2, w2, 4 * c))
+        })?;
         self.reduction.forward(&self.norm.forward(&x)?)
     }
 }
@@ -594,7 +607,7 @@ impl Swin {
         if training {
             *self.batch_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
         }
-        let x = super::ops::conv2d(&self.patch_proj, &x)?.permute((0, 2, 3, 1))?; // [B, h, w, C]
+        let x = time(Op::PatchEmbed, || super::ops::conv2d(&self.patch_proj, &x)?.permute((0, 2, 3, 1)))?; // [B, h, w, C]
         self.patch_norm.forward(&x)
     }
 
@@ -609,7 +622,7 @@ impl Swin {
             for block in &stage.blocks {
                 x = block.forward(&x)?;
             }
-            outs.push(x.permute((0, 3, 1, 2))?.contiguous()?);
+            outs.push(time(Op::Output, || x.permute((0, 3, 1, 2))?.contiguous())?);
         }
         Ok(outs)
     }
