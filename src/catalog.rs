@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::model::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::whole_dir::{self, sync_dir};
 
 /// Folder of the installed models inside photoseg's data directory.
 pub const MODELS_DIR: &str = "models";
@@ -175,16 +176,9 @@ impl Catalog {
         check(src)?;
         let models = self.models_dir();
         std::fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
-        self.remove_stale_copies()?;
-        let tmp = models.join(format!(".{name}.partial-{}", std::process::id()));
-        let copied = copy_model_files(src, &tmp).and_then(|()| {
-            std::fs::rename(&tmp, &dest).with_context(|| format!("moving the copy into {}", dest.display()))?;
-            sync_dir(&models).with_context(|| format!("syncing {}", models.display()))
-        });
-        if let Err(e) = copied {
-            std::fs::remove_dir_all(&tmp).ok();
-            return Err(e).with_context(|| format!("installing {} as {name:?}", src.display()));
-        }
+        whole_dir::remove_stale(&models, None)?;
+        whole_dir::write(&dest, |tmp| copy_model_files(src, tmp))
+            .with_context(|| format!("installing {} as {name:?}", src.display()))?;
         Ok(dest)
     }
 
@@ -212,25 +206,6 @@ impl Catalog {
         }
         std::fs::remove_dir_all(&gone).with_context(|| format!("removing {}", gone.display()))?;
         Ok(active)
-    }
-
-    /// Removes hidden copies and removals left by a process that no longer runs (killed midway).
-    fn remove_stale_copies(&self) -> Result<()> {
-        let Ok(entries) = std::fs::read_dir(self.models_dir()) else { return Ok(()) };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix('.')
-                .and_then(|n| n.rsplit_once(".partial-").or_else(|| n.rsplit_once(".removing-")))
-                .and_then(|(_, pid)| pid.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if !Path::new("/proc").join(pid.to_string()).exists() {
-                    std::fs::remove_dir_all(entry.path())
-                        .with_context(|| format!("removing the stale copy {}", entry.path().display()))?;
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -266,9 +241,8 @@ pub fn default_name(source: &str, is_dir: bool) -> String {
     name.trim_start_matches('.').to_string()
 }
 
-/// Copies a model's files into a new folder `to`, each synced, then the folder itself.
+/// Copies a model's files into the folder `to` ([`whole_dir::write`] syncs them).
 fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     let delay = std::env::var(INSTALL_DELAY_ENV).ok().and_then(|v| v.parse::<u64>().ok());
     for name in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CARD_FILE] {
         let src = from.join(name);
@@ -277,17 +251,11 @@ fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
         }
         let dst = to.join(name);
         std::fs::copy(&src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-        std::fs::File::open(&dst).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", dst.display()))?;
         if let Some(ms) = delay {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
     }
-    sync_dir(to).with_context(|| format!("syncing {}", to.display()))
-}
-
-/// Syncs a folder, so the names created or renamed in it survive a crash.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    Ok(())
 }
 
 #[cfg(test)]

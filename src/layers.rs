@@ -18,11 +18,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("synth", &[]),
     ("builtin", &["library", "model"]),
     // The installed models and the active one: files in the data directory, checked by loading them.
-    ("catalog", &["library", "model"]),
+    ("catalog", &["library", "model", "whole_dir"]),
     // Files of Hugging Face hub repos, through the hub's own cache: knows nothing of models.
     ("hub", &[]),
+    // A folder written whole or not at all: plain files.
+    ("whole_dir", &[]),
     ("eval", &["data", "library", "model"]),
-    ("train", &["data", "library", "model", "synth"]),
+    ("train", &["data", "library", "model", "synth", "whole_dir"]),
     ("query", &["builtin", "catalog", "data", "library", "model"]),
     // The daemon: D-Bus around `query`, no tensor maths of its own.
     ("service", &["library", "query"]),

@@ -4,7 +4,7 @@
 //! `library` finds, decodes and caches photos (no tensor maths); `query` answers expressions over albums
 //! with the model; `data` and `synth` read and write data sets; `train` and `eval` fit and measure models;
 //! `service` is `photoseg daemon` on D-Bus; `catalog` keeps the installed models and which one answers, `hub`
-//! fetches files from the Hugging Face hub; `cli` turns subcommands into calls of the library.
+//! fetches files from the Hugging Face hub; `whole_dir` writes a folder whole or not at all; `cli` turns subcommands into calls of the library.
 pub mod builtin;
 pub mod catalog;
 pub mod cli;
@@ -19,3 +19,4 @@ pub mod query;
 pub mod service;
 pub mod synth;
 pub mod train;
+pub mod whole_dir;

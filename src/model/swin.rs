@@ -404,27 +404,40 @@ impl Block {
         let (b, h, w, c) = x.dims4()?;
         let (win, shift) = window_and_shift(&self.cfg, self.shifted, h, w);
         let (hp, wp) = (h.div_ceil(win.0) * win.0, w.div_ceil(win.1) * win.1);
-        let (nh, nw) = (hp / win.0, wp / win.1);
-        let n = win.0 * win.1;
-        let windows = time(Op::Partition, || -> Result<Tensor> {
-            // Cyclic shift first, then pad to a multiple of the window (timm's order).
-            let x = if shift != (0, 0) { x.roll(-(shift.0 as i32), 1)?.roll(-(shift.1 as i32), 2)? } else { x.clone() };
-            let x = x.pad_with_zeros(1, 0, hp - h)?.pad_with_zeros(2, 0, wp - w)?;
-            // Partition: [B, nh, wh, nw, ww, C] -> [B*nW, N, C].
-            x.reshape((b, nh, win.0, nw, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b * nh * nw, n, c))
-        })?;
+        let windows = time(Op::Partition, || partition(x, win, shift))?;
         let mask = if shift != (0, 0) { Some(self.mask(hp, wp, win, shift, x.device())?) } else { None };
         let y = self.attn.forward(&windows, win, mask.as_ref())?;
-        time(Op::Partition, || {
-            // Reverse the partition, crop the padding, undo the shift.
-            let y = y.reshape((b, nh, nw, win.0, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, hp, wp, c))?;
-            let y = if hp != h || wp != w { y.narrow(1, 0, h)?.narrow(2, 0, w)? } else { y };
-            if shift != (0, 0) {
-                y.roll(shift.0 as i32, 1)?.roll(shift.1 as i32, 2)
-            } else {
-                Ok(y)
-            }
-        })
+        time(Op::Partition, || reverse_partition(&y, (b, h, w, c), win, shift))
+    }
+}
+
+/// `[B, H, W, C]` -> windows `[B*nW, N, C]`: the cyclic shift first, then zero padding to a multiple of
+/// the window (timm's order).
+fn partition(x: &Tensor, win: (usize, usize), shift: (usize, usize)) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let (hp, wp) = (h.div_ceil(win.0) * win.0, w.div_ceil(win.1) * win.1);
+    let (nh, nw) = (hp / win.0, wp / win.1);
+    let x = if shift != (0, 0) { x.roll(-(shift.0 as i32), 1)?.roll(-(shift.1 as i32), 2)? } else { x.clone() };
+    let x = x.pad_with_zeros(1, 0, hp - h)?.pad_with_zeros(2, 0, wp - w)?;
+    x.reshape((b, nh, win.0, nw, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b * nh * nw, win.0 * win.1, c))
+}
+
+/// [`partition`] undone: windows back to `[B, H, W, C]` (`dims`), the padding cropped, the shift undone.
+fn reverse_partition(
+    y: &Tensor,
+    dims: (usize, usize, usize, usize),
+    win: (usize, usize),
+    shift: (usize, usize),
+) -> Result<Tensor> {
+    let (b, h, w, c) = dims;
+    let (hp, wp) = (h.div_ceil(win.0) * win.0, w.div_ceil(win.1) * win.1);
+    let (nh, nw) = (hp / win.0, wp / win.1);
+    let y = y.reshape((b, nh, nw, win.0, win.1, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, hp, wp, c))?;
+    let y = if hp != h || wp != w { y.narrow(1, 0, h)?.narrow(2, 0, w)? } else { y };
+    if shift != (0, 0) {
+        y.roll(shift.0 as i32, 1)?.roll(shift.1 as i32, 2)
+    } else {
+        Ok(y)
     }
 }
 

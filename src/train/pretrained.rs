@@ -93,43 +93,16 @@ pub fn init_paper(swin: &Path, bert: &BertFiles, origins: &Origins, image_size: 
     fill(&mut weights, "swin.", &swin_tensors, &origins.swin)?;
     fill(&mut weights, "text.", &bert_tensors, &origins.bert)?;
 
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = out.file_name().ok_or_else(|| anyhow!("{} names no folder", out.display()))?;
-    remove_stale_copies(parent, &name.to_string_lossy());
-    let tmp = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
-    let written = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    crate::whole_dir::write(out, |tmp| {
         candle_core::safetensors::save(&weights, tmp.join(checkpoint::WEIGHTS_FILE))?;
-        checkpoint::write_config(&tmp, &cfg)?;
+        checkpoint::write_config(tmp, &cfg)?;
         tokenizer.save(tmp.join(TOKENIZER_FILE), false).map_err(|e| anyhow!("writing the tokenizer: {e}"))?;
         std::fs::write(tmp.join(CARD_FILE), card(&cfg, origins))?;
-        checkpoint::check_model_dir(&tmp, &device)?;
-        for f in [checkpoint::CONFIG_FILE, checkpoint::WEIGHTS_FILE, TOKENIZER_FILE, CARD_FILE] {
-            std::fs::File::open(tmp.join(f))?.sync_all()?;
-        }
-        std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))?;
+        checkpoint::check_model_dir(tmp, &device)?;
         Ok(())
-    })();
-    if let Err(e) = written {
-        std::fs::remove_dir_all(&tmp).ok();
-        return Err(e).with_context(|| format!("writing the model into {}", out.display()));
-    }
+    })
+    .with_context(|| format!("writing the model into {}", out.display()))?;
     Ok(cfg)
-}
-
-/// Removes the hidden copies `.NAME.partial-PID` in `parent` that a killed `photoseg model init` of the
-/// same folder left (its process no longer runs).
-fn remove_stale_copies(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.partial-");
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let pid = file.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists()) {
-            std::fs::remove_dir_all(entry.path()).ok();
-        }
-    }
 }
 
 /// Replaces every weight under `prefix` by the checkpoint's (`tensors`, named without the prefix); every
@@ -261,22 +234,4 @@ fn card(cfg: &Config, origins: &Origins) -> String {
         cfg.image_size,
         cfg.image_size
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_killed_inits_copy_is_removed_and_a_running_ones_is_not() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dead = tmp.path().join(".grser.partial-4294967");
-        let alive = tmp.path().join(format!(".grser.partial-{}", std::process::id()));
-        let other = tmp.path().join(".other.partial-4294967");
-        for d in [&dead, &alive, &other] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        remove_stale_copies(tmp.path(), "grser");
-        assert!(!dead.exists() && alive.exists() && other.exists());
-    }
 }

@@ -9,6 +9,7 @@
 mod common;
 mod dbus_support;
 
+mod avx2_only;
 mod builtin_model;
 mod cli_index_kill;
 mod cli_query;
