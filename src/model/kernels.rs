@@ -21,8 +21,10 @@ pub(super) fn exp_approx(x: f32) -> f32 {
     let tiny = x < -86.0;
     let x = x.clamp(-87.0, 88.0);
     let t = x * std::f32::consts::LOG2_E;
-    // Round to nearest without `round()` (which would not vectorise on baseline x86-64).
-    let n = (t + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest without `round()` (which would not vectorise on baseline x86-64): adding
+    // 1.5 * 2^23 leaves n = round(t) in the low bits of the sum's mantissa.
+    let shifted = t + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
     let f = t - n; // in [-0.5, 0.5]
                    // 2^f, minimax-like Taylor coefficients of e^(f ln2).
     let p = 1.535_336_2e-4_f32;
@@ -32,7 +34,9 @@ pub(super) fn exp_approx(x: f32) -> f32 {
     let p = p * f + 2.402_264_9e-1;
     let p = p * f + 6.931_472e-1;
     let p = p * f + 1.0;
-    let bits = ((n as i32 + 127) << 23) as u32;
+    // 2^n built from those bits: integer ops that vectorise (`n as i32` is a saturating conversion,
+    // which LLVM turns into one scalar conversion and two fix-ups an element).
+    let bits = shifted.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
     let e = p * f32::from_bits(bits);
     if tiny {
         0.0
@@ -68,7 +72,18 @@ unsafe fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
     gelu_slice(src, dst)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_slice_avx512(src: &[f32], dst: &mut [f32]) {
+    gelu_slice(src, dst)
+}
+
 fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was detected on this CPU just above.
+        return unsafe { gelu_slice_avx512(src, dst) };
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected on this CPU just above.
@@ -165,9 +180,16 @@ pub fn window_attention(
     let mut out = vec![0f32; bw * n * c];
     let dst = SendPtr(out.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
+    let avx512 = is_x86_feature_detected!("avx512f");
+    #[cfg(target_arch = "x86_64")]
     let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     (0..bw * heads).into_par_iter().for_each_init(Vec::new, |scratch, k| {
         let (w, h) = (k / heads, k % heads);
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: the feature was detected on this CPU above; see `WindowAttention::head`.
+            return unsafe { window_attention_avx512(&op, w, h, scratch, dst) };
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: the features were detected on this CPU above; see `WindowAttention::head`.
@@ -313,6 +335,12 @@ fn output_rows(p0: &[f32], p1: &[f32], v: &[f32]) -> [[f32; HEAD]; 2] {
         }
     }
     acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn window_attention_avx512(op: &WindowAttention, w: usize, h: usize, scratch: &mut Vec<f32>, dst: SendPtr) {
+    op.head(w, h, scratch, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
