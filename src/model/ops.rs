@@ -137,7 +137,10 @@ impl Module for LayerNorm {
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
             return layer_norm_composite(x, &self.weight, &self.bias, self.eps);
         }
-        time(Op::LayerNorm, || candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32))
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            return time(Op::LayerNorm, || super::kernels::layer_norm(x, &self.weight, &self.bias, self.eps as f32));
+        }
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
     }
 }
 
@@ -167,13 +170,16 @@ mod tests {
     #[test]
     fn fused_and_composite_layer_norm_agree() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 2.0, (3, 5, 16), &dev)?;
-        let w = Tensor::randn(1f32, 0.1, 16, &dev)?;
-        let b = Tensor::randn(0f32, 0.1, 16, &dev)?;
-        let fused = LayerNorm::from_tensors(w.clone(), b.clone(), 1e-5).forward(&x)?;
-        let slow = layer_norm_composite(&x, &w, &b, 1e-5)?;
-        let diff = (fused - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "fused vs composite layer norm differ by {diff}");
+        // 16 channels (whole lanes) and 100 (a tail), offset from zero as activations are.
+        for c in [16, 100] {
+            let x = (Tensor::randn(0f32, 2.0, (3, 5, c), &dev)? + 3.0)?;
+            let w = Tensor::randn(1f32, 0.1, c, &dev)?;
+            let b = Tensor::randn(0f32, 0.1, c, &dev)?;
+            let fused = LayerNorm::from_tensors(w.clone(), b.clone(), 1e-5).forward(&x)?;
+            let slow = layer_norm_composite(&x, &w, &b, 1e-5)?;
+            let diff = (fused - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{c} channels: fused vs composite layer norm differ by {diff}");
+        }
         Ok(())
     }
 
