@@ -106,14 +106,6 @@ pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Mean and reciprocal standard deviation (biased variance) of one row.
-fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
 /// LayerNorm over the last dimension, weight and bias (PyTorch's `nn.LayerNorm`).
 struct LayerNormOp {
     eps: f32,
@@ -134,14 +126,8 @@ impl CustomOp3 for LayerNormOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (values(s1, l1)?, values(s2, l2)?, values(s3, l3)?);
-        let c = w.len();
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(y, row)| {
-            let (mean, rstd) = row_stats(row, self.eps);
-            for i in 0..c {
-                y[i] = (row[i] - mean) * rstd * w[i] + b[i];
-            }
-        });
+        super::kernels::layer_norm_rows(x, w, b, self.eps, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -195,7 +181,7 @@ impl CustomOp3 for LayerNormBackward {
                 let mut acc = vec![0f32; 2 * c];
                 let mut xhat = vec![0f32; c];
                 for ((dxr, xr), gr) in dxb.chunks_exact_mut(c).zip(xb.chunks_exact(c)).zip(gb.chunks_exact(c)) {
-                    let (mean, rstd) = row_stats(xr, self.eps);
+                    let (mean, rstd) = super::kernels::row_stats(xr, self.eps);
                     let (mut a, mut bsum) = (0f32, 0f32);
                     for i in 0..c {
                         xhat[i] = (xr[i] - mean) * rstd;
@@ -222,7 +208,7 @@ impl CustomOp3 for LayerNormBackward {
     }
 }
 
-/// LayerNorm over the last dimension (`weight`, `bias` `[C]`).
+/// LayerNorm over the last dimension (`weight`, `bias` `[C]`): training, and inference on the CPU.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
 }

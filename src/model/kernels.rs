@@ -1,11 +1,12 @@
 //! Inference-only CPU kernels for the element-wise work that dominates a Swin forward once matrix
-//! products are fast: exact-erf GELU, layer norm, and softmax with the attention biases added on the fly.
+//! products are fast: exact-erf GELU, layer norm's rows, and softmax with the attention biases added on
+//! the fly.
 //!
 //! candle 0.11's versions run `libm` `erff`/`expf` per element (GELU on one thread); here the loops are
 //! written so LLVM vectorises them (AVX2 + FMA when the CPU has them, chosen at run time), with
 //! polynomial `exp` (relative error < 2e-7) and Abramowitz-Stegun 7.1.26 `erf` (absolute error < 1.5e-7, plus f32 rounding),
 //! split across threads with rayon. No backward: callers use them only when no input tracks gradients
-//! (see [`super::ops`]), and only on CPU; [`super::grad_kernels`] reuses the GELU and softmax-row
+//! (see [`super::ops`]), and only on CPU; [`super::grad_kernels`] reuses the GELU, layer-norm-row and softmax-row
 //! forwards under the backward it adds for training.
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -116,33 +117,46 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&Gelu)
 }
 
-/// LayerNorm over the last dimension (PyTorch's `nn.LayerNorm`: weight, bias, biased variance), f32 CPU
-/// inference only. Each row in two passes, the sums in 16 lanes so they vectorise; rows split across
-/// threads; AVX-512, AVX2 or plain code chosen at run time.
-pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
-    let c = x.dim(candle_core::D::Minus1)?;
-    let (w, b) = (weight.flatten_all()?.to_vec1::<f32>()?, bias.flatten_all()?.to_vec1::<f32>()?);
-    if w.len() != c || b.len() != c {
-        bail!("layer norm: {c} channels, weight {:?}, bias {:?}", weight.dims(), bias.dims());
-    }
-    x.contiguous()?.apply_op1_no_bwd(&LayerNormRows { w, b, eps })
+/// LayerNorm's forward over rows of `w.len()` values (PyTorch's `nn.LayerNorm`: weight, bias, biased
+/// variance): `dst` from `src`. The sums run in 16 lanes so they vectorise; whole rows a task across
+/// threads; AVX-512, AVX2 or plain code chosen at run time. The forward of
+/// [`super::grad_kernels::layer_norm`], which serves inference as well as training.
+pub(super) fn layer_norm_rows(src: &[f32], w: &[f32], b: &[f32], eps: f32, dst: &mut [f32]) {
+    let c = w.len();
+    let ln = LayerNormRows { w, b, eps };
+    let chunk = c * (CHUNK / c).max(1);
+    #[cfg(target_arch = "x86_64")]
+    let (avx512, avx2) =
+        (is_x86_feature_detected!("avx512f"), is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+    dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512 {
+                // SAFETY: the feature was detected on this CPU above.
+                return unsafe { ln.rows_avx512(s, d) };
+            }
+            if avx2 {
+                // SAFETY: the features were detected on this CPU above.
+                return unsafe { ln.rows_avx2(s, d) };
+            }
+        }
+        ln.rows(s, d)
+    });
 }
 
-struct LayerNormRows {
-    w: Vec<f32>,
-    b: Vec<f32>,
+struct LayerNormRows<'a> {
+    w: &'a [f32],
+    b: &'a [f32],
     eps: f32,
 }
 
-impl LayerNormRows {
+impl LayerNormRows<'_> {
     #[inline(always)]
     fn rows(&self, src: &[f32], dst: &mut [f32]) {
         let c = self.w.len();
         for (x, y) in src.chunks_exact(c).zip(dst.chunks_exact_mut(c)) {
-            let mean = lanes(x, 0.0, |a, v| a + v) / c as f32;
-            y.iter_mut().zip(x).for_each(|(y, &v)| *y = v - mean);
-            let rstd = 1.0 / (sum_of_squares(y) / c as f32 + self.eps).sqrt();
-            y.iter_mut().zip(&self.w).zip(&self.b).for_each(|((y, &w), &b)| *y = *y * rstd * w + b);
+            let (mean, rstd) = row_stats(x, self.eps);
+            y.iter_mut().zip(x).zip(self.w).zip(self.b).for_each(|(((y, &v), &w), &b)| *y = (v - mean) * rstd * w + b);
         }
     }
 
@@ -159,52 +173,26 @@ impl LayerNormRows {
     }
 }
 
-impl CustomOp1 for LayerNormRows {
-    fn name(&self) -> &'static str {
-        "photoseg-layer-norm"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(src) = storage else { bail!("layer norm kernel: f32 only") };
-        let Some((a, b)) = layout.contiguous_offsets() else { bail!("layer norm kernel: input must be contiguous") };
-        let src = &src[a..b];
-        let c = self.w.len();
-        let mut dst = vec![0f32; src.len()];
-        // Whole rows a task, about CHUNK values.
-        let chunk = c * (CHUNK / c).max(1);
-        #[cfg(target_arch = "x86_64")]
-        let (avx512, avx2) =
-            (is_x86_feature_detected!("avx512f"), is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if avx512 {
-                    // SAFETY: the feature was detected on this CPU above.
-                    return unsafe { self.rows_avx512(s, d) };
-                }
-                if avx2 {
-                    // SAFETY: the features were detected on this CPU above.
-                    return unsafe { self.rows_avx2(s, d) };
-                }
-            }
-            self.rows(s, d)
-        });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
+/// Mean and reciprocal standard deviation (biased variance) of one row, the sums in 16 lanes.
+#[inline(always)]
+pub(super) fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = lanes(row, 0.0, |a, v| a + v) / n;
+    (mean, 1.0 / (centred_sum_of_squares(row, mean) / n + eps).sqrt())
 }
 
-/// Σ x², in 16 lanes.
+/// Σ (x - mean)², in 16 lanes.
 #[inline(always)]
-fn sum_of_squares(x: &[f32]) -> f32 {
+fn centred_sum_of_squares(x: &[f32], mean: f32) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = x.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v * v;
+            *a += (v - mean) * (v - mean);
         }
     }
-    acc.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>()
+    acc.iter().sum::<f32>() + tail.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()
 }
 
 /// `dst = softmax(src + bias [+ mask])` over one row: the training kernel's forward

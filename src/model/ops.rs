@@ -137,8 +137,9 @@ impl Module for LayerNorm {
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
             return layer_norm_composite(x, &self.weight, &self.bias, self.eps);
         }
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            return time(Op::LayerNorm, || super::kernels::layer_norm(x, &self.weight, &self.bias, self.eps as f32));
+        // Inference: the same kernel as training's (no gradient is recorded for untracked inputs).
+        if [x, &self.weight, &self.bias].iter().all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32) {
+            return time(Op::LayerNorm, || grad_kernels::layer_norm(x, &self.weight, &self.bias, self.eps));
         }
         candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
     }
