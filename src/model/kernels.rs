@@ -3,13 +3,15 @@
 //! the fly.
 //!
 //! candle 0.11's versions run `libm` `erff`/`expf` per element (GELU on one thread); here the loops are
-//! written so LLVM vectorises them (AVX2 + FMA when the CPU has them, chosen at run time), with
+//! written so LLVM vectorises them (AVX-512 or AVX2 + FMA when the CPU has them, see [`super::isa`]), with
 //! polynomial `exp` (relative error < 2e-7) and Abramowitz-Stegun 7.1.26 `erf` (absolute error < 1.5e-7, plus f32 rounding),
 //! split across threads with rayon. No backward: callers use them only when no input tracks gradients
 //! (see [`super::ops`]), and only on CPU; [`super::grad_kernels`] reuses the GELU, layer-norm-row and softmax-row
 //! forwards under the backward it adds for training.
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::isa::Isa;
 
 /// e^x for x up to 88 (clamped), and exactly 0 below -86. 2^n * 2^f with a degree-6 polynomial for
 /// 2^f. Plain `a * b + c`, not `mul_add`: without FMA in the target, `mul_add` is a slow software call.
@@ -80,17 +82,15 @@ unsafe fn gelu_slice_avx512(src: &[f32], dst: &mut [f32]) {
 }
 
 fn gelu_chunk(src: &[f32], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was detected on this CPU just above.
-        return unsafe { gelu_slice_avx512(src, dst) };
+    match Isa::get() {
+        // SAFETY: `Isa::get` found the features on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { gelu_slice_avx512(src, dst) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { gelu_slice_avx2(src, dst) },
+        _ => gelu_slice(src, dst),
     }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were detected on this CPU just above.
-        return unsafe { gelu_slice_avx2(src, dst) };
-    }
-    gelu_slice(src, dst)
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -125,22 +125,15 @@ pub(super) fn layer_norm_rows(src: &[f32], w: &[f32], b: &[f32], eps: f32, dst: 
     let c = w.len();
     let ln = LayerNormRows { w, b, eps };
     let chunk = c * (CHUNK / c).max(1);
-    #[cfg(target_arch = "x86_64")]
-    let (avx512, avx2) =
-        (is_x86_feature_detected!("avx512f"), is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-    dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| {
+    let isa = Isa::get();
+    dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| match isa {
+        // SAFETY: `Isa::get` found the features on this CPU.
         #[cfg(target_arch = "x86_64")]
-        {
-            if avx512 {
-                // SAFETY: the feature was detected on this CPU above.
-                return unsafe { ln.rows_avx512(s, d) };
-            }
-            if avx2 {
-                // SAFETY: the features were detected on this CPU above.
-                return unsafe { ln.rows_avx2(s, d) };
-            }
-        }
-        ln.rows(s, d)
+        Isa::Avx512 => unsafe { ln.rows_avx512(s, d) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { ln.rows_avx2(s, d) },
+        _ => ln.rows(s, d),
     });
 }
 
@@ -258,24 +251,19 @@ pub fn window_attention(
     };
     let mut out = vec![0f32; bw * n * c];
     let dst = SendPtr(out.as_mut_ptr());
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = is_x86_feature_detected!("avx512f");
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    let isa = Isa::get();
     (0..bw * heads).into_par_iter().for_each_init(Vec::new, |scratch, k| {
         let (w, h) = (k / heads, k % heads);
-        #[cfg(target_arch = "x86_64")]
-        if avx512 {
-            // SAFETY: the feature was detected on this CPU above; see `WindowAttention::head`.
-            return unsafe { window_attention_avx512(&op, w, h, scratch, dst) };
+        match isa {
+            // SAFETY: `Isa::get` found the features on this CPU; see `WindowAttention::head`.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { window_attention_avx512(&op, w, h, scratch, dst) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { window_attention_avx2(&op, w, h, scratch, dst) },
+            // SAFETY: see `WindowAttention::head`.
+            _ => unsafe { op.head(w, h, scratch, dst) },
         }
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the features were detected on this CPU above; see `WindowAttention::head`.
-            return unsafe { window_attention_avx2(&op, w, h, scratch, dst) };
-        }
-        // SAFETY: see `WindowAttention::head`.
-        unsafe { op.head(w, h, scratch, dst) }
     });
     drop((qkv_s, bias_s, mask_sl));
     Tensor::from_vec(out, (bw, n, c), qkv.device())

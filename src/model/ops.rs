@@ -7,6 +7,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::few_rows;
 use super::grad_kernels;
 use super::profile::{time, Op};
 
@@ -22,6 +23,9 @@ pub enum Linear {
         wt: Tensor,
         bias: Option<Tensor>,
     },
+    /// Inference on few rows a call (a sentence's tokens): the weight packed once for
+    /// [`few_rows::Packed`], which reads it in order instead of gemm's copy of it on every call.
+    FewRows(few_rows::Packed),
 }
 
 impl Linear {
@@ -30,6 +34,15 @@ impl Linear {
             return Ok(Self::Train(l));
         }
         Ok(Self::Infer { wt: l.weight().t()?.contiguous()?, bias: l.bias().cloned() })
+    }
+
+    /// As [`Self::from_candle`], for a layer whose inputs have few rows (BERT on one expression): its
+    /// inference form is [`Self::FewRows`] where the weight is on the CPU.
+    pub fn from_candle_few_rows(l: candle_nn::Linear) -> Result<Self> {
+        if l.weight().is_variable() || !few_rows::Packed::applies(l.weight()) {
+            return Self::from_candle(l);
+        }
+        Ok(Self::FewRows(few_rows::Packed::new(l.weight(), l.bias())?))
     }
 }
 
@@ -44,6 +57,13 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
     let b = vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?;
     Linear::from_candle(candle_nn::Linear::new(w, Some(b)))
+}
+
+/// A linear layer with bias whose inputs have few rows ([`Linear::from_candle_few_rows`]).
+pub fn linear_few_rows(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
+    let b = vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?;
+    Linear::from_candle_few_rows(candle_nn::Linear::new(w, Some(b)))
 }
 
 /// A linear layer without bias (initialised as [`linear`]).
@@ -74,6 +94,7 @@ impl Module for Linear {
                     None => y,
                 }
             }
+            Self::FewRows(packed) => time(Op::Gemm, || packed.forward(&x2))?,
         };
         let mut out = dims[..dims.len() - 1].to_vec();
         out.push(y.dim(1)?);

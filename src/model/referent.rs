@@ -209,8 +209,8 @@ pub fn repeat(q: &Tensor, n: usize) -> Result<Tensor> {
 /// take its own. AVX2 + FMA when the CPU has them, as [`super::kernels`].
 fn all_words_min_u(photo: &[f32], q: &[f32], dim: usize, scratch: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were detected on this CPU just above.
+    if super::isa::Isa::get().has_avx2() {
+        // SAFETY: `Isa::get` found the features on this CPU.
         return unsafe { all_words_min_u_avx2(photo, q, dim, scratch) };
     }
     all_words_min_u_plain(photo, q, dim, scratch)

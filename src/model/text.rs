@@ -13,7 +13,7 @@ use candle_core::{bail, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::ops::{gelu_erf, linear, softmax_last_dim, LayerNorm, Linear};
+use super::ops::{gelu_erf, linear, linear_few_rows, softmax_last_dim, LayerNorm, Linear};
 
 fn default_eps() -> f64 {
     1e-12
@@ -135,13 +135,13 @@ impl Layer {
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let att = vb.pp("attention");
         Ok(Self {
-            query: linear(h, h, att.pp("self.query"))?,
-            key: linear(h, h, att.pp("self.key"))?,
-            value: linear(h, h, att.pp("self.value"))?,
-            attn_out: linear(h, h, att.pp("output.dense"))?,
+            query: linear_few_rows(h, h, att.pp("self.query"))?,
+            key: linear_few_rows(h, h, att.pp("self.key"))?,
+            value: linear_few_rows(h, h, att.pp("self.value"))?,
+            attn_out: linear_few_rows(h, h, att.pp("output.dense"))?,
             attn_norm: LayerNorm::new(h, eps, att.pp("output.LayerNorm"))?,
-            intermediate: linear(h, i, vb.pp("intermediate.dense"))?,
-            output: linear(i, h, vb.pp("output.dense"))?,
+            intermediate: linear_few_rows(h, i, vb.pp("intermediate.dense"))?,
+            output: linear_few_rows(i, h, vb.pp("output.dense"))?,
             out_norm: LayerNorm::new(h, eps, vb.pp("output.LayerNorm"))?,
             heads: cfg.num_attention_heads,
             act: cfg.hidden_act.clone(),

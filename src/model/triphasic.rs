@@ -49,7 +49,7 @@ pub fn triphasic_pooled(
     let mut inv = vec![0f32; n * hw];
     let mut protos = vec![0f32; n * c];
     #[cfg(target_arch = "x86_64")]
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    let avx2 = super::isa::Isa::get().has_avx2();
     // Sweeps 1 and 2, per photo: |V[:, p]|^-1, M_l, V's pooled channels, the prototype.
     v.par_chunks(plane)
         .zip(inv.par_chunks_mut(hw1))
@@ -59,7 +59,7 @@ pub fn triphasic_pooled(
         .for_each(|((((vn, inv), m_l), proto), pooled)| {
             #[cfg(target_arch = "x86_64")]
             if avx2 {
-                // SAFETY: the features were detected on this CPU above.
+                // SAFETY: `Isa::get` found the features on this CPU.
                 return unsafe { photo_first_avx2(vn, hw, &l_hat, inv, m_l, proto, pooled) };
             }
             photo_first(vn, hw, &l_hat, inv, m_l, proto, pooled)
@@ -78,7 +78,7 @@ pub fn triphasic_pooled(
         .for_each(|(((vn, inv), maps), pooled)| {
             #[cfg(target_arch = "x86_64")]
             if avx2 {
-                // SAFETY: the features were detected on this CPU above.
+                // SAFETY: `Isa::get` found the features on this CPU.
                 return unsafe { photo_maps_avx2(vn, hw, c, &kept, inv, maps, pooled) };
             }
             photo_maps(vn, hw, c, &kept, inv, maps, pooled)
