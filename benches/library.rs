@@ -21,7 +21,7 @@
 //! Everything is written under a temporary folder (HOME and the XDG folders point there).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
@@ -491,6 +491,22 @@ fn main() -> anyhow::Result<()> {
 /// The paper's shape with random weights: indexing, codecs at three lateral widths, query latency.
 /// One mask at 4032 x 3024 (a phone camera's 12 MP) from a 32 x 32 grid holding a disc a quarter of
 /// the photo wide, the photo a generated one scaled up and stored as JPEG; median of 5 each.
+/// Replaces every photo under `lib`'s albums with a 4032 x 3024 JPEG of it (quality 90): a phone camera's
+/// size, where decoding and resizing cost what they cost in a real library.
+fn as_camera_jpegs(lib: &Path) -> anyhow::Result<()> {
+    for album in std::fs::read_dir(lib)? {
+        for photo in std::fs::read_dir(album?.path())? {
+            let path = photo?.path();
+            let img = image::open(&path)?.to_rgb8();
+            let big = image::imageops::resize(&img, 4032, 3024, image::imageops::FilterType::Triangle);
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path.with_extension("camera.jpg"))?);
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&big)?;
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn large_mask(root: &Path, photo: &Path) -> anyhow::Result<()> {
     use photoseg::model::upsample;
     let (w, h, g) = (4032usize, 3024usize, 32usize);
@@ -600,9 +616,11 @@ fn paper(root: &Path) -> anyhow::Result<()> {
         digest: "0".repeat(64),
     };
 
-    // Indexing: the whole `library::index` path (read, hash, decode, resize, Swin-B + neck, encode, SQLite).
+    // Indexing: the whole `library::index` path (read, hash, decode, resize, Swin-B + neck, encode, SQLite)
+    // over photos of a phone camera's size, 4032 x 3024 JPEGs.
     let lib = root.join("paper-library");
-    let (_, indexed) = generate(&root.join("paper-synth-index"), &lib, s as u32, 1, (4, 4))?;
+    let (_, indexed) = generate(&root.join("paper-synth-index"), &lib, s as u32, 1, (8, 8))?;
+    as_camera_jpegs(&lib)?;
     let cache = Cache::open(&root.join("paper-index.sqlite3"))?;
     let mut featurizer = ModelFeaturizer::new(&loaded, codec);
     let t = Instant::now();
@@ -610,10 +628,31 @@ fn paper(root: &Path) -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(report.featurized, indexed, "{report:?}");
     println!(
-        "  index, Swin-B {s} px: {indexed} photos in {secs:.1} s = {:.3} photos/s ({:.2} s/photo)",
+        "  index, Swin-B {s} px, 4032 x 3024 JPEGs: {indexed} photos in {secs:.1} s = {:.3} photos/s ({:.2} s/photo)",
         indexed as f64 / secs,
         secs / indexed as f64
     );
+    let (t, f) = (report.times, featurizer.times());
+    let stages = [
+        ("read and hash", t.read),
+        ("decode", t.decode),
+        ("resize", f.resize),
+        ("forward (Swin-B + neck)", f.forward),
+        ("encode features", f.encode),
+        ("cache write", t.write),
+        (
+            "rest (scan, compare, featurizer glue)",
+            Duration::from_secs_f64(secs).saturating_sub(t.read + t.decode + t.featurize + t.write)
+                + t.featurize.saturating_sub(f.resize + f.forward + f.encode),
+        ),
+    ];
+    for (name, d) in stages {
+        println!(
+            "    {name:<40} {:>8.1} ms/photo {:>5.1} %",
+            d.as_secs_f64() * 1e3 / indexed as f64,
+            100.0 * d.as_secs_f64() / secs
+        );
+    }
 
     // Codecs: the same photos through Swin-B once, then each lateral width's neck and head.
     let groups_wanted: usize =

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use image::RgbImage;
@@ -56,6 +57,31 @@ pub struct IndexReport {
     pub removed: usize,
     /// Files and folders that could not be used, with the reason; the run went on without them.
     pub problems: Vec<(PathBuf, String)>,
+    /// Where the run's time went, stage by stage.
+    pub times: StageTimes,
+}
+
+/// Wall time of each stage of an indexing run, summed over its photos (the scan and the comparison
+/// with the cache are the rest of the run's time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Reading each photo's bytes and hashing them.
+    pub read: Duration,
+    /// Decoding the image.
+    pub decode: Duration,
+    /// The featurizer (for the model: resize, forward pass, encoding of the features).
+    pub featurize: Duration,
+    /// Writing the cache's transactions.
+    pub write: Duration,
+}
+
+impl StageTimes {
+    fn add(&mut self, other: StageTimes) {
+        self.read += other.read;
+        self.decode += other.decode;
+        self.featurize += other.featurize;
+        self.write += other.write;
+    }
 }
 
 impl IndexReport {
@@ -69,6 +95,7 @@ impl IndexReport {
         self.renamed += other.renamed;
         self.removed += other.removed;
         self.problems.extend(other.problems);
+        self.times.add(other.times);
     }
 }
 
@@ -269,7 +296,10 @@ impl Run<'_> {
         vanished_by_hash: &mut HashMap<String, Vec<CachedPhoto>>,
         failures_in_a_row: &mut usize,
     ) -> Result<()> {
-        let file = match photo::read_file(path) {
+        let start = Instant::now();
+        let file = photo::read_file(path);
+        self.report.times.read += start.elapsed();
+        let file = match file {
             Ok(file) => file,
             Err(e) => {
                 self.report.problems.push((path.to_path_buf(), e.reason()));
@@ -295,7 +325,10 @@ impl Run<'_> {
                 }
             }
         }
-        let img = match file.decode() {
+        let start = Instant::now();
+        let img = file.decode();
+        self.report.times.decode += start.elapsed();
+        let img = match img {
             Ok(img) => img,
             Err(e) => {
                 self.report.problems.push((path.to_path_buf(), e.reason()));
@@ -307,7 +340,10 @@ impl Run<'_> {
                 return Ok(());
             }
         };
-        match self.f.featurize(&img) {
+        let start = Instant::now();
+        let features = self.f.featurize(&img);
+        self.report.times.featurize += start.elapsed();
+        match features {
             Ok(features) => {
                 *failures_in_a_row = 0;
                 let (width, height) = img.dimensions();
@@ -346,7 +382,8 @@ impl Run<'_> {
         let ops = std::mem::take(&mut self.pending);
         self.pending_photos = 0;
         let backbone = &self.backbone;
-        self.cache.write_batch(|c| {
+        let start = Instant::now();
+        let written = self.cache.write_batch(|c| {
             for op in &ops {
                 match op {
                     Op::Upsert { file, width, height, features } => {
@@ -372,7 +409,9 @@ impl Run<'_> {
                 }
             }
             Ok(())
-        })
+        });
+        self.report.times.write += start.elapsed();
+        written
     }
 }
 
