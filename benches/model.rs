@@ -1,8 +1,9 @@
 //! `cargo bench --bench model`: Swin-T / Swin-B forward at 416 x 416 and BERT-base on a 20-token
 //! sentence, on this machine's CPU, batch 1, fp32, random weights. When a Python with torch, timm and
 //! transformers is found (`PHOTOSEG_TORCH_PYTHON`, else `python3`), the PyTorch reference
-//! (`scripts/reference/grser_ref.py cpu` for Swin, `benches/bert_ref.py` for BERT) runs in the same
-//! process tree right after, and the ratio photoseg / PyTorch time is printed (< 1 means photoseg is faster).
+//! (`scripts/reference/grser_ref.py cpu` for Swin, `benches/bert_ref.py` for BERT) runs right after
+//! photoseg in each of `PHOTOSEG_BENCH_ROUNDS` rounds (default 3), and the ratio photoseg / PyTorch time is
+//! printed per round and as the median over rounds (< 1 means photoseg is faster).
 //!
 //! Swin geometry matches the reference script: window 13 at 416 px (no padding); Swin-B with the paper's
 //! window 12 is also timed, for the cost of padding. Then Swin-B's forward split by kind of operation
@@ -173,21 +174,18 @@ fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
+/// One round: photoseg's seconds and, when PyTorch is there, the reference's, measured back to back.
+struct Round {
+    swin_t: (f64, Option<f64>),
+    swin_b: (f64, Option<f64>),
+    bert: (f64, Option<f64>),
+}
+
 fn main() {
     let threads = threads();
     println!("photoseg model benchmark: CPU, {threads} threads, fp32, batch 1, random weights");
     let swin_t_w13 = swin::Config { window_size: 13, ..swin::Config::swin_t() };
     let swin_b_w13 = swin::Config { window_size: 13, ..swin::Config::swin_b() };
-    let t_t = swin_seconds(swin_t_w13, 5);
-    println!("swin-t 416 (window 13)  photoseg {t_t:.3} s/image");
-    let t_b = swin_seconds(swin_b_w13.clone(), 3);
-    println!("swin-b 416 (window 13)  photoseg {t_b:.3} s/image");
-    let t_b12 = swin_seconds(swin::Config::swin_b(), 3);
-    println!("swin-b 416 (window 12, padded)  photoseg {t_b12:.3} s/image");
-    let (ops, wall) = swin_breakdown(swin_b_w13.clone(), 2);
-    let t_bert = bert_seconds(10);
-    println!("bert-base 20 tokens     photoseg {t_bert:.4} s/sentence");
-
     let python = std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = Command::new(&python)
         .args(["-c", "import torch, timm, transformers"])
@@ -196,23 +194,59 @@ fn main() {
         .unwrap_or(false);
     if !has_torch {
         println!("pytorch reference: skipped ({python} lacks torch/timm/transformers; set PHOTOSEG_TORCH_PYTHON)");
-        print_breakdown(&ops, wall, None);
-        return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let anchor = root.join("scripts/reference/grser_ref.py");
-    if let Some(r) = python_json(&python, &anchor, &["cpu"]) {
-        let ref_t = 1.0 / r["index_swinT_416_fp32_b1_img_s"].as_f64().unwrap_or(f64::NAN);
-        let ref_b = 1.0 / r["index_swinB_416_fp32_b1_img_s"].as_f64().unwrap_or(f64::NAN);
-        println!("swin-t 416  pytorch {ref_t:.3} s/image   photoseg/pytorch time ratio {:.2}", t_t / ref_t);
-        println!("swin-b 416  pytorch {ref_b:.3} s/image   photoseg/pytorch time ratio {:.2}", t_b / ref_b);
-    } else {
-        println!("pytorch swin reference: {} not runnable", anchor.display());
+    // This machine's speed drifts by up to 2x within minutes: each round times photoseg and PyTorch back
+    // to back, and the ratios reported are the medians of the rounds' ratios.
+    let rounds: usize = std::env::var("PHOTOSEG_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let mut all = Vec::new();
+    for round in 1..=rounds {
+        let t_t = swin_seconds(swin_t_w13.clone(), 5);
+        let t_b = swin_seconds(swin_b_w13.clone(), 3);
+        let t_bert = bert_seconds(10);
+        let (mut ref_t, mut ref_b, mut ref_bert) = (None, None, None);
+        if has_torch {
+            if let Some(r) = python_json(&python, &root.join("scripts/reference/grser_ref.py"), &["cpu"]) {
+                ref_t = r["index_swinT_416_fp32_b1_img_s"].as_f64().map(|v| 1.0 / v);
+                ref_b = r["index_swinB_416_fp32_b1_img_s"].as_f64().map(|v| 1.0 / v);
+            }
+            if let Some(r) = python_json(&python, &root.join("benches/bert_ref.py"), &[]) {
+                ref_bert = r["bert_base_20_tokens_s"].as_f64();
+            }
+        }
+        let r = Round { swin_t: (t_t, ref_t), swin_b: (t_b, ref_b), bert: (t_bert, ref_bert) };
+        let show = |(ours, theirs): (f64, Option<f64>)| match theirs {
+            Some(t) => format!("{ours:.4} s vs pytorch {t:.4} s = {:.2}", ours / t),
+            None => format!("{ours:.4} s"),
+        };
+        println!(
+            "round {round}: swin-t 416 (window 13) {}; swin-b 416 (window 13) {}; bert-base 20 tokens {}",
+            show(r.swin_t),
+            show(r.swin_b),
+            show(r.bert)
+        );
+        all.push(r);
     }
-    let reference = python_json(&python, &root.join("benches/swin_profile.py"), &[]);
+    let summary = |name: &str, pick: &dyn Fn(&Round) -> (f64, Option<f64>)| {
+        let ours = median(all.iter().map(|r| pick(r).0).collect());
+        let ratios: Vec<f64> = all.iter().filter_map(|r| pick(r).1.map(|t| pick(r).0 / t)).collect();
+        if ratios.is_empty() {
+            println!("{name:<24} photoseg {ours:.4} s (median of {rounds} rounds)");
+        } else {
+            let theirs = median(all.iter().filter_map(|r| pick(r).1).collect());
+            println!(
+                "{name:<24} photoseg {ours:.4} s, pytorch {theirs:.4} s; photoseg/pytorch time ratio {:.2} (median of {} rounds' ratios)",
+                median(ratios.clone()),
+                ratios.len()
+            );
+        }
+    };
+    summary("swin-t 416 (window 13)", &|r| r.swin_t);
+    summary("swin-b 416 (window 13)", &|r| r.swin_b);
+    summary("bert-base 20 tokens", &|r| r.bert);
+    let t_b12 = swin_seconds(swin::Config::swin_b(), 3);
+    println!("swin-b 416 (window 12, padded)  photoseg {t_b12:.3} s/image");
+    let (ops, wall) = swin_breakdown(swin_b_w13, 2);
+    let reference = if has_torch { python_json(&python, &root.join("benches/swin_profile.py"), &[]) } else { None };
     print_breakdown(&ops, wall, reference.as_ref());
-    if let Some(r) = python_json(&python, &root.join("benches/bert_ref.py"), &[]) {
-        let ref_bert = r["bert_base_20_tokens_s"].as_f64().unwrap_or(f64::NAN);
-        println!("bert-base   pytorch {ref_bert:.4} s/sentence photoseg/pytorch time ratio {:.2}", t_bert / ref_bert);
-    }
 }
