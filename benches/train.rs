@@ -9,12 +9,17 @@
 //! warm-up steps: the built-in model's shape, its features stage without the neck's attribute heads
 //! (as the reference, which has none).
 //!
-//! Reference: `scripts/reference/twin/train_attr.py swin` (a Swin of similar layout, 431 k
-//! parameters, dense attribute supervision) for one minute on the same photos, through
-//! `PHOTOSEG_TORCH_PYTHON` (a Python with torch, numpy and Pillow); its photos per second come from
-//! its own log. Without torch only photoseg's figures are printed.
+//! References, through `PHOTOSEG_TORCH_PYTHON` (a Python with torch, numpy, Pillow, timm and safetensors):
+//! - the exact twin, `scripts/reference/grad_twin.py speed`: the same network in PyTorch (timm's Swin
+//!   with photoseg's stem, the dense trunk, the attribute classifier and losses; 1.74 M parameters, the
+//!   gradient-parity twin at full width), 16 photos a step, random photos made before its clock starts;
+//! - the learning reference, `scripts/reference/twin/train_attr.py swin` (a Swin of similar layout, 431 k
+//!   parameters, dense attribute supervision) for one minute on the same photos; its photos per second
+//!   come from its own log.
 //!
-//! The ratio printed is photoseg's photos/s over the reference's (>= 1 means photoseg trains as fast).
+//! Without torch only photoseg's figures are printed.
+//!
+//! The ratios printed are photoseg's photos/s over each reference's (>= 1 means photoseg trains as fast).
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -54,6 +59,20 @@ fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
     let start = Instant::now();
     let photos: usize = (0..STEPS).map(|_| trainer.train_step(set).unwrap().images).sum();
     photos as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The exact twin's photos per second (`grad_twin.py speed`), if torch and timm are available.
+fn exact_twin() -> Option<f64> {
+    let python = std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference/grad_twin.py");
+    let out = Command::new(&python).arg(&script).arg("speed").env("PHOTOSEG_BENCH_THREADS", "1").output().ok()?;
+    if !out.status.success() {
+        eprintln!("exact twin: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed"));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let record: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    record["features_photos_per_s"].as_f64()
 }
 
 /// The reference's photos per second over one minute of training, if torch is available.
@@ -112,6 +131,13 @@ fn main() {
         "photoseg, built-in shape, 1 thread: features stage {features:.1} photos/s ({plain:.1} with glibc's default \
          allocation parameters), referent head stage {head:.1} photos/s"
     );
+    match exact_twin() {
+        Some(r) => println!(
+            "exact twin (the same network in PyTorch, 1.74 M parameters, 1 thread): {r:.1} photos/s; photoseg / exact twin: features stage {:.2}",
+            features / r
+        ),
+        None => println!("exact twin not run"),
+    }
     match reference(&data, &tmp.path().join("twin")) {
         Some(r) => println!(
             "reference (PyTorch twin, Swin 431 k, dense attributes, 1 thread): {r:.1} photos/s; photoseg / reference: features stage {:.2}",

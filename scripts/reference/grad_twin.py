@@ -14,7 +14,17 @@ weights after one AdamW step, to tests/fixtures/grad_twin_{features,referent}.sa
 torch, timm and transformers stay out of CI: the fixtures are committed. Run from the repository root:
     python -m venv venv && venv/bin/pip install torch timm transformers safetensors
     venv/bin/python scripts/reference/grad_twin.py
+
+`grad_twin.py speed` instead trains the features stage at the built-in model's full shape (embed 32, depths
+2-2-2-2, heads 1-2-4-8, window 4, conv stem 32, 128 px), in float32, 16 photos a step (random photos and
+labels, made before the clock starts), AdamW, on PHOTOSEG_BENCH_THREADS threads (default 1), and prints
+its photos per second as JSON: the exact twin that `cargo bench --bench train` times photoseg against.
 """
+import json
+import os
+import sys
+import time
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -252,6 +262,46 @@ def referent_fixture():
     finish(prefixed, named_params(prefixed), losses, inputs, f"{OUT}/grad_twin_referent.safetensors")
 
 
+def speed(steps=10, warmup=2, batch=16):
+    """Photos per second of the features stage at the built-in shape (see the module's comment)."""
+    global EMBED, DEPTHS, HEADS, WINDOW, MLP, IMG, STEM
+    EMBED, DEPTHS, HEADS, WINDOW, MLP, IMG, STEM = 32, (2, 2, 2, 2), (1, 2, 4, 8), 4, 2.0, 128, 32
+    torch.set_default_dtype(torch.float32)
+    torch.set_num_threads(int(os.environ.get("PHOTOSEG_BENCH_THREADS", "1")))
+    torch.manual_seed(0)
+    sw, trunk, classifier = swin(), Trunk(), nn.Conv2d(TRUNK[1], sum(CLASSES), 1)
+    modules = (sw, trunk, classifier)
+    for m in modules:
+        m.train()
+    opt = torch.optim.AdamW([p for m in modules for p in m.parameters()], lr=2e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(1)
+    grid = IMG // 4
+
+    def make_batch():
+        images = torch.randn(batch, 3, IMG, IMG, generator=g) * 1.5
+        obj = torch.rand(batch, grid, grid, generator=g) < 0.35
+        labels = [torch.where(obj, torch.randint(1, c, (batch, grid, grid), generator=g), 0) for c in CLASSES]
+        return images, labels
+
+    batches = [make_batch() for _ in range(warmup + steps)]
+    c0, c1 = CLASSES[0], CLASSES[0] + CLASSES[1]
+    for i, (images, labels) in enumerate(batches):
+        if i == warmup:
+            start = time.perf_counter()
+        logits = classifier(trunk(stages(sw, images)))
+        total = (weighted_ce(logits[:, :c0], labels[0]) + weighted_ce(logits[:, c0:c1], labels[1])
+                 + 0.5 * weighted_ce(logits[:, c1:], labels[2]))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    print(json.dumps({"features_photos_per_s": batch * steps / seconds, "parameters": params, "steps": steps}))
+
+
 if __name__ == "__main__":
-    features_fixture()
-    referent_fixture()
+    if sys.argv[1:] == ["speed"]:
+        speed()
+    else:
+        features_fixture()
+        referent_fixture()
