@@ -38,9 +38,10 @@ impl std::fmt::Debug for Packed {
 }
 
 impl Packed {
-    /// Whether a weight can be packed: on the CPU (any float type; it is converted to f32).
+    /// Whether a weight can be packed: f32 on the CPU (the product's output is f32, so a model of
+    /// another type keeps gemm).
     pub fn applies(weight: &Tensor) -> bool {
-        weight.device().is_cpu() && weight.dtype().is_float()
+        weight.device().is_cpu() && weight.dtype() == DType::F32
     }
 
     /// From a `[out, in]` weight (PyTorch's layout) and an optional `[out]` bias.
