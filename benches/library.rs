@@ -488,17 +488,21 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The paper's shape with random weights: indexing, codecs at three lateral widths, query latency.
-/// One mask at 4032 x 3024 (a phone camera's 12 MP) from a 32 x 32 grid holding a disc a quarter of
-/// the photo wide, the photo a generated one scaled up and stored as JPEG; median of 5 each.
+/// A phone camera's photo size (12 MP), which the `mask` and `paper` parts scale generated photos up to.
+const CAMERA: (u32, u32) = (4032, 3024);
+
+/// `img` scaled up to [`CAMERA`]'s size.
+fn camera_sized(img: &image::RgbImage) -> image::RgbImage {
+    image::imageops::resize(img, CAMERA.0, CAMERA.1, image::imageops::FilterType::Triangle)
+}
+
 /// Replaces every photo under `lib`'s albums with a 4032 x 3024 JPEG of it (quality 90): a phone camera's
 /// size, where decoding and resizing cost what they cost in a real library.
 fn as_camera_jpegs(lib: &Path) -> anyhow::Result<()> {
     for album in std::fs::read_dir(lib)? {
         for photo in std::fs::read_dir(album?.path())? {
             let path = photo?.path();
-            let img = image::open(&path)?.to_rgb8();
-            let big = image::imageops::resize(&img, 4032, 3024, image::imageops::FilterType::Triangle);
+            let big = camera_sized(&image::open(&path)?.to_rgb8());
             let mut out = std::io::BufWriter::new(std::fs::File::create(path.with_extension("camera.jpg"))?);
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&big)?;
             std::fs::remove_file(&path)?;
@@ -507,11 +511,13 @@ fn as_camera_jpegs(lib: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The paper's shape with random weights: indexing, codecs at three lateral widths, query latency.
+/// One mask at 4032 x 3024 (a phone camera's 12 MP) from a 32 x 32 grid holding a disc a quarter of
+/// the photo wide, the photo a generated one scaled up and stored as JPEG; median of 5 each.
 fn large_mask(root: &Path, photo: &Path) -> anyhow::Result<()> {
     use photoseg::model::upsample;
-    let (w, h, g) = (4032usize, 3024usize, 32usize);
-    let small = image::open(photo)?.to_rgb8();
-    let big = image::imageops::resize(&small, w as u32, h as u32, image::imageops::FilterType::Triangle);
+    let (w, h, g) = (CAMERA.0 as usize, CAMERA.1 as usize, 32usize);
+    let big = camera_sized(&image::open(photo)?.to_rgb8());
     let path = root.join("large.jpg");
     big.save(&path)?;
     let logits: Vec<f32> = (0..g * g)

@@ -61,9 +61,14 @@ fn photos_per_second(set: &TrainSet, stage: Stage, groups: usize) -> f64 {
     photos as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The Python the references run with: `PHOTOSEG_TORCH_PYTHON`, else `python3`.
+fn python() -> String {
+    std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// The exact twin's photos per second (`grad_twin.py speed`), if torch and timm are available.
 fn exact_twin() -> Option<f64> {
-    let python = std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference/grad_twin.py");
     let out = Command::new(&python).arg(&script).arg("speed").env("PHOTOSEG_BENCH_THREADS", "1").output().ok()?;
     if !out.status.success() {
@@ -77,7 +82,7 @@ fn exact_twin() -> Option<f64> {
 
 /// The reference's photos per second over one minute of training, if torch is available.
 fn reference(data: &Path, work: &Path) -> Option<f64> {
-    let python = std::env::var("PHOTOSEG_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference/twin");
     if !twin.join("train_attr.py").exists() {
         eprintln!("reference: {} not found", twin.display());

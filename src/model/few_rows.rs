@@ -75,7 +75,7 @@ impl Packed {
 
     /// [`Self::forward`] with a given instruction set; an error if this CPU lacks it.
     pub fn forward_with(&self, isa: Isa, x: &Tensor) -> Result<Tensor> {
-        if !Isa::available().contains(&isa) {
+        if !isa.runs_here() {
             bail!("linear: this CPU cannot run {isa:?} code");
         }
         let (m, k) = x.dims2()?;

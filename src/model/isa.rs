@@ -31,13 +31,18 @@ impl Isa {
         Self::Plain
     }
 
+    /// Whether this CPU can run code compiled for `self`.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Avx512 => Self::get() == Self::Avx512,
+            Self::Avx2 => Self::get().has_avx2(),
+            Self::Plain => true,
+        }
+    }
+
     /// Every instruction set this CPU can run, widest first: tests compare each kernel's versions.
     pub fn available() -> Vec<Self> {
-        match Self::get() {
-            Self::Avx512 => vec![Self::Avx512, Self::Avx2, Self::Plain],
-            Self::Avx2 => vec![Self::Avx2, Self::Plain],
-            Self::Plain => vec![Self::Plain],
-        }
+        [Self::Avx512, Self::Avx2, Self::Plain].into_iter().filter(|isa| isa.runs_here()).collect()
     }
 
     /// Whether AVX2 and FMA may be used (AVX-512 CPUs included).

@@ -54,16 +54,19 @@ const WEIGHT_INIT: candle_nn::Init = candle_nn::Init::Randn { mean: 0.0, stdev: 
 
 /// A linear layer with bias (timm / BERT initialisation, see [`WEIGHT_INIT`]; bias zero).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    Linear::from_candle(candle_linear(in_dim, out_dim, vb)?)
+}
+
+/// candle-nn's layer with bias, its weight and bias drawn as [`linear`] says.
+fn candle_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn::Linear> {
     let w = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
     let b = vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?;
-    Linear::from_candle(candle_nn::Linear::new(w, Some(b)))
+    Ok(candle_nn::Linear::new(w, Some(b)))
 }
 
 /// A linear layer with bias whose inputs have few rows ([`Linear::from_candle_few_rows`]).
 pub fn linear_few_rows(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let w = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
-    let b = vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?;
-    Linear::from_candle_few_rows(candle_nn::Linear::new(w, Some(b)))
+    Linear::from_candle_few_rows(candle_linear(in_dim, out_dim, vb)?)
 }
 
 /// A linear layer without bias (initialised as [`linear`]).
